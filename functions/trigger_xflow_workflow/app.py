@@ -1,0 +1,13 @@
+"""Worker: delivers the messages of one action queue to Qualtrics (ACTION_SLUG names the action)."""
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from segment_qualtrics.observability import logger, metrics
+from segment_qualtrics.worker_app import WorkerApp
+
+app = WorkerApp.from_environment()   # once per cold start: config, Qualtrics client, AWS clients
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.handle(event, context)

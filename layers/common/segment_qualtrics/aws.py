@@ -1,0 +1,137 @@
+"""AWS adapters: SQS publisher, dead-letter queue, visibility control, DynamoDB idempotency store.
+
+Plain boto3 clients, created by the caller once per cold start; the standard ``AWS_ENDPOINT_URL``
+variable points them at a local endpoint (never hard-coded here).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .envelope import QueueMessage
+from .idempotency import Claim, ClaimState
+
+SQS_BATCH_ENTRIES = 10
+SQS_BATCH_BYTES = 1024 * 1024 - 16 * 1024   # the 1 MiB request cap, with room for attributes
+PUBLISH_ATTEMPTS = 3
+
+
+class SqsPublisher:
+    """SendMessageBatch in chunks of 10, retrying the entries SQS lists in ``Failed`` inside a 200."""
+
+    def __init__(self, sqs: Any, queue_urls: dict[str, str], sleep=time.sleep) -> None:
+        self.sqs = sqs
+        self.queue_urls = queue_urls
+        self.sleep = sleep
+
+    def publish(self, action: str, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        url = self.queue_urls.get(action)
+        if not url:
+            return list(messages)   # no queue configured for this action: report them unqueued
+        unaccepted: list[QueueMessage] = []
+        for chunk in _chunks(messages):
+            unaccepted += self._send_chunk(url, chunk)
+        return unaccepted
+
+    def _send_chunk(self, url: str, chunk: list[tuple[QueueMessage, str]]) -> list[QueueMessage]:
+        pending = {str(i): item for i, item in enumerate(chunk)}
+        for attempt in range(PUBLISH_ATTEMPTS):
+            if attempt:
+                self.sleep(0.05 * 2**attempt)
+            entries = [{"Id": i, "MessageBody": body, "MessageAttributes": msg.attributes()}
+                       for i, (msg, body) in pending.items()]
+            try:
+                answer = self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                continue
+            for ok in answer.get("Successful", []):
+                pending.pop(ok["Id"], None)
+            # SenderFault entries (bad input) will not pass on a retry either; stop early for them.
+            if not pending or any(f.get("SenderFault") for f in answer.get("Failed", [])):
+                break
+        return [msg for msg, _ in pending.values()]
+
+
+def _chunks(messages: Sequence[QueueMessage]) -> list[list[tuple[QueueMessage, str]]]:
+    chunks: list[list[tuple[QueueMessage, str]]] = []
+    current: list[tuple[QueueMessage, str]] = []
+    size = 0
+    for message in messages:
+        body = message.to_json()
+        if current and (len(current) == SQS_BATCH_ENTRIES or size + len(body) > SQS_BATCH_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append((message, body))
+        size += len(body)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class SqsDeadLetterQueue:
+    def __init__(self, sqs: Any, url: str) -> None:
+        self.sqs = sqs
+        self.url = url
+
+    def send(self, body: str, attributes: dict[str, dict[str, str]]) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageAttributes=attributes)
+
+
+class SqsVisibility:
+    def __init__(self, sqs: Any, url: str) -> None:
+        self.sqs = sqs
+        self.url = url
+
+    def delay(self, receipt_handle: str, seconds: int) -> None:
+        self.sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=receipt_handle,
+                                           VisibilityTimeout=seconds)
+
+
+class DynamoIdempotencyStore:
+    """The claim protocol of idempotency.py with conditional writes. Table: key ``id``, TTL ``expiration``."""
+
+    def __init__(self, dynamodb: Any, table: str, keep_seconds: int = 7 * 24 * 3600, clock=time.time) -> None:
+        self.dynamodb = dynamodb
+        self.table = table
+        self.keep_seconds = keep_seconds   # longer than Segment's 4 h retry window, and a redrive's
+        self.clock = clock
+
+    def claim(self, key: str, lease_seconds: int) -> Claim:
+        now = int(self.clock())
+        try:
+            answer = self.dynamodb.put_item(
+                TableName=self.table,
+                Item={"id": {"S": key}, "status": {"S": "IN_PROGRESS"},
+                      "leaseUntil": {"N": str(now + lease_seconds)},
+                      "expiration": {"N": str(now + self.keep_seconds)}},
+                ConditionExpression="attribute_not_exists(id) OR (#s = :p AND leaseUntil < :now)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":p": {"S": "IN_PROGRESS"}, ":now": {"N": str(now)}},
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            item = self.dynamodb.get_item(TableName=self.table, Key={"id": {"S": key}},
+                                          ConsistentRead=True).get("Item", {})
+            status = item.get("status", {}).get("S")
+            return Claim(ClaimState.DONE if status == "COMPLETED" else ClaimState.BUSY)
+        return Claim(ClaimState.CLAIMED, recovering=bool(answer.get("Attributes")))
+
+    def complete(self, key: str) -> None:
+        now = int(self.clock())
+        self.dynamodb.put_item(TableName=self.table, Item={
+            "id": {"S": key}, "status": {"S": "COMPLETED"}, "completedAt": {"N": str(now)},
+            "expiration": {"N": str(now + self.keep_seconds)}})
+
+    def release(self, key: str, *, uncertain: bool) -> None:
+        if uncertain:
+            self.dynamodb.update_item(TableName=self.table, Key={"id": {"S": key}},
+                                      UpdateExpression="SET leaseUntil = :zero",
+                                      ExpressionAttributeValues={":zero": {"N": "0"}})
+        else:
+            self.dynamodb.delete_item(TableName=self.table, Key={"id": {"S": key}})

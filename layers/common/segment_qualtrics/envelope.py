@@ -1,0 +1,77 @@
+"""The queue message envelope: what the ingest puts on an action queue and a worker reads back.
+
+A message keeps the raw Segment event and the subscription name, not the mapped payload, so a
+mapping fixed after a failure applies when the dead-letter queue is redriven (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+ENVELOPE_VERSION = 1
+
+
+class EnvelopeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    action: str          # action slug, e.g. "addContactToXmd"
+    subscription: str    # subscription name in the subscriptions file
+    message_id: str      # Segment messageId
+    received_at: str     # ISO time the ingest accepted the event
+    event: dict[str, Any]
+
+    @property
+    def idempotency_key(self) -> str:
+        # Segment's messageId, not the SQS one: a re-post of the same event gets a new SQS id.
+        return f"{self.action}#{self.subscription}#{self.message_id}"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": ENVELOPE_VERSION,
+                "action": self.action,
+                "subscription": self.subscription,
+                "messageId": self.message_id,
+                "receivedAt": self.received_at,
+                "event": self.event,
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    def attributes(self) -> dict[str, dict[str, str]]:
+        """SQS message attributes: readable in the console and by the DLQ tool without parsing bodies."""
+        return {
+            "action": {"DataType": "String", "StringValue": self.action},
+            "subscription": {"DataType": "String", "StringValue": self.subscription},
+            "segmentMessageId": {"DataType": "String", "StringValue": self.message_id},
+            "eventType": {"DataType": "String", "StringValue": str(self.event.get("type", ""))},
+        }
+
+    @classmethod
+    def from_json(cls, body: str) -> QueueMessage:
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise EnvelopeError(f"message body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise EnvelopeError("message body is not a JSON object")
+        if data.get("version") != ENVELOPE_VERSION:
+            raise EnvelopeError(f"unsupported envelope version {data.get('version')!r}")
+        missing = [k for k in ("action", "subscription", "messageId", "event") if not data.get(k)]
+        if missing:
+            raise EnvelopeError(f"message lacks {', '.join(missing)}")
+        if not isinstance(data["event"], dict):
+            raise EnvelopeError("message event is not an object")
+        return cls(
+            action=data["action"],
+            subscription=data["subscription"],
+            message_id=data["messageId"],
+            received_at=data.get("receivedAt", ""),
+            event=data["event"],
+        )

@@ -1,0 +1,67 @@
+"""Exactly-once bookkeeping, keyed on (action, subscription, Segment messageId).
+
+A worker *claims* a key before it calls Qualtrics and *completes* it after. The protocol, kept by
+conditional writes in the adapter (aws.py), is:
+
+- no record            → claimed (fresh)
+- COMPLETED            → done: a redelivery; report success, call nothing
+- IN_PROGRESS, leased  → busy: another worker has it; retry later
+- IN_PROGRESS, expired → claimed (recovering): an earlier attempt died or failed after it may have
+                         reached Qualtrics, so the action checks Qualtrics before acting again.
+
+A failed message is never marked done: a permanent failure deletes the record (Qualtrics refused it,
+nothing happened); a transient one leaves it with an expired lease (we cannot know whether it landed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+
+class ClaimState(Enum):
+    CLAIMED = "claimed"
+    DONE = "done"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: ClaimState
+    recovering: bool = False   # an earlier attempt may have reached Qualtrics
+
+
+class IdempotencyStore(Protocol):
+    def claim(self, key: str, lease_seconds: int) -> Claim: ...
+    def complete(self, key: str) -> None: ...
+    def release(self, key: str, *, uncertain: bool) -> None: ...
+
+
+class MemoryIdempotencyStore:
+    """In-memory store for pure tests and the preview; same protocol as the DynamoDB adapter."""
+
+    def __init__(self, clock=None) -> None:
+        import time
+
+        self._clock = clock or time.time
+        self.records: dict[str, tuple[str, float]] = {}
+
+    def claim(self, key: str, lease_seconds: int) -> Claim:
+        now = self._clock()
+        record = self.records.get(key)
+        if record and record[0] == "COMPLETED":
+            return Claim(ClaimState.DONE)
+        if record and record[1] > now:
+            return Claim(ClaimState.BUSY)
+        self.records[key] = ("IN_PROGRESS", now + lease_seconds)
+        return Claim(ClaimState.CLAIMED, recovering=record is not None)
+
+    def complete(self, key: str) -> None:
+        self.records[key] = ("COMPLETED", float("inf"))
+
+    def release(self, key: str, *, uncertain: bool) -> None:
+        if uncertain:
+            self.records[key] = ("IN_PROGRESS", 0.0)
+        else:
+            self.records.pop(key, None)

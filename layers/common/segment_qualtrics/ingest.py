@@ -1,0 +1,207 @@
+"""The ingest core: authenticate, parse, validate, route and enqueue Segment events.
+
+Pure logic: the queue publisher is passed in (an SQS adapter in production, a counting fake in
+benchmarks). The handler turns an API Gateway event into an ``IngestRequest`` and back.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .envelope import QueueMessage
+from .events import BodyError, split_body, validate_event
+from .subscriptions import Subscription
+
+# Below API Gateway's 10 MB and Lambda's 6 MB synchronous payload limits, with room for base64.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+# One event must fit in one SQS message with its envelope; Segment's own cap is 32 KB per event.
+MAX_EVENT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class IngestCredentials:
+    shared_secret: str | None = None
+    bearer_token: str | None = None
+
+    @classmethod
+    def from_secret(cls, value: Mapping[str, Any]) -> IngestCredentials:
+        return cls(value.get("sharedSecret") or None, value.get("bearerToken") or None)
+
+
+@dataclass
+class IngestRequest:
+    headers: dict[str, str]   # lower-cased names
+    body: bytes
+
+    @classmethod
+    def from_http_api_event(cls, event: Mapping[str, Any]) -> IngestRequest:
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        raw = event.get("body") or ""
+        if event.get("isBase64Encoded"):
+            body = base64.b64decode(raw)
+        else:
+            body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+        return cls(headers, body)
+
+
+@dataclass
+class IngestResponse:
+    status: int
+    body: dict[str, Any]
+    queued: list[QueueMessage] = field(default_factory=list)
+
+    def to_http_api_response(self) -> dict[str, Any]:
+        return {
+            "statusCode": self.status,
+            "headers": {"content-type": "application/json"},
+            "body": json.dumps(self.body, separators=(",", ":")),
+        }
+
+
+class Publisher(Protocol):
+    def publish(self, action: str, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        """Enqueue ``messages`` on the action's queue; return those SQS did not accept."""
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> IngestResponse:
+    return IngestResponse(status, {"error": {"code": code, "message": message, **extra}})
+
+
+# --- authentication -------------------------------------------------------------------------------
+
+def _hmac_sha1(secret: str, data: bytes) -> str:
+    return hmac.new(secret.encode(), data, hashlib.sha1).hexdigest()
+
+
+def signature_matches(secret: str, body: bytes, signature: str) -> bool:
+    """Segment's X-Signature: hex HMAC-SHA1 of the body.
+
+    For a JSON-array batch, Webhooks (Actions) signs only the compact JSON of the first element
+    (reference section 11.2), so that form is accepted too.
+    """
+    signature = signature.strip().lower()
+    if hmac.compare_digest(_hmac_sha1(secret, body), signature):
+        return True
+    if body.lstrip()[:1] == b"[":
+        try:
+            first = json.loads(body)[0]
+        except (ValueError, IndexError, KeyError, TypeError):
+            return False
+        compact = json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
+        return hmac.compare_digest(_hmac_sha1(secret, compact), signature)
+    return False
+
+
+def authenticate(request: IngestRequest, credentials: IngestCredentials) -> IngestResponse | None:
+    """None when the request is authentic, else the 401 (or 500 when nothing is configured)."""
+    if not (credentials.shared_secret or credentials.bearer_token):
+        return error_response(500, "auth_not_configured",
+                              "the ingest secret holds neither sharedSecret nor bearerToken")
+    signature = request.headers.get("x-signature")
+    if credentials.shared_secret and signature:
+        if signature_matches(credentials.shared_secret, request.body, signature):
+            return None
+        return error_response(401, "bad_signature", "X-Signature does not match the body and the shared secret")
+    authorization = request.headers.get("authorization", "")
+    if credentials.bearer_token and authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), credentials.bearer_token):
+            return None
+        return error_response(401, "bad_token", "the Authorization bearer token is not the configured one")
+    wanted = " or ".join(
+        name for name, on in (("an X-Signature header", credentials.shared_secret),
+                              ("an Authorization: Bearer header", credentials.bearer_token)) if on
+    )
+    return error_response(401, "unauthenticated", f"the request needs {wanted}")
+
+
+# --- the whole request ----------------------------------------------------------------------------
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def route(event: dict[str, Any], subscriptions: Sequence[Subscription], received_at: str) -> list[QueueMessage]:
+    """One message per enabled subscription whose trigger matches the event."""
+    return [
+        QueueMessage(sub.action.slug, sub.name, event["messageId"], received_at, event)
+        for sub in subscriptions
+        if sub.enabled and sub.trigger.matches(event)
+    ]
+
+
+def handle_ingest(
+    request: IngestRequest,
+    subscriptions: Sequence[Subscription],
+    credentials: IngestCredentials,
+    publisher: Publisher,
+    now: datetime | None = None,
+) -> IngestResponse:
+    if len(request.body) > MAX_BODY_BYTES:
+        return error_response(413, "payload_too_large",
+                              f"the body is {len(request.body)} bytes; the limit is {MAX_BODY_BYTES}")
+    if not _is_json(request.headers.get("content-type")):
+        return error_response(415, "unsupported_media_type",
+                              f"Content-Type must be application/json, got {request.headers.get('content-type')!r}")
+    denied = authenticate(request, credentials)
+    if denied is not None:
+        return denied
+    try:
+        raw_events = split_body(request.body)
+    except BodyError as exc:
+        return error_response(400, exc.code, exc.message)
+
+    received_at = (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+    invalid: list[dict[str, Any]] = []
+    by_action: dict[str, list[QueueMessage]] = defaultdict(list)
+    accepted = 0
+    for index, raw in enumerate(raw_events):
+        try:
+            event = validate_event(raw)
+        except ValueError as exc:
+            invalid.append(_invalid(index, raw, str(exc)))
+            continue
+        messages = route(event, subscriptions, received_at)
+        if messages and len(messages[0].to_json()) > MAX_EVENT_BYTES:
+            invalid.append(_invalid(index, raw, f"the event is larger than {MAX_EVENT_BYTES} bytes"))
+            continue
+        accepted += 1
+        for message in messages:
+            by_action[message.action].append(message)
+
+    if not accepted:
+        if len(raw_events) == 1:
+            return error_response(400, "invalid_event", f"the event is invalid: {invalid[0]['error']}")
+        return error_response(400, "invalid_batch", "every event in the batch is invalid", invalid=invalid)
+
+    unaccepted = [m for action, msgs in by_action.items() for m in publisher.publish(action, msgs)]
+    if unaccepted:
+        # Segment retries 5xx; the events SQS did accept are deduplicated by the workers.
+        return error_response(503, "queue_unavailable",
+                              f"{len(unaccepted)} message(s) could not be queued; retry the request",
+                              messageIds=sorted({m.message_id for m in unaccepted}))
+    queued = [m for msgs in by_action.values() for m in msgs]
+    body = {
+        "accepted": accepted,
+        "invalid": invalid,
+        "queued": {action: len(msgs) for action, msgs in sorted(by_action.items())},
+    }
+    return IngestResponse(200, body, queued)
+
+
+def _invalid(index: int, raw: Any, error: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"index": index, "error": error}
+    if isinstance(raw, dict) and isinstance(raw.get("messageId"), str):
+        entry["messageId"] = raw["messageId"]
+    return entry

@@ -1,0 +1,152 @@
+"""The subscriptions file: which action each event triggers, and how it is mapped.
+
+Format (DESIGN.md section 4), names as in Segment's subscription objects::
+
+    {"subscriptions": [{"name": "...", "enabled": true, "actionSlug": "addContactToXmd",
+                        "trigger": "type = \\"identify\\"", "mapping": {"directoryId": "${QUALTRICS_DIRECTORY_ID}"}}]}
+
+Fields missing from ``mapping`` take the action's default mapping; a field set to ``null`` is switched
+off. ``${VAR}`` in a string is replaced by that environment variable, so one file serves every stage.
+The file is checked once when a function starts; every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .actions import ACTIONS, Action
+from .mapping import MappingError, validate_mapping
+from .triggers import Trigger, TriggerSyntaxError, compile_trigger
+
+MAX_SUBSCRIPTIONS = 50  # Segment's limit per destination instance
+DEFAULT_CONFIG = Path(__file__).with_name("default_subscriptions.json")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        listing = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"subscriptions file {source} has {len(problems)} problem(s):\n{listing}")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    name: str
+    enabled: bool
+    action: Action
+    trigger: Trigger
+    mapping: dict[str, Any]   # the effective mapping: defaults merged with the file's, nulls removed
+
+
+def config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("DESTINATION_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_subscriptions(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> list[Subscription]:
+    source = Path(path) if path else config_path(environ)
+    try:
+        text = source.read_text()
+    except OSError as exc:
+        raise ConfigError(str(source), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(str(source), [f"not valid JSON: {exc}"]) from None
+    return parse_subscriptions(data, str(source), environ)
+
+
+def parse_subscriptions(data: Any, source: str = "<config>", environ: Mapping[str, str] = os.environ) -> list[Subscription]:
+    if not isinstance(data, dict) or not isinstance(data.get("subscriptions"), list):
+        raise ConfigError(source, ['the top level must be an object with a "subscriptions" array'])
+    items = data["subscriptions"]
+    problems: list[str] = []
+    if len(items) > MAX_SUBSCRIPTIONS:
+        problems.append(f"{len(items)} subscriptions; at most {MAX_SUBSCRIPTIONS} are allowed (as in Segment)")
+    unknown_top = sorted(set(data) - {"subscriptions"})
+    if unknown_top:
+        problems.append(f"unknown top-level key(s): {', '.join(unknown_top)}")
+    subscriptions, seen = [], set()
+    for index, item in enumerate(items):
+        label = f"subscriptions[{index}]"
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            label += f" ({item['name']!r})"
+        found, sub = _parse_one(item, label, environ)
+        problems += found
+        if sub is not None:
+            if sub.name in seen:
+                problems.append(f"{label}: the name {sub.name!r} is used twice; names must be unique")
+            seen.add(sub.name)
+            subscriptions.append(sub)
+    if problems:
+        raise ConfigError(source, problems)
+    return subscriptions
+
+
+_KEYS = {"name", "enabled", "actionSlug", "trigger", "mapping"}
+
+
+def _parse_one(item: Any, label: str, environ: Mapping[str, str]) -> tuple[list[str], Subscription | None]:
+    if not isinstance(item, dict):
+        return [f"{label}: must be an object"], None
+    problems = [f"{label}: unknown key {k!r} (allowed: {', '.join(sorted(_KEYS))})" for k in item if k not in _KEYS]
+    name, enabled, slug = item.get("name"), item.get("enabled", True), item.get("actionSlug")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{label}: needs a non-empty string \"name\"")
+    if not isinstance(enabled, bool):
+        problems.append(f"{label}: \"enabled\" must be true or false")
+    action = ACTIONS.get(slug) if isinstance(slug, str) else None
+    if action is None:
+        problems.append(f"{label}: unknown actionSlug {slug!r}; expected one of {', '.join(ACTIONS)}")
+    trigger = None
+    if not isinstance(item.get("trigger"), str):
+        problems.append(f"{label}: needs a \"trigger\" string (FQL), e.g. 'type = \"identify\"'")
+    else:
+        try:
+            trigger = compile_trigger(item["trigger"])
+        except TriggerSyntaxError as exc:
+            problems.append(f"{label}: trigger: {exc}")
+    mapping = item.get("mapping", {})
+    if not isinstance(mapping, dict):
+        problems.append(f"{label}: \"mapping\" must be an object")
+        mapping = {}
+    if action is not None:
+        problems += [f"{label}: mapping: unknown field {k!r} for {action.slug}; fields are {', '.join(action.fields)}"
+                     for k in mapping if k not in action.fields]
+    if enabled is True:
+        mapping = _substitute_env(mapping, environ, f"{label}: mapping", problems)
+    try:
+        validate_mapping({k: v for k, v in mapping.items() if v is not None})
+    except MappingError as exc:
+        problems += [f"{label}: mapping: {p}" for p in exc.problems]
+    if problems or action is None or trigger is None:
+        return problems, None
+    effective = {**action.default_mapping, **mapping}
+    effective = {k: v for k, v in effective.items() if v is not None}
+    if enabled:
+        problems += [f"{label}: the required field {k!r} has no mapping and no default"
+                     for k, f in action.fields.items() if f.required and k not in effective]
+    return problems, Subscription(name.strip(), enabled, action, trigger, effective)
+
+
+def _substitute_env(value: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
+    if isinstance(value, str):
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if not environ.get(name):
+                problems.append(f"{where}: ${{{name}}} is used but the environment variable {name} is not set")
+                return match.group(0)
+            return environ[name]
+        return _ENV_REFERENCE.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, environ, f"{where}.{k}", problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, environ, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    return value
