@@ -40,6 +40,7 @@ from local.runtime import FunctionError, LocalFunction
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = ROOT / ".local-stack" / "state.json"
+LOCAL_SUBSCRIPTIONS = ROOT / "local" / "subscriptions.json"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 LOCAL_SHARED_SECRET = "local-shared-secret"   # the events/ingest samples are signed with it
@@ -255,8 +256,13 @@ class LocalStack:
             "QUALTRICS_MAILING_LIST_ID": os.environ.get("QUALTRICS_MAILING_LIST_ID", "CG_SANDBOX"),
             "RETRY_BASE_SECONDS": "2",
         }
-        if os.environ.get("QUALTRICS_WORKFLOW_URL"):
-            base_env["QUALTRICS_WORKFLOW_URL"] = os.environ["QUALTRICS_WORKFLOW_URL"]
+        # The local subscriptions enable the workflow too, pointed at the sandbox's JSON-event trigger.
+        base_env["DESTINATION_CONFIG"] = os.environ.get("DESTINATION_CONFIG") or str(LOCAL_SUBSCRIPTIONS)
+        workflow_url = os.environ.get("QUALTRICS_WORKFLOW_URL") or (
+            f"{self.sandbox.base_url}/inbound-event/v1/events/json/triggers?urlTokenId=local-demo"
+            if self.sandbox else "")
+        if workflow_url:
+            base_env["QUALTRICS_WORKFLOW_URL"] = workflow_url
         for name, resource in self.resources.items():
             if resource.get("Type") != "AWS::Serverless::Function":
                 continue

@@ -65,7 +65,8 @@ TRANSACTION_FIELDS: dict[str, Field] = {
         "string", required=True, default=_either("$.userId", _path("$.anonymousId")),
         description="External data reference, used to look up or create the contact.",
     ),
-    **{k: CONTACT_FIELDS[k] for k in ("email", "phone", "firstName", "lastName", "language", "unsubscribed", "embeddedData")},
+    **{k: CONTACT_FIELDS[k]
+       for k in ("email", "phone", "firstName", "lastName", "language", "unsubscribed", "embeddedData")},
     "transactionDate": Field("datetime", default=_path("$.timestamp"), description="When the transaction happened."),
     "transactionData": Field("object", description="Properties of the transaction, sent as its data."),
 }

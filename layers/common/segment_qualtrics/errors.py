@@ -64,7 +64,9 @@ def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUSES or (500 <= status <= 599 and status != 501)
 
 
-def error_from_response(status: int, body: bytes | str | None, headers: dict[str, str] | None = None) -> DestinationError:
+def error_from_response(
+    status: int, body: bytes | str | None, headers: dict[str, str] | None = None
+) -> DestinationError:
     """Classify a non-2xx Qualtrics answer. The body may be empty or not JSON: never assume it is."""
     message, error_code, request_id = _read_error_envelope(body)
     retry_after = _parse_retry_after((headers or {}).get("Retry-After") or (headers or {}).get("retry-after"))

@@ -144,7 +144,8 @@ class QualtricsClient:
                                              timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
             status = response.status_code
         except requests.Timeout as exc:
-            raise RetryableError("qualtrics_timeout", f"{operation}: no answer from Qualtrics in time ({exc})") from None
+            raise RetryableError("qualtrics_timeout",
+                                 f"{operation}: no answer from Qualtrics in time ({exc})") from None
         except requests.RequestException as exc:
             raise RetryableError("network_error", f"{operation}: could not reach Qualtrics: {exc}") from None
         finally:

@@ -63,7 +63,9 @@ def load_subscriptions(path: str | Path | None = None, environ: Mapping[str, str
     return parse_subscriptions(data, str(source), environ)
 
 
-def parse_subscriptions(data: Any, source: str = "<config>", environ: Mapping[str, str] = os.environ) -> list[Subscription]:
+def parse_subscriptions(
+    data: Any, source: str = "<config>", environ: Mapping[str, str] = os.environ
+) -> list[Subscription]:
     if not isinstance(data, dict) or not isinstance(data.get("subscriptions"), list):
         raise ConfigError(source, ['the top level must be an object with a "subscriptions" array'])
     items = data["subscriptions"]

@@ -572,9 +572,24 @@ class _Junction(_Node):
             if self.word == "and":
                 return lambda event: first(event) and second(event)
             return lambda event: first(event) or second(event)
+        # A plain loop: about twice as fast as all()/any() over a generator.
         if self.word == "and":
-            return lambda event: all(test(event) for test in tests)
-        return lambda event: any(test(event) for test in tests)
+
+            def all_true(event: Any) -> bool:
+                for test in tests:
+                    if not test(event):
+                        return False
+                return True
+
+            return all_true
+
+        def any_true(event: Any) -> bool:
+            for test in tests:
+                if test(event):
+                    return True
+            return False
+
+        return any_true
 
     def children(self) -> tuple[_Node, ...]:
         return self.operands
@@ -622,7 +637,15 @@ def _compare(op: str, left: _Node, right: _Node) -> _Fn:
         bound = right.value
         if not _is_number(bound):
             return lambda event: False  # only numbers are ordered
-        return lambda event: _is_number(value := get(event)) and order(value, bound)
+
+        def ordered_literal(event: Any) -> bool:
+            value = get(event)
+            kind = type(value)  # _is_number inlined: this runs for every event
+            if kind is int or kind is float or (kind is not bool and isinstance(value, int | float)):
+                return order(value, bound)
+            return False
+
+        return ordered_literal
     get_right = right.fn
 
     def ordered(event: Any) -> bool:

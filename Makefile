@@ -1,0 +1,57 @@
+# Segment → Qualtrics destination. `make run` starts the local stack; `make test` checks everything.
+# Every target sets itself up: .venv (python3.13, the Lambda runtime) and .sam-venv (SAM CLI) are
+# created on first use from requirements-dev.txt and mk/sam.mk.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+include mk/sam.mk
+
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.requirements-dev.stamp
+# The app venv uses the Lambda runtime's Python (3.13) when it is there, else python3.
+APP_PYTHON := $(if $(wildcard $(PY313)),$(PY313),python3)
+
+.PHONY: help venv run demo test unit integration lint check bench clean
+
+help:
+	@echo "make run     start the local stack (webhook on http://127.0.0.1:3000/segment)"
+	@echo "make demo    send the sample Segment events to the running stack and show what landed"
+	@echo "make test    lint, sam validate --lint, sam build, unit and integration tests"
+	@echo "make check   lint + sam validate --lint + sam build only"
+	@echo "make bench   benchmarks (printed figures)"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements-dev.txt layers/common/requirements.txt
+	test -x $(PY) || $(APP_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: $(VENV_STAMP)
+	$(PY) -m local.stack
+
+demo: $(VENV_STAMP)
+	$(PY) -m local.demo
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/cfn-lint template.yaml
+
+check: lint validate build
+
+unit: $(VENV_STAMP)
+	$(PY) -m pytest tests/unit -q
+
+integration: $(VENV_STAMP)
+	$(PY) -m pytest tests/integration -q
+
+test: check $(VENV_STAMP)
+	$(PY) -m pytest -q
+
+bench: $(VENV_STAMP)
+	$(PY) bench/cold_start.py
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack

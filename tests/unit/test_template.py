@@ -1,0 +1,427 @@
+"""Checks of template.yaml: the contracts the application code and the local stack rely on."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from local.cfn_yaml import CfnYamlError, load_template, loads
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+
+RUNTIME = "python3.13"
+WORKER_QUEUE_VISIBILITY_FACTOR = 6  # AWS: queue VisibilityTimeout >= 6 x the consumer's Timeout
+FOURTEEN_DAYS = 14 * 24 * 3600
+DEFAULT_LAMBDA_TIMEOUT = 3
+
+
+class Action(NamedTuple):
+    slug: str  # ACTION_SLUG
+    prefix: str  # logical ids: <prefix>Queue, <prefix>DeadLetterQueue, <prefix>Function
+    code_uri: str
+    ingest_var: str  # the ingest's env var holding this action's queue URL
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}Queue"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}DeadLetterQueue"
+
+    @property
+    def function(self) -> str:
+        return f"{self.prefix}Function"
+
+
+ACTIONS = [
+    Action(
+        "addContactToXmd", "AddContactToXmd", "functions/add_contact_to_xmd", "ADD_CONTACT_TO_XMD_QUEUE_URL"
+    ),
+    Action(
+        "upsertContactTransaction",
+        "UpsertContactTransaction",
+        "functions/upsert_contact_transaction",
+        "UPSERT_CONTACT_TRANSACTION_QUEUE_URL",
+    ),
+    Action(
+        "triggerXflowWorkflow",
+        "TriggerXflowWorkflow",
+        "functions/trigger_xflow_workflow",
+        "TRIGGER_XFLOW_WORKFLOW_QUEUE_URL",
+    ),
+]
+each_action = pytest.mark.parametrize("action", ACTIONS, ids=[a.slug for a in ACTIONS])
+
+PSEUDO_PARAMETERS = {
+    "AWS::AccountId",
+    "AWS::NotificationARNs",
+    "AWS::NoValue",
+    "AWS::Partition",
+    "AWS::Region",
+    "AWS::StackId",
+    "AWS::StackName",
+    "AWS::URLSuffix",
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"Ref": name}
+
+
+def get_att(resource: str, attribute: str) -> dict[str, list[str]]:
+    return {"Fn::GetAtt": [resource, attribute]}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(TEMPLATE_PATH)
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+def of_type(resources: dict[str, Any], resource_type: str) -> dict[str, Any]:
+    return {name: res for name, res in resources.items() if res["Type"] == resource_type}
+
+
+def function_globals(template: dict[str, Any]) -> dict[str, Any]:
+    return template.get("Globals", {}).get("Function", {})
+
+
+def effective(template: dict[str, Any], function: str, prop: str, default: Any = None) -> Any:
+    """A function property as SAM resolves it: the function's own value, else Globals.Function's."""
+    props = template["Resources"][function]["Properties"]
+    return props.get(prop, function_globals(template).get(prop, default))
+
+
+def effective_env(template: dict[str, Any], function: str) -> dict[str, Any]:
+    """Environment variables after SAM merges Globals.Function into the function (the function wins)."""
+    global_vars = function_globals(template).get("Environment", {}).get("Variables", {})
+    own_vars = template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+    return {**global_vars, **own_vars}
+
+
+def parameter_int(template: dict[str, Any], value: Any, field: str) -> int:
+    """An integer template value, or the `field` (Default, MinValue...) of the parameter it refers to."""
+    if isinstance(value, dict):
+        assert set(value) == {"Ref"}, f"expected a literal or a Ref to a parameter, got {value}"
+        return int(template["Parameters"][value["Ref"]][field])
+    return int(value)
+
+
+def policies_by_template(template: dict[str, Any], function: str) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for policy in template["Resources"][function]["Properties"].get("Policies", []):
+        assert isinstance(policy, dict), f"{function}: only SAM policy templates expected, got {policy!r}"
+        for name, args in policy.items():
+            found.setdefault(name, []).append(args)
+    return found
+
+
+def sqs_consumers(template: dict[str, Any], queue: str) -> list[tuple[str, dict[str, Any]]]:
+    """(function, SQS event properties) for every SAM SQS event reading `queue`."""
+    consumers = []
+    for name, res in of_type(template["Resources"], "AWS::Serverless::Function").items():
+        for event in res["Properties"].get("Events", {}).values():
+            if event["Type"] == "SQS" and event["Properties"]["Queue"] == get_att(queue, "Arn"):
+                consumers.append((name, event["Properties"]))
+    return consumers
+
+
+def walk(node: Any):
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+# ------------------------------------------------------------------------------------------------ loader
+
+
+def test_loader_turns_short_tags_into_long_form() -> None:
+    doc = loads(
+        """
+        Version: 2010-09-09
+        A: !Ref Queue
+        B: !GetAtt Db.Endpoint.Address
+        C: !Sub "https://${Api}.example/${AWS::Region}"
+        D: !If [IsProd, !Ref Big, !Ref AWS::NoValue]
+        E: !Join ["", [a, !Select [0, !Split [",", "x,y"]]]]
+        F: !Not [!Equals [!Ref Env, prod]]
+        G: !Sub ["${X}-y", {X: !GetAtt [Q, QueueName]}]
+        H: !Condition IsProd
+        """
+    )
+    assert doc == {
+        "Version": "2010-09-09",
+        "A": {"Ref": "Queue"},
+        "B": {"Fn::GetAtt": ["Db", "Endpoint.Address"]},
+        "C": {"Fn::Sub": "https://${Api}.example/${AWS::Region}"},
+        "D": {"Fn::If": ["IsProd", {"Ref": "Big"}, {"Ref": "AWS::NoValue"}]},
+        "E": {"Fn::Join": ["", ["a", {"Fn::Select": [0, {"Fn::Split": [",", "x,y"]}]}]]},
+        "F": {"Fn::Not": [{"Fn::Equals": [{"Ref": "Env"}, "prod"]}]},
+        "G": {"Fn::Sub": ["${X}-y", {"X": {"Fn::GetAtt": ["Q", "QueueName"]}}]},
+        "H": {"Condition": "IsProd"},
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["A: 1\nA: 2\n", "A: !GetAtt NoDot\n", "- just\n- a list\n", "A: [unclosed\n"],
+    ids=["duplicate-key", "getatt-without-attribute", "not-a-mapping", "bad-yaml"],
+)
+def test_loader_rejects_what_cloudformation_rejects(text: str) -> None:
+    with pytest.raises(CfnYamlError):
+        loads(text)
+
+
+# ------------------------------------------------------------------------------------------------ template
+
+
+def test_is_a_sam_template_without_unused_sections(template: dict[str, Any]) -> None:
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    assert "Conditions" not in template or template["Conditions"], "empty Conditions section"
+
+
+def test_every_ref_and_getatt_points_at_something_that_exists(template: dict[str, Any]) -> None:
+    known = set(template["Resources"]) | set(template.get("Parameters", {})) | PSEUDO_PARAMETERS
+    for node in walk(template):
+        if isinstance(node, dict) and "Ref" in node:
+            assert node["Ref"] in known, f"Ref to unknown {node['Ref']!r}"
+        if isinstance(node, dict) and "Fn::GetAtt" in node:
+            assert node["Fn::GetAtt"][0] in template["Resources"], f"GetAtt of unknown {node['Fn::GetAtt']}"
+        if isinstance(node, dict) and isinstance(node.get("Fn::Sub"), str):
+            for name in re.findall(r"\$\{([^!}][^}]*)\}", node["Fn::Sub"]):
+                assert name.split(".")[0] in known, f"Sub of unknown {name!r}"
+
+
+def test_runtime_is_python313_everywhere(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    functions = of_type(resources, "AWS::Serverless::Function")
+    assert functions
+    for name in functions:
+        assert effective(template, name, "Runtime") == RUNTIME, name
+        assert effective(template, name, "Architectures") == ["arm64"], name
+    for name, layer in of_type(resources, "AWS::Serverless::LayerVersion").items():
+        assert layer["Properties"]["CompatibleRuntimes"] == [RUNTIME], name
+        assert layer["Metadata"]["BuildMethod"] == RUNTIME, name
+        assert layer["Metadata"]["BuildArchitecture"] == "arm64", name
+    runtime_like = {v for v in walk(template) if isinstance(v, str) and re.fullmatch(r"python\d.*", v)}
+    assert runtime_like == {RUNTIME}
+
+
+def test_functions_use_the_common_layer_and_json_logs(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    assert resources["CommonLayer"]["Type"] == "AWS::Serverless::LayerVersion"
+    assert resources["CommonLayer"]["Properties"]["ContentUri"].rstrip("/") == "layers/common"
+    for name in of_type(resources, "AWS::Serverless::Function"):
+        assert ref("CommonLayer") in effective(template, name, "Layers", []), name
+        assert effective(template, name, "LoggingConfig", {}).get("LogFormat") == "JSON", name
+
+
+def test_post_segment_route_goes_to_ingest(resources: dict[str, Any]) -> None:
+    assert resources["HttpApi"]["Type"] == "AWS::Serverless::HttpApi"
+    routes = [
+        (name, event["Properties"])
+        for name, res in of_type(resources, "AWS::Serverless::Function").items()
+        for event in res["Properties"].get("Events", {}).values()
+        if event["Type"] in ("HttpApi", "Api")
+    ]
+    assert len(routes) == 1
+    function, route = routes[0]
+    assert function == "IngestFunction"
+    assert route["ApiId"] == ref("HttpApi")
+    assert route["Path"] == "/segment"
+    assert route["Method"].upper() == "POST"
+    assert str(route.get("PayloadFormatVersion", "2.0")) == "2.0"
+
+
+def test_webhook_url_output(template: dict[str, Any]) -> None:
+    url = template["Outputs"]["SegmentWebhookUrl"]["Value"]["Fn::Sub"]
+    assert url == "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/segment"
+
+
+@each_action
+def test_action_queue_dead_letters_after_enough_receives(
+    template: dict[str, Any], resources: dict[str, Any], action: Action
+) -> None:
+    queue = resources[action.queue]
+    dlq_name = action.dlq
+    assert queue["Type"] == resources[dlq_name]["Type"] == "AWS::SQS::Queue"
+    redrive = queue["Properties"]["RedrivePolicy"]
+    assert isinstance(redrive, dict), "RedrivePolicy must be a mapping, not a JSON string"
+    assert redrive["deadLetterTargetArn"] == get_att(dlq_name, "Arn")
+    assert redrive["maxReceiveCount"] == ref("MaxReceiveCount")
+    for field in ("Default", "MinValue"):
+        assert parameter_int(template, redrive["maxReceiveCount"], field) >= 5
+
+
+@each_action
+def test_action_queue_visibility_covers_six_consumer_timeouts(
+    template: dict[str, Any], resources: dict[str, Any], action: Action
+) -> None:
+    consumers = sqs_consumers(template, action.queue)
+    assert [name for name, _ in consumers] == [action.function]
+    timeout = effective(template, action.function, "Timeout", DEFAULT_LAMBDA_TIMEOUT)
+    visibility = resources[action.queue]["Properties"]["VisibilityTimeout"]
+    assert visibility >= WORKER_QUEUE_VISIBILITY_FACTOR * timeout
+
+
+def test_dead_letter_queues_keep_messages_fourteen_days(resources: dict[str, Any]) -> None:
+    for action in ACTIONS:
+        source = resources[action.queue]["Properties"]
+        dlq = resources[action.dlq]["Properties"]
+        assert dlq["MessageRetentionPeriod"] == FOURTEEN_DAYS
+        # SQS keeps the original enqueue time on redrive: the DLQ must outlive the source queue's retention.
+        assert source.get("MessageRetentionPeriod", 345600) < dlq["MessageRetentionPeriod"]
+
+
+def test_every_queue_is_encrypted(resources: dict[str, Any]) -> None:
+    queues = of_type(resources, "AWS::SQS::Queue")
+    assert len(queues) == 2 * len(ACTIONS)
+    for name, queue in queues.items():
+        props = queue["Properties"]
+        assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
+
+
+@each_action
+def test_worker_event_source_reports_partial_failures_and_caps_concurrency(
+    template: dict[str, Any], action: Action
+) -> None:
+    [(_, event)] = sqs_consumers(template, action.queue)
+    assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
+    assert 1 <= event["BatchSize"] <= 10
+    assert event["ScalingConfig"]["MaximumConcurrency"] == ref("QualtricsMaxConcurrency")
+    parameter = template["Parameters"]["QualtricsMaxConcurrency"]
+    assert 2 <= int(parameter["MinValue"]) <= int(parameter["Default"]) <= int(parameter["MaxValue"]) <= 1000
+
+
+def test_global_environment_contract(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    for name in of_type(resources, "AWS::Serverless::Function"):
+        env = effective_env(template, name)
+        assert env["POWERTOOLS_SERVICE_NAME"] == "segment-qualtrics", name
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "SegmentQualtrics", name
+        assert env["POWERTOOLS_LOG_LEVEL"] == ref("LogLevel"), name
+        assert env["QUALTRICS_BASE_URL"] == ref("QualtricsBaseUrl"), name
+        assert env["DESTINATION_CONFIG"] == "", name
+    assert template["Parameters"]["QualtricsBaseUrl"]["Default"] == ""
+    assert (
+        template["Parameters"]["LogLevel"]["Default"] in template["Parameters"]["LogLevel"]["AllowedValues"]
+    )
+
+
+@each_action
+def test_worker_environment_contract(
+    template: dict[str, Any], resources: dict[str, Any], action: Action
+) -> None:
+    function = action.function
+    assert resources[function]["Properties"]["Handler"] == "app.lambda_handler"
+    env = effective_env(template, function)
+    assert env["ACTION_SLUG"] == action.slug
+    assert env["QUALTRICS_SECRET_ARN"] == ref("QualtricsSecret")
+    assert env["QUEUE_URL"] == ref(action.queue)
+    assert env["DEAD_LETTER_QUEUE_URL"] == ref(action.dlq)
+    assert env["IDEMPOTENCY_TABLE"] == ref("IdempotencyTable")
+    assert env["MAX_ATTEMPTS"] == ref("MaxReceiveCount")
+
+
+@each_action
+def test_worker_policies_are_least_privilege(template: dict[str, Any], action: Action) -> None:
+    policies = policies_by_template(template, action.function)
+    assert policies == {
+        "SQSPollerPolicy": [{"QueueName": get_att(action.queue, "QueueName")}],
+        "SQSSendMessagePolicy": [{"QueueName": get_att(action.dlq, "QueueName")}],
+        "AWSSecretsManagerGetSecretValuePolicy": [{"SecretArn": ref("QualtricsSecret")}],
+        "DynamoDBCrudPolicy": [{"TableName": ref("IdempotencyTable")}],
+    }
+
+
+def test_ingest_function_contract(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    props = resources["IngestFunction"]["Properties"]
+    assert props["Handler"] == "app.lambda_handler"
+    assert props["Timeout"] == 10
+    env = effective_env(template, "IngestFunction")
+    assert env["INGEST_SECRET_ARN"] == ref("IngestSecret")
+    for action in ACTIONS:
+        assert env[action.ingest_var] == ref(action.queue)
+    assert "QUALTRICS_SECRET_ARN" not in env
+    policies = policies_by_template(template, "IngestFunction")
+    assert policies == {
+        "SQSSendMessagePolicy": [{"QueueName": get_att(action.queue, "QueueName")} for action in ACTIONS],
+        "AWSSecretsManagerGetSecretValuePolicy": [{"SecretArn": ref("IngestSecret")}],
+    }
+
+
+def test_ingest_secret_generates_a_shared_secret(resources: dict[str, Any]) -> None:
+    secret = resources["IngestSecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    generate = secret["Properties"]["GenerateSecretString"]
+    assert json.loads(generate["SecretStringTemplate"]) == {}
+    assert generate["GenerateStringKey"] == "sharedSecret"
+    assert generate["PasswordLength"] >= 32
+
+
+def test_qualtrics_secret_holds_token_and_datacenter(resources: dict[str, Any]) -> None:
+    secret = resources["QualtricsSecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    value = json.loads(secret["Properties"]["SecretString"])
+    assert set(value) == {"apiToken", "datacenter"}
+    assert re.fullmatch(r"[a-zA-Z0-9-]+", value["datacenter"])
+
+
+def test_idempotency_table_matches_powertools(resources: dict[str, Any]) -> None:
+    table = resources["IdempotencyTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_every_function_has_a_log_group_with_retention(resources: dict[str, Any]) -> None:
+    log_groups = {
+        json.dumps(res["Properties"]["LogGroupName"]): res["Properties"]
+        for res in of_type(resources, "AWS::Logs::LogGroup").values()
+    }
+    for name in of_type(resources, "AWS::Serverless::Function"):
+        group = log_groups.get(json.dumps({"Fn::Sub": f"/aws/lambda/${{{name}}}"}))
+        assert group is not None, f"no log group for {name}"
+        assert group["RetentionInDays"] == ref("LogRetentionDays")
+
+
+def test_outputs_name_the_queues_secrets_and_table(template: dict[str, Any]) -> None:
+    outputs = {name: out["Value"] for name, out in template["Outputs"].items()}
+    assert outputs["IngestSecretArn"] == ref("IngestSecret")
+    assert outputs["QualtricsSecretArn"] == ref("QualtricsSecret")
+    assert outputs["IdempotencyTableName"] == ref("IdempotencyTable")
+    for action in ACTIONS:
+        assert outputs[f"{action.queue}Url"] == ref(action.queue)
+        assert outputs[f"{action.dlq}Url"] == ref(action.dlq)
+
+
+def test_code_folders_exist(resources: dict[str, Any]) -> None:
+    functions = of_type(resources, "AWS::Serverless::Function")
+    code_uris = {res["Properties"]["CodeUri"].rstrip("/") for res in functions.values()}
+    assert code_uris == {"functions/ingest"} | {action.code_uri for action in ACTIONS}
+    for code_uri in code_uris:
+        assert (ROOT / code_uri).is_dir(), code_uri
+        assert (ROOT / code_uri / "requirements.txt").is_file(), code_uri
+    for name, layer in of_type(resources, "AWS::Serverless::LayerVersion").items():
+        content = ROOT / layer["Properties"]["ContentUri"]
+        assert content.is_dir(), name
+        # BuildMethod python3.x copies ContentUri into python/: packages must sit directly under it.
+        assert not (content / "python").exists(), f"{name}: would end up as python/python/"
+        assert (content / "requirements.txt").is_file(), name
