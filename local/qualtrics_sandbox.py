@@ -47,6 +47,7 @@ import hmac
 import json
 import operator
 import re
+import signal
 import sys
 import threading
 import time
@@ -1008,6 +1009,21 @@ class QualtricsSandbox:
         self._directories[directory.directory_id] = directory
         return Response(200, {"directoryId": directory.directory_id, **directory.state()})
 
+    def _admin_add_contact(self, req: Request) -> Response:
+        """Seed a contact with a chosen id (samples and tests that name a known contactId)."""
+        spec = req.json_object()
+        directory = self._directory(str(spec.pop("directoryId", SEED_DIRECTORY_ID)))
+        contact_id = spec.pop("contactId", None)
+        if not isinstance(contact_id, str) or not contact_id.startswith("CID_"):
+            raise ApiError(400, "'contactId' is required and starts with CID_.")
+        fields = validate_contact(spec)
+        now = now_ms()
+        contact = new_contact(now)
+        contact["contactId"] = contact_id
+        apply_contact_fields(contact, fields, now)
+        directory.contacts[contact_id] = contact
+        return Response(200, contact_get_shape(contact))
+
     def _admin_add_fault(self, req: Request) -> Response:
         self._faults.append(parse_fault(req.json_object()))
         return Response(200, {"faults": [f.to_json() for f in self._faults]})
@@ -1041,6 +1057,7 @@ class QualtricsSandbox:
         route("GET", r"/_sandbox/requests", _admin_requests),
         route("POST", r"/_sandbox/reset", _admin_reset),
         route("POST", r"/_sandbox/directories", _admin_put_directory),
+        route("POST", r"/_sandbox/contacts", _admin_add_contact),
         route("GET", r"/_sandbox/faults", _admin_list_faults),
         route("POST", r"/_sandbox/faults", _admin_add_fault),
         route("DELETE", r"/_sandbox/faults", _admin_clear_faults),
@@ -1155,6 +1172,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-request access log")
     args = parser.parse_args(argv)
 
+    # SIGTERM (e.g. from `make run` or a process manager) stops as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sandbox = QualtricsSandbox(args.token, args.host, args.port)
     sandbox.log_requests = not args.quiet
     sandbox.start()

@@ -130,6 +130,7 @@ class LocalStack:
         defaults = {k: str(v.get("Default", "")) for k, v in self.template.get("Parameters", {}).items()}
         self.intrinsics = Intrinsics(self.template, {**defaults, **(parameters or {})})
         self.functions: dict[str, LocalFunction] = {}
+        self._secret_values: dict[str, dict[str, str]] = {}
         self.workers: dict[str, dict[str, Any]] = {}   # logical id -> SQS event properties
         self.sandbox = None
         self._moto = None
@@ -201,12 +202,31 @@ class LocalStack:
 
     # --- AWS resources ----------------------------------------------------------------------------
     def _provision(self, qualtrics: dict[str, str]) -> None:
-        sqs, secrets, dynamodb = self.client("sqs"), self.client("secretsmanager"), self.client("dynamodb")
+        secrets, dynamodb = self.client("secretsmanager"), self.client("dynamodb")
         kinds = {name: r.get("Type") for name, r in self.resources.items()}
+        self._create_queues()
+        for name in (n for n, k in kinds.items() if k == "AWS::SecretsManager::Secret"):
+            value = self._secret_values[name] = self._secret_value(name, qualtrics)
+            arn = secrets.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
+            self.intrinsics.physical[name] = arn
+        for name in (n for n, k in kinds.items() if k == "AWS::DynamoDB::Table"):
+            props = self.resources[name]["Properties"]
+            dynamodb.create_table(TableName=name, KeySchema=props["KeySchema"],
+                                  AttributeDefinitions=props["AttributeDefinitions"], BillingMode="PAY_PER_REQUEST")
+            ttl = props.get("TimeToLiveSpecification")
+            if ttl:
+                dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+            self.intrinsics.physical[name] = name
+            self.intrinsics.attributes[(name, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+
+    def _queue_names(self) -> list[str]:
+        names = [n for n, r in self.resources.items() if r.get("Type") == "AWS::SQS::Queue"]
         # Dead-letter queues first: a source queue's RedrivePolicy names its DLQ's ARN.
-        queues = sorted((n for n, k in kinds.items() if k == "AWS::SQS::Queue"),
-                        key=lambda n: "RedrivePolicy" in self.resources[n].get("Properties", {}))
-        for name in queues:
+        return sorted(names, key=lambda n: "RedrivePolicy" in self.resources[n].get("Properties", {}))
+
+    def _create_queues(self) -> None:
+        sqs = self.client("sqs")
+        for name in self._queue_names():
             props = self.resources[name].get("Properties", {})
             attributes = {}
             for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "MaximumMessageSize",
@@ -222,19 +242,27 @@ class LocalStack:
             self.intrinsics.attributes[(name, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
             self.intrinsics.attributes[(name, "QueueName")] = name
             self.intrinsics.attributes[(name, "QueueUrl")] = url
-        for name in (n for n, k in kinds.items() if k == "AWS::SecretsManager::Secret"):
-            value = self._secret_value(name, qualtrics)
-            arn = secrets.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
-            self.intrinsics.physical[name] = arn
-        for name in (n for n, k in kinds.items() if k == "AWS::DynamoDB::Table"):
-            props = self.resources[name]["Properties"]
-            dynamodb.create_table(TableName=name, KeySchema=props["KeySchema"],
-                                  AttributeDefinitions=props["AttributeDefinitions"], BillingMode="PAY_PER_REQUEST")
-            ttl = props.get("TimeToLiveSpecification")
-            if ttl:
-                dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
-            self.intrinsics.physical[name] = name
-            self.intrinsics.attributes[(name, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+
+    def reset(self) -> None:
+        """Back to a fresh stack for the next test: empty queues and tables, seeded sandbox, cold functions."""
+        sqs, dynamodb = self.client("sqs"), self.client("dynamodb")
+        for name in self._queue_names():
+            sqs.delete_queue(QueueUrl=self.intrinsics.physical[name])   # PurgeQueue allows one a minute
+        self._create_queues()
+        secrets = self.client("secretsmanager")
+        for name, value in self._secret_values.items():
+            secrets.put_secret_value(SecretId=name, SecretString=json.dumps(value))
+        for name, resource in self.resources.items():
+            if resource.get("Type") == "AWS::DynamoDB::Table":
+                keys = [k["AttributeName"] for k in resource["Properties"]["KeySchema"]]
+                for page in dynamodb.get_paginator("scan").paginate(TableName=name):
+                    for item in page["Items"]:
+                        dynamodb.delete_item(TableName=name, Key={k: item[k] for k in keys})
+        for function in self.functions.values():
+            function.stop()   # module-level state (caches) goes with the process, as in a new Lambda
+        if self.sandbox:
+            self.sandbox.reset()
+        self.log_lines.clear()
 
     def _secret_value(self, name: str, qualtrics: dict[str, str]) -> dict[str, str]:
         props = self.resources[name].get("Properties", {})

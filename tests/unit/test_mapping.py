@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from segment_qualtrics.mapping import (
     UNDEFINED,
     MappingError,
@@ -45,9 +44,7 @@ def problems_of(mapping: Any, **kwargs: Any) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 EMAIL = {"@if": {"exists": {"@path": "$.email"}, "then": {"@path": "$.email"}, "else": {"@path": "$.traits.email"}}}
-LANGUAGE = {
-    "@if": {"exists": {"@path": "$.traits.language"}, "then": {"@path": "$.traits.language"}, "else": "EN"}
-}
+LANGUAGE = {"@if": {"exists": {"@path": "$.traits.language"}, "then": {"@path": "$.traits.language"}, "else": "EN"}}
 EXT_REF_UPSERT = {
     "@if": {"exists": {"@path": "$.userId"}, "then": {"@path": "$.userId"}, "else": {"@path": "$.anonymousId"}}
 }
@@ -262,7 +259,11 @@ def test_directive_metadata_key_is_ignored() -> None:
         ),
         ({"neat": {"@path": "$.foo.bar.baz"}}, {"foo": "bar"}, {}),
         ({"neat": {"@path": "$.foo"}}, {"foo": None}, {"neat": None}),
-        ({"neat": {"@path": "$.foo"}, "sweet": {"@path": "$.bar"}}, {"foo": None, "bar": "baz"}, {"neat": None, "sweet": "baz"}),
+        (
+            {"neat": {"@path": "$.foo"}, "sweet": {"@path": "$.bar"}},
+            {"foo": None, "bar": "baz"},
+            {"neat": None, "sweet": "baz"},
+        ),
         ({"@path": "$.event"}, {"event": {"foo": "bar"}}, {"foo": "bar"}),
         ({"neat": {"@path": "$.foo.bar."}}, {"foo": "bar"}, {}),
         ({"neat": {"@path": "foo"}}, {"foo": "no dollar"}, {"neat": "no dollar"}),
@@ -502,7 +503,14 @@ def test_case_runtime_errors_match_mapping_kit() -> None:
         ({"pattern": "_", "replacement": "rrrrr"}, "abcdefgh", "abcdefgh"),
         ({"pattern": "_", "replacement": "+", "pattern2": "", "replacement2": ""}, "abc_defgh", "abc+defgh"),
         (
-            {"global": True, "ignorecase": False, "pattern": '"', "pattern2": "\\", "replacement": "", "replacement2": ""},
+            {
+                "global": True,
+                "ignorecase": False,
+                "pattern": '"',
+                "pattern2": "\\",
+                "replacement": "",
+                "replacement2": "",
+            },
             'abc"def\\gh',
             "abcdefgh",
         ),
@@ -517,7 +525,15 @@ def test_replace_fixtures(options: dict[str, Any], value: Any, expected: str) ->
 
 def test_replace_missing_value_gives_empty_string() -> None:
     mapping = {
-        "neat": {"@replace": {"pattern": "_", "replacement": "+", "pattern2": "+", "replacement2": "r", "value": {"@path": "$.a"}}}
+        "neat": {
+            "@replace": {
+                "pattern": "_",
+                "replacement": "+",
+                "pattern2": "+",
+                "replacement2": "r",
+                "value": {"@path": "$.a"},
+            }
+        }
     }
     assert transform(mapping, {"b": "abc_defgh"}) == {"neat": ""}
 
@@ -579,7 +595,11 @@ SHAPED = [{"product_id": "123", "monies": 0.5}, {"product_id": "456", "monies": 
         ),
         ({"neat": {"@arrayPath": ["$.products_does_not_exist", SHAPE]}}, {"products": PRODUCTS}, {}),
         ({"neat": {"@arrayPath": ["$.products", SHAPE, {"foo": "bar"}]}}, {"products": PRODUCTS}, {"neat": SHAPED}),
-        ({"ids": {"@arrayPath": ["$.products", {"@path": "$.productId"}]}}, {"products": PRODUCTS}, {"ids": ["123", "456"]}),
+        (
+            {"ids": {"@arrayPath": ["$.products", {"@path": "$.productId"}]}},
+            {"products": PRODUCTS},
+            {"ids": ["123", "456"]},
+        ),
     ],
 )
 def test_array_path_fixtures(mapping: Any, data: Any, expected: Any) -> None:
@@ -610,12 +630,25 @@ def test_array_path_fixtures(mapping: Any, data: Any, expected: Any) -> None:
         ("Hello, {{foo}} {{bar}}!", {"foo": "Mr.", "bar": "Bean"}, "Hello, Mr. Bean!"),
         ('Hello, "{{name}}"!', {"name": "World"}, 'Hello, "World"!'),
         ("{{[unknown]}}", {"unknown": "x"}, ""),
-        ("{{ traits.name }} ({{userId}})", {"traits": {"name": "Mr. Rogers"}, "userId": "abc123"}, "Mr. Rogers (abc123)"),
+        (
+            "{{ traits.name }} ({{userId}})",
+            {"traits": {"name": "Mr. Rogers"}, "userId": "abc123"},
+            "Mr. Rogers (abc123)",
+        ),
         ("{{items[1]}}", {"items": ["a", "b"]}, "b"),
     ],
 )
 def test_template_fixtures(template: str, data: Any, expected: str) -> None:
     assert transform({"@template": template}, data) == expected
+
+
+def test_template_fills_triple_braces_first_then_double_braces() -> None:
+    # placeholders.ts runs two replace passes, so text inserted by {{{a}}} is itself filled in
+    assert resolve_value({"@template": "{{{a}}}"}, {"a": "{{b}}", "b": "x"}) == "x"
+
+
+def test_template_argument_may_be_a_directive() -> None:
+    assert transform({"@template": {"@path": "$.tpl"}}, {"tpl": "Hi {{name}}", "name": "Ada"}) == "Hi Ada"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -784,7 +817,12 @@ def test_flatten_of_missing_value_is_an_empty_object() -> None:
             {"foo": {"bar": "baz", "hey": "you"}},
             {"cool": True, "bar": "baz", "hey": "there"},
         ),
-        ("right", [{"@path": "$.hello"}, {"@path": "foo"}], {"foo": {"bar": "baz", "hey": "you"}}, {"bar": "baz", "hey": "you"}),
+        (
+            "right",
+            [{"@path": "$.hello"}, {"@path": "foo"}],
+            {"foo": {"bar": "baz", "hey": "you"}},
+            {"bar": "baz", "hey": "you"},
+        ),
     ],
 )
 def test_merge_fixtures(direction: str, objects: list[Any], data: Any, expected: Any) -> None:
@@ -793,7 +831,9 @@ def test_merge_fixtures(direction: str, objects: list[Any], data: Any, expected:
 
 def test_merge_spreads_like_object_assign() -> None:
     objects = [{"@path": "$.text"}, {"@path": "$.num"}, {"@path": "$.nil"}, {"@path": "$.list"}]
-    assert resolve_value({"@merge": {"direction": "right", "objects": objects}}, {"text": "ab", "num": 3, "nil": None, "list": ["z"]}) == {
+    assert resolve_value(
+        {"@merge": {"direction": "right", "objects": objects}}, {"text": "ab", "num": 3, "nil": None, "list": ["z"]}
+    ) == {
         "0": "z",
         "1": "b",
     }
@@ -823,9 +863,16 @@ def test_transform_fixtures() -> None:
 @pytest.mark.parametrize(
     ("mapping", "data", "expected"),
     [
-        ({"someFieldToExclude": {"neat": {"@excludeWhenNull": {"@path": "$.foo.bar"}}}}, {"foo": {"bar": None}}, {"someFieldToExclude": {}}),
         (
-            {"someFieldToExclude": {"@excludeWhenNull": {"@path": "$.foo.bar"}}, "anotherField": {"@path": "$.foo.aces.a"}},
+            {"someFieldToExclude": {"neat": {"@excludeWhenNull": {"@path": "$.foo.bar"}}}},
+            {"foo": {"bar": None}},
+            {"someFieldToExclude": {}},
+        ),
+        (
+            {
+                "someFieldToExclude": {"@excludeWhenNull": {"@path": "$.foo.bar"}},
+                "anotherField": {"@path": "$.foo.aces.a"},
+            },
             {"foo": {"bar": None, "aces": {"a": 1, "b": 2}}},
             {"anotherField": 1},
         ),
@@ -853,7 +900,9 @@ def test_unknown_directive() -> None:
 
 def test_unknown_directive_nested_in_if_branch() -> None:
     # schema-fixtures/invalid/@if-invalid-nested-field.json
-    assert problems_of({"f": {"@if": {"exists": True, "then": {"@oops": {}}}}}) == ['f.@if.then: unknown directive "@oops"']
+    assert problems_of({"f": {"@if": {"exists": True, "then": {"@oops": {}}}}}) == [
+        'f.@if.then: unknown directive "@oops"'
+    ]
 
 
 @pytest.mark.parametrize(
@@ -876,37 +925,79 @@ def test_directive_object_with_more_than_one_key(obj: dict[str, Any]) -> None:
         ({"f": {"@case": "not an object"}}, 'f.@case: should be an object with "operator", "value", got a string'),
         ({"f": {"@case": {"value": "x"}}}, 'f.@case: needs "operator"'),
         ({"f": {"@case": {"operator": "snake"}}}, 'f.@case.operator: should be one of lower, upper, got "snake"'),
-        ({"f": {"@replace": {"pattern": "waaaaayyytoooooloooong", "value": "x"}}}, "f.@replace.pattern: should be a string of length 10 or less"),
-        ({"f": {"@replace": {"pattern": "", "value": "x"}}}, "f.@replace.pattern: should be a string of length 1 or greater"),
+        (
+            {"f": {"@replace": {"pattern": "waaaaayyytoooooloooong", "value": "x"}}},
+            "f.@replace.pattern: should be a string of length 10 or less",
+        ),
+        (
+            {"f": {"@replace": {"pattern": "", "value": "x"}}},
+            "f.@replace.pattern: should be a string of length 1 or greater",
+        ),
         ({"f": {"@replace": {"replacement": "granted", "value": "x"}}}, 'f.@replace: needs "pattern"'),
         ({"f": {"@replace": {"pattern": "w"}}}, 'f.@replace: needs "value"'),
-        ({"f": {"@replace": {"pattern": "w", "value": "x", "replacement": "waaaayyyytooolong"}}}, "f.@replace.replacement: should be a string of length 10 or less"),
-        ({"f": {"@replace": {"pattern": "w", "value": "x", "pattern2": "rrrrrrrrrrrrrrrrrrrr"}}}, "f.@replace.pattern2: should be a string of length 10 or less"),
-        ({"f": {"@replace": {"pattern": "w", "value": "x", "global": "bla"}}}, "f.@replace.global: should be a boolean, got a string"),
-        ({"f": {"@replace": {"pattern": "w", "value": "x", "ignorecase": "abc"}}}, "f.@replace.ignorecase: should be a boolean, got a string"),
+        (
+            {"f": {"@replace": {"pattern": "w", "value": "x", "replacement": "waaaayyyytooolong"}}},
+            "f.@replace.replacement: should be a string of length 10 or less",
+        ),
+        (
+            {"f": {"@replace": {"pattern": "w", "value": "x", "pattern2": "rrrrrrrrrrrrrrrrrrrr"}}},
+            "f.@replace.pattern2: should be a string of length 10 or less",
+        ),
+        (
+            {"f": {"@replace": {"pattern": "w", "value": "x", "global": "bla"}}},
+            "f.@replace.global: should be a boolean, got a string",
+        ),
+        (
+            {"f": {"@replace": {"pattern": "w", "value": "x", "ignorecase": "abc"}}},
+            "f.@replace.ignorecase: should be a boolean, got a string",
+        ),
         ({"f": {"@replace": "abc"}}, "f.@replace: should be an object with"),
         ({"f": {"@json": {"mode": "oops", "value": "x"}}}, 'f.@json.mode: should be one of encode, decode, got "oops"'),
-        ({"f": {"@json": {"mode": "Encode", "value": "x"}}}, 'f.@json.mode: should be one of encode, decode, got "Encode"'),
+        (
+            {"f": {"@json": {"mode": "Encode", "value": "x"}}},
+            'f.@json.mode: should be one of encode, decode, got "Encode"',
+        ),
         ({"f": {"@json": {"mode": "encode"}}}, 'f.@json: needs "value"'),
         ({"f": {"@json": {"value": "x"}}}, 'f.@json: needs "mode"'),
-        ({"f": {"@json": {"mode": "encode", "value": None}}}, "f.@json.value: should be a directive or a value other than null"),
+        (
+            {"f": {"@json": {"mode": "encode", "value": None}}},
+            "f.@json.value: should be a directive or a value other than null",
+        ),
         ({"f": {"@json": "not an object"}}, "f.@json: should be an object with"),
         ({"f": {"@flatten": "abcdefgh"}}, "f.@flatten: should be an object with"),
         ({"f": {"@flatten": {"value": {"@path": "$.foo"}}}}, 'f.@flatten: needs "separator"'),
         ({"f": {"@flatten": {"separator": ","}}}, 'f.@flatten: needs "value"'),
-        ({"f": {"@flatten": {"value": 1, "separator": {"@path": "$.sep"}}}}, "f.@flatten.separator: should be a string, got a directive"),
-        ({"f": {"@merge": {"direction": "left", "objects": {"oops": True}}}}, "f.@merge.objects: should be an array, got an object"),
-        ({"f": {"@merge": {"direction": "left", "objects": [{}, 1]}}}, "f.@merge.objects[1]: should be an object or a mapping directive, got a number"),
-        ({"f": {"@merge": {"direction": "up", "objects": []}}}, 'f.@merge.direction: should be one of left, right, got "up"'),
+        (
+            {"f": {"@flatten": {"value": 1, "separator": {"@path": "$.sep"}}}},
+            "f.@flatten.separator: should be a string, got a directive",
+        ),
+        (
+            {"f": {"@merge": {"direction": "left", "objects": {"oops": True}}}},
+            "f.@merge.objects: should be an array, got an object",
+        ),
+        (
+            {"f": {"@merge": {"direction": "left", "objects": [{}, 1]}}},
+            "f.@merge.objects[1]: should be an object or a mapping directive, got a number",
+        ),
+        (
+            {"f": {"@merge": {"direction": "up", "objects": []}}},
+            'f.@merge.direction: should be one of left, right, got "up"',
+        ),
         ({"f": {"@merge": {"direction": "left"}}}, 'f.@merge: needs "objects"'),
         ({"f": {"@transform": {"mapping": {"cool": 1}}}}, 'f.@transform: needs "apply"'),
-        ({"f": {"@transform": {"apply": "string", "mapping": {"cool": 1}}}}, "f.@transform.apply: should be an object of fields, got a string"),
+        (
+            {"f": {"@transform": {"apply": "string", "mapping": {"cool": 1}}}},
+            "f.@transform.apply: should be an object of fields, got a string",
+        ),
         ({"f": {"@transform": "string"}}, "f.@transform: should be an object with"),
         ({"f": {"@if": {"then": 1}}}, 'f.@if: needs "exists" or "blank"'),
         ({"f": {"@if": {"exists": {"@path": "$.a"}}}}, 'f.@if: needs "then" or "else"'),
         ({"f": {"@if": {"exists": None, "then": 1}}}, 'f.@if: "exists" is null, which counts as missing'),
         ({"f": {"@if": {"exists": 1, "blank": 1, "then": 1}}}, 'f.@if: has both "exists" and "blank"; use one'),
-        ({"f": {"@if": {"exists": 1, "thne": 1, "else": 2}}}, 'f.@if: unknown key "thne" (expected exists, blank, then, else)'),
+        (
+            {"f": {"@if": {"exists": 1, "thne": 1, "else": 2}}},
+            'f.@if: unknown key "thne" (expected exists, blank, then, else)',
+        ),
         ({"f": {"@if": "yes"}}, "f.@if: should be an object with"),
         ({"f": {"@if": {"@path": "$.a"}}}, "f.@if: should be an object with"),
         ({"@path": "$.a"}, '@path: a field name cannot start with "@"'),
@@ -943,7 +1034,18 @@ def test_bad_path_syntax(path: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["$.", "", "$..", "traits.email", "$.traits.email", "$.a[0].b", "$.a['b c'].d", '$.a["b"]', "$.[txt] non", "$.foo.bar."],
+    [
+        "$.",
+        "",
+        "$..",
+        "traits.email",
+        "$.traits.email",
+        "$.a[0].b",
+        "$.a['b c'].d",
+        '$.a["b"]',
+        "$.[txt] non",
+        "$.foo.bar.",
+    ],
 )
 def test_good_paths_pass_validation(path: str) -> None:
     validate_mapping({"f": {"@path": path}, "g": {"@arrayPath": [path]}})
@@ -996,7 +1098,14 @@ def test_mapping_must_be_an_object() -> None:
     "mapping",
     [
         {"f": [1, 2]},
-        {"f": {"@arrayPath": ["$.products", {"cash_money": {"@path": "$.price"}, "product_id": {"@path": "$.productId"}}]}},
+        {
+            "f": {
+                "@arrayPath": [
+                    "$.products",
+                    {"cash_money": {"@path": "$.price"}, "product_id": {"@path": "$.productId"}},
+                ]
+            }
+        },
         {"f": {"@if": {"exists": {"@path": "$.foo"}, "then": {"@path": "$.bar"}, "else": {"@path": "$.baz"}}}},
         {"f": {"@replace": {"pattern": "a", "value": {"@path": "$.a"}, "ignorecase": True}}},
         {"f": {"@replace": {"pattern": "a", "value": "abc"}}},
@@ -1011,8 +1120,10 @@ def test_valid_mappings(mapping: dict[str, Any]) -> None:
 
 json_literals = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5).filter(lambda key: not key.startswith("@")), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=5).filter(lambda key: not key.startswith("@")), children, max_size=3)
+    ),
     max_leaves=10,
 )
 

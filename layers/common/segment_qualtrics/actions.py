@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .errors import PermanentError
-from .mapping import UNDEFINED, resolve_mapping
+from .mapping import UNDEFINED, MappingError, resolve_mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +223,11 @@ class Action:
 
     def build_payload(self, mapping: dict[str, Any], event: dict[str, Any]) -> _Payload:
         """Resolve ``mapping`` against ``event`` and validate it. Raises PermanentError(invalid_payload)."""
-        resolved = resolve_mapping(mapping, event)
+        try:
+            resolved = resolve_mapping(mapping, event)
+        except MappingError as exc:
+            # e.g. @json decode of a value that is not JSON: this event can never map, so no retry.
+            raise PermanentError("invalid_payload", f"the mapping cannot be applied to this event: {exc}") from None
         # Segment drops root keys that are missing, "" or null (no Qualtrics field allows null).
         cleaned = {k: v for k, v in resolved.items() if k in self.fields and v is not None and v != ""}
         try:

@@ -12,6 +12,7 @@ This module is pure: no boto3, no requests.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # Statuses Segment's platform retries (reference section 1); we use the same rule.
@@ -69,7 +70,8 @@ def error_from_response(
 ) -> DestinationError:
     """Classify a non-2xx Qualtrics answer. The body may be empty or not JSON: never assume it is."""
     message, error_code, request_id = _read_error_envelope(body)
-    retry_after = _parse_retry_after((headers or {}).get("Retry-After") or (headers or {}).get("retry-after"))
+    # Header names are case-insensitive; the adapter passes a plain dict, so look the name up in any case.
+    retry_after = _parse_retry_after(next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None))
     text = f"Qualtrics answered {status}" + (f": {message}" if message else "")
     if error_code:
         text += f" ({error_code})"
@@ -110,4 +112,6 @@ def _parse_retry_after(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         return None  # the HTTP-date form is not used by Qualtrics; ignore it rather than guess
+    if not math.isfinite(seconds):
+        return None  # "inf"/"nan" parse as floats but are no delay
     return max(seconds, 0.0)

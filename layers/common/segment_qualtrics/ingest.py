@@ -77,8 +77,8 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> Ingest
 
 # --- authentication -------------------------------------------------------------------------------
 
-def _hmac_sha1(secret: str, data: bytes) -> str:
-    return hmac.new(secret.encode(), data, hashlib.sha1).hexdigest()
+def _hmac_sha1(secret: str, data: bytes) -> bytes:
+    return hmac.new(secret.encode(), data, hashlib.sha1).hexdigest().encode()
 
 
 def signature_matches(secret: str, body: bytes, signature: str) -> bool:
@@ -87,14 +87,23 @@ def signature_matches(secret: str, body: bytes, signature: str) -> bool:
     For a JSON-array batch, Webhooks (Actions) signs only the compact JSON of the first element
     (reference section 11.2), so that form is accepted too.
     """
-    signature = signature.strip().lower()
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a 500 instead of a 401).
+    signature = signature.strip().lower().encode()
     if hmac.compare_digest(_hmac_sha1(secret, body), signature):
         return True
     if body.lstrip()[:1] == b"[":
         try:
-            first = json.loads(body)[0]
-        except (ValueError, IndexError, KeyError, TypeError):
+            text = body.decode("utf-8")
+            start = text.index("[") + 1
+            while start < len(text) and text[start] in " \t\r\n":
+                start += 1
+            first, end = json.JSONDecoder().raw_decode(text, start)
+        except ValueError:
             return False
+        # The first element's own text: Segment's JSON.stringify writes numbers as JavaScript does
+        # (0.00001, 1e-7), which Python's json.dumps would re-write differently (1e-05, 1e-07).
+        if hmac.compare_digest(_hmac_sha1(secret, text[start:end].encode()), signature):
+            return True
         compact = json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
         return hmac.compare_digest(_hmac_sha1(secret, compact), signature)
     return False
@@ -113,7 +122,8 @@ def authenticate(request: IngestRequest, credentials: IngestCredentials) -> Inge
     authorization = request.headers.get("authorization", "")
     if credentials.bearer_token and authorization:
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), credentials.bearer_token):
+        expected = credentials.bearer_token.encode()
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected):
             return None
         return error_response(401, "bad_token", "the Authorization bearer token is not the configured one")
     wanted = " or ".join(

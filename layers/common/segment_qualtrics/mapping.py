@@ -187,9 +187,7 @@ def _js_json(value: Any) -> Any:
         return (
             "{"
             + ",".join(
-                f"{json.dumps(str(key), ensure_ascii=False)}:{text}"
-                for key, text in members
-                if text is not UNDEFINED
+                f"{json.dumps(str(key), ensure_ascii=False)}:{text}" for key, text in members if text is not UNDEFINED
             )
             + "}"
         )
@@ -323,7 +321,7 @@ def _resolve_string(name: str, value: Any, payload: Any) -> str:
 
 
 def _opts(name: str, opts: Any, message: str) -> Mapping[str, Any]:
-    if not isinstance(opts, Mapping) or _is_array(opts):
+    if not isinstance(opts, Mapping):
         raise _DirectiveError(f"{name} requires {message}")
     return opts
 
@@ -462,23 +460,20 @@ def _array_path(data: Any, payload: Any) -> Any:
     return root
 
 
+_TRIPLE_BRACES: Final = re.compile(r"\{\{\{([^}]+)\}\}\}")
+_DOUBLE_BRACES: Final = re.compile(r"\{\{([^}]+)\}\}")
+
+
 def _render(template: str, payload: Any) -> str:
     """placeholders.ts: {{{path}}} then {{path}}, each replaced by String(value ?? "")."""
 
-    def replacer(braces: int) -> Callable[[re.Match[str]], str]:
-        def replace(match: re.Match[str]) -> str:
-            value = _get(payload, _compile_keys(match.group(0)[braces:-braces].strip()))
-            return "" if value is None or value is UNDEFINED else _js_string(value)
+    def replace(match: re.Match[str]) -> str:
+        value = _get(payload, _compile_keys(match.group(1).strip()))
+        return "" if value is None or value is UNDEFINED else _js_string(value)
 
-        return replace
-
-    # Two passes, as in placeholders.ts (no HTML escaping in either).
-    template = _TRIPLE_BRACES.sub(replacer(3), template)
-    return _DOUBLE_BRACES.sub(replacer(2), template)
-
-
-_TRIPLE_BRACES: Final = re.compile(r"\{\{\{([^}]+)\}\}\}")
-_DOUBLE_BRACES: Final = re.compile(r"\{\{([^}]+)\}\}")
+    # Two passes, as in placeholders.ts (no HTML escaping in either): text inserted by the first
+    # pass can itself be filled in by the second.
+    return _DOUBLE_BRACES.sub(replace, _TRIPLE_BRACES.sub(replace, template))
 
 
 @_directive("@template")
@@ -715,7 +710,7 @@ def _path_problem(path: str) -> str | None:
     rest = path.replace("$.", "", 1)
     if rest in ("", "."):
         return None  # the whole event
-    if ".." in rest:
+    if ".." in rest or path.startswith("$.."):
         return 'recursive descent ("..") is not supported'
     i = 0
     while i < len(rest):
@@ -834,7 +829,7 @@ def _check_if(opts: Any, loc: str, problems: _Problems) -> None:
         key = "exists" if "exists" in opts else "blank"
         problems.append(
             f"{_at(loc)}: {_quoted(key)} is {_quoted(opts[key])}, which counts as missing; "
-            "use a directive or a value other than null, false, 0 and \"\""
+            'use a directive or a value other than null, false, 0 and ""'
         )
     if "then" not in opts and "else" not in opts:
         problems.append(f'{_at(loc)}: needs "then" or "else"')
@@ -895,7 +890,9 @@ def _check_json(opts: Any, loc: str, problems: _Problems) -> None:
         return
     if "value" in opts:
         if not _js_truthy(opts["value"]):
-            problems.append(f"{_at(_join(loc, 'value'))}: should be a directive or a value other than null, false, 0 and \"\"")
+            problems.append(
+                f'{_at(_join(loc, "value"))}: should be a directive or a value other than null, false, 0 and ""'
+            )
         else:
             _check_value(opts["value"], _join(loc, "value"), problems)
     if "mode" in opts:
@@ -958,8 +955,7 @@ def validate_mapping(mapping: Mapping[str, Any], *, where: str = "") -> None:
         field = str(field)
         if field.startswith("@"):
             problems.append(
-                f"{_join(where, field)}: a field name cannot start with \"@\"; "
-                "a directive goes in the value of a field"
+                f'{_join(where, field)}: a field name cannot start with "@"; a directive goes in the value of a field'
             )
             continue
         _check_value(value, _join(where, field), problems)

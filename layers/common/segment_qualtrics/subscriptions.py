@@ -82,10 +82,13 @@ def parse_subscriptions(
             label += f" ({item['name']!r})"
         found, sub = _parse_one(item, label, environ)
         problems += found
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name.strip():
+            # Checked for every subscription, also one with other problems: every problem at once.
+            if name.strip() in seen:
+                problems.append(f"{label}: the name {name.strip()!r} is used twice; names must be unique")
+            seen.add(name.strip())
         if sub is not None:
-            if sub.name in seen:
-                problems.append(f"{label}: the name {sub.name!r} is used twice; names must be unique")
-            seen.add(sub.name)
             subscriptions.append(sub)
     if problems:
         raise ConfigError(source, problems)
@@ -128,13 +131,15 @@ def _parse_one(item: Any, label: str, environ: Mapping[str, str]) -> tuple[list[
         validate_mapping({k: v for k, v in mapping.items() if v is not None})
     except MappingError as exc:
         problems += [f"{label}: mapping: {p}" for p in exc.problems]
-    if problems or action is None or trigger is None:
+    if action is None:
         return problems, None
     effective = {**action.default_mapping, **mapping}
     effective = {k: v for k, v in effective.items() if v is not None}
     if enabled:
         problems += [f"{label}: the required field {k!r} has no mapping and no default"
                      for k, f in action.fields.items() if f.required and k not in effective]
+    if problems or trigger is None:
+        return problems, None
     return problems, Subscription(name.strip(), enabled, action, trigger, effective)
 
 

@@ -90,9 +90,7 @@ class TriggerSyntaxError(ValueError):
         self.position = position
         self.expected = expected
         self.found = found
-        super().__init__(
-            f"trigger error at position {position}: expected {expected}, found {found} in: {source}"
-        )
+        super().__init__(f"trigger error at position {position}: expected {expected}, found {found} in: {source}")
 
     def __reduce__(self):  # keep it picklable despite the custom signature
         return (type(self), (self.source, self.position, self.expected, self.found))
@@ -283,9 +281,7 @@ def _lex_string(source: str, start: int) -> _Token:
         elif escaped == "u":
             digits = source[i + 2 : i + 6]
             if len(digits) != 4 or not set(digits) <= _HEX:
-                raise TriggerSyntaxError(
-                    source, i, "4 hexadecimal digits after '\\u'", repr(source[i : i + 6])
-                )
+                raise TriggerSyntaxError(source, i, "4 hexadecimal digits after '\\u'", repr(source[i : i + 6]))
             parts.append(chr(int(digits, 16)))
             i += 6
         elif escaped:

@@ -13,6 +13,7 @@ parameters, so tests wire real adapters against local servers or small fakes.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,8 @@ class RetryPolicy:
         backoff = backoff * (0.5 + self.jitter() / 2)
         if error.retry_after is not None:
             backoff = max(backoff, error.retry_after)
-        return int(min(MAX_VISIBILITY_SECONDS, max(1, round(backoff))))
+        # Round up: rounding 2.5 s down to 2 would come back before Retry-After.
+        return int(min(MAX_VISIBILITY_SECONDS, max(1, math.ceil(backoff))))
 
 
 @dataclass
