@@ -75,6 +75,12 @@ class LocalFunction:
         for line in process.stderr:
             self.on_log(self.name, line.rstrip("\n"))
 
+    def warm(self) -> None:
+        """Start the process now (its init runs in the background) instead of at the next invoke."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = self._start()
+
     def invoke(self, event: dict[str, Any]) -> Any:
         with self._lock:
             if self._process is None or self._process.poll() is not None:

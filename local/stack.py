@@ -131,6 +131,7 @@ class LocalStack:
         self.intrinsics = Intrinsics(self.template, {**defaults, **(parameters or {})})
         self.functions: dict[str, LocalFunction] = {}
         self._secret_values: dict[str, dict[str, str]] = {}
+        self._environments: dict[str, dict[str, str]] = {}
         self.workers: dict[str, dict[str, Any]] = {}   # logical id -> SQS event properties
         self.sandbox = None
         self._moto = None
@@ -258,11 +259,20 @@ class LocalStack:
                 for page in dynamodb.get_paginator("scan").paginate(TableName=name):
                     for item in page["Items"]:
                         dynamodb.delete_item(TableName=name, Key={k: item[k] for k in keys})
-        for function in self.functions.values():
+        for name, function in self.functions.items():
             function.stop()   # module-level state (caches) goes with the process, as in a new Lambda
+            function.environment = dict(self._environments[name])
         if self.sandbox:
             self.sandbox.reset()
         self.log_lines.clear()
+        for function in self.functions.values():
+            function.warm()   # the cold starts overlap instead of adding up
+
+    def configure(self, function: str, **environment: str) -> None:
+        """Change a function's environment variables; it restarts cold with them (reset() restores them)."""
+        target = self.functions[function]
+        target.stop()
+        target.environment = {**target.environment, **environment}
 
     def _secret_value(self, name: str, qualtrics: dict[str, str]) -> dict[str, str]:
         props = self.resources[name].get("Properties", {})
@@ -307,6 +317,7 @@ class LocalStack:
                 timeout=float(props.get("Timeout", 3)), memory=int(props.get("MemorySize", 128)),
                 on_log=self._function_log,
             )
+            self._environments[name] = dict(env)
             for event in (resource["Properties"].get("Events") or {}).values():
                 if event.get("Type") == "SQS":
                     sqs_props = self.intrinsics.resolve(event["Properties"])
@@ -400,9 +411,9 @@ class LocalStack:
         }
 
     # --- SQS event source -------------------------------------------------------------------------
-    def _receive(self, sqs, worker: dict[str, Any], wait: int) -> list[dict[str, Any]]:
+    def _receive(self, sqs, worker: dict[str, Any], wait: int, window: bool = True) -> list[dict[str, Any]]:
         batch_size = int(worker.get("BatchSize", 10))
-        window = float(worker.get("MaximumBatchingWindowInSeconds", 0))
+        window = float(worker.get("MaximumBatchingWindowInSeconds", 0)) if window else 0.0
         messages: list[dict[str, Any]] = []
         deadline = time.monotonic() + window
         while len(messages) < batch_size:
@@ -434,11 +445,14 @@ class LocalStack:
                             "eventSourceARN": arn, "awsRegion": REGION})
         return {"Records": records}
 
-    def deliver(self, name: str, sqs=None, wait: int = 0) -> int:
-        """One poll of a worker's queue and one invocation, as Lambda's event source does it."""
+    def deliver(self, name: str, sqs=None, wait: int = 0, window: bool = True) -> int:
+        """One poll of a worker's queue and one invocation, as Lambda's event source does it.
+
+        ``window=False`` takes what is visible now instead of waiting out the batching window (tests).
+        """
         sqs = sqs or self.client("sqs")
         worker = self.workers[name]
-        messages = self._receive(sqs, worker, wait)
+        messages = self._receive(sqs, worker, wait, window)
         if not messages:
             return 0
         try:
@@ -465,7 +479,7 @@ class LocalStack:
 
     def pump(self) -> int:
         """One poll of every worker queue (tests call this instead of running background pollers)."""
-        return sum(self.deliver(name) for name in self.workers)
+        return sum(self.deliver(name, window=False) for name in self.workers)
 
     def queue_depths(self) -> dict[str, int]:
         sqs = self.client("sqs")

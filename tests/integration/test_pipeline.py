@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-
 from segment_qualtrics.ingest import MAX_BODY_BYTES
 
 

@@ -161,10 +161,12 @@ class WorkflowPayload(_Payload):
 
     @field_validator("workflowUrl")
     @classmethod
-    def _https_url(cls, value: str) -> str:
+    def _absolute_url(cls, value: str) -> str:
+        # format: uri, as Segment checks it. Which hosts may receive the token (https Qualtrics hosts,
+        # or QUALTRICS_BASE_URL's origin) is the Qualtrics client's decision: it knows the base URL.
         parts = urlsplit(value)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError(f"must be an https URL, got {value!r}")
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"must be an absolute https URL, got {value!r}")
         return value
 
 

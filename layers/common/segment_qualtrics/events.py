@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -59,6 +60,66 @@ class SegmentEvent(BaseModel):
         return self
 
 
+# --- the fast path -------------------------------------------------------------------------------
+# Building the pydantic model costs several times the JSON parse of the event. Most events are plainly
+# valid, so they are recognised by the checks below, which accept a subset of what SegmentEvent accepts;
+# anything else (an error, or a rarer form such as a numeric id or an epoch timestamp) goes to the model,
+# which decides and words the error. So the rules and messages stay the model's.
+
+_TYPES = frozenset(EVENT_TYPES)
+_TEXT_FIELDS = ("messageId", "userId", "anonymousId", "event", "groupId", "previousId")
+_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+_OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
+# Segment's timestamp forms: ISO 8601 with T, seconds, up to 6 decimals, and Z or a +hh:mm offset.
+# (datetime.fromisoformat then checks the date; it alone would accept forms pydantic does not, e.g. +00:60.)
+_SEGMENT_TIME = re.compile(
+    r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
+_REQUIRED_BY_TYPE = {"track": "event", "group": "groupId", "alias": "previousId"}
+
+
+def plainly_valid(raw: dict[str, Any]) -> bool:
+    """True when SegmentEvent surely accepts ``raw``; False when unsure (the model then decides)."""
+    get = raw.get
+    kind = get("type")
+    if type(kind) is not str or kind not in _TYPES:
+        return False
+    for name in _TEXT_FIELDS:
+        value = get(name)
+        if value is not None and type(value) is not str:
+            return False
+    for name in _TIME_FIELDS:
+        value = get(name)
+        if value is not None and not (type(value) is str and _is_segment_time(value)):
+            return False
+    for name in _OBJECT_FIELDS:
+        value = get(name)
+        if value is not None and not (type(value) is dict and _has_text_keys(value)):
+            return False
+    required = _REQUIRED_BY_TYPE.get(kind)
+    return bool((get("userId") or get("anonymousId")) and (required is None or get(required)))
+
+
+def _has_text_keys(obj: dict[Any, Any]) -> bool:
+    """Every key is a str (always so in parsed JSON): ``str.join`` checks that in C."""
+    try:
+        "".join(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_segment_time(text: str) -> bool:
+    if _SEGMENT_TIME.fullmatch(text) is None:
+        return False
+    try:
+        datetime.fromisoformat(text)   # the ranges: month 1-12, the day in its month, hour < 24, ...
+    except ValueError:
+        return False
+    return True
+
+
 class BodyError(ValueError):
     """The body as a whole is unusable (not JSON, not an object or array, empty batch)."""
 
@@ -91,10 +152,11 @@ def validate_event(raw: Any) -> dict[str, Any]:
     """Check one raw event against the Segment spec; return it with a messageId. Raises ValueError."""
     if not isinstance(raw, dict):
         raise ValueError(f"an event must be a JSON object, not {type(raw).__name__}")
-    try:
-        SegmentEvent.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(describe_validation_error(exc)) from None
+    if not plainly_valid(raw):
+        try:
+            SegmentEvent.model_validate(raw)
+        except ValidationError as exc:
+            raise ValueError(describe_validation_error(exc)) from None
     if not raw.get("messageId"):
         # Derived from the content, so a redelivery of the same event gets the same id (idempotency).
         raw = {**raw, "messageId": derived_message_id(raw)}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .envelope import QueueMessage
+from .envelope import QueueMessage, encode_event
 from .events import BodyError, split_body, validate_event
 from .subscriptions import Subscription
 
@@ -144,11 +144,12 @@ def _is_json(content_type: str | None) -> bool:
 
 def route(event: dict[str, Any], subscriptions: Sequence[Subscription], received_at: str) -> list[QueueMessage]:
     """One message per enabled subscription whose trigger matches the event."""
-    return [
-        QueueMessage(sub.action.slug, sub.name, event["messageId"], received_at, event)
-        for sub in subscriptions
-        if sub.enabled and sub.trigger.matches(event)
-    ]
+    matched = [sub for sub in subscriptions if sub.enabled and sub.trigger.matches(event)]
+    if not matched:
+        return []
+    event_json = encode_event(event)   # once for all the event's messages (and the size check)
+    message_id = event["messageId"]
+    return [QueueMessage(sub.action.slug, sub.name, message_id, received_at, event, event_json) for sub in matched]
 
 
 def handle_ingest(

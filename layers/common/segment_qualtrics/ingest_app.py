@@ -1,4 +1,10 @@
-"""Wiring of the ingest function: settings, subscriptions, secret and SQS adapters, built once."""
+"""Wiring of the ingest function: settings, subscriptions, secret and SQS adapters, built once.
+
+Observability (observability.py): the request's lines carry the API Gateway request id as correlation id;
+each event's lines (queued, rejected) carry the Segment messageId instead, with the action and the
+subscription. Metrics: events received / accepted / rejected (by reason), requests rejected (by code),
+messages queued (by action).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from aws_lambda_powertools.utilities import parameters
 
 from .aws import SqsPublisher
 from .ingest import IngestCredentials, IngestRequest, IngestResponse, authenticate, handle_ingest
-from .observability import MetricUnit, logger, metrics
+from .observability import Metric, MetricBatch, add, logger, redact, tracer
 from .settings import IngestSettings
 from .subscriptions import Subscription, load_subscriptions
 
@@ -18,10 +24,12 @@ FORCED_REFRESH_INTERVAL = 60.0   # at most one uncached secret read a minute, af
 
 
 class IngestApp:
-    def __init__(self, settings: IngestSettings, subscriptions: list[Subscription], publisher: SqsPublisher) -> None:
+    def __init__(self, settings: IngestSettings, subscriptions: list[Subscription], publisher: SqsPublisher,
+                 batch: MetricBatch | None = None) -> None:
         self.settings = settings
         self.subscriptions = subscriptions
         self.publisher = publisher
+        self.batch = batch or MetricBatch()
         self._last_forced = 0.0
 
     @classmethod
@@ -33,15 +41,21 @@ class IngestApp:
 
     def credentials(self, force: bool = False) -> IngestCredentials:
         value = parameters.get_secret(self.settings.INGEST_SECRET_ARN, transform="json", force_fetch=force)
-        return IngestCredentials.from_secret(value or {})
+        credentials = IngestCredentials.from_secret(value or {})
+        redact(credentials.shared_secret, credentials.bearer_token)
+        return credentials
 
+    @tracer.capture_method(capture_response=False)
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
         request = IngestRequest.from_http_api_event(event)
         credentials = self.credentials()
         if authenticate(request, credentials) is not None and self._may_refresh():
             credentials = self.credentials(force=True)   # the secret may have been rotated
         response = handle_ingest(request, self.subscriptions, credentials, self.publisher)
-        self._observe(response)
+        try:
+            self._observe(response)
+        finally:
+            self.batch.flush()
         return response.to_http_api_response()
 
     def _may_refresh(self) -> bool:
@@ -55,21 +69,40 @@ class IngestApp:
         body = response.body
         if response.status >= 400:
             error = body.get("error", {})
-            metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
-            logger.warning("request rejected", extra={"outcome": "rejected", "status": response.status,
-                                                      "code": error.get("code"), "reason": error.get("message"),
-                                                      "invalid": error.get("invalid")})
+            code = str(error.get("code") or f"http_{response.status}")
+            invalid = error.get("invalid") or []
+            self.batch.add(Metric.REQUESTS_REJECTED, code=code)
+            if code == "invalid_event":        # one event, invalid
+                self.batch.add(Metric.EVENTS_REJECTED, reason="invalid_event")
+            for entry in invalid:              # a batch in which every event is invalid
+                self.batch.add(Metric.EVENTS_REJECTED, reason=rejection_reason(entry.get("error", "")))
+            # Also 0 (unauthenticated, unparsable): the invocation's blob is never empty.
+            add(Metric.EVENTS_RECEIVED, 1 if code == "invalid_event" else len(invalid))
+            log = logger.error if response.status >= 500 else logger.warning
+            log("request rejected", extra={"outcome": "rejected", "status": response.status, "code": code,
+                                           "reason": error.get("message"), "invalid": invalid or None,
+                                           "messageIds": error.get("messageIds")})
+            tracer.put_annotation("rejected", code)
             return
-        metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=body["accepted"])
-        if body["invalid"]:
-            metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(body["invalid"]))
-            for entry in body["invalid"]:
-                logger.warning("event rejected", extra={"outcome": "rejected", "segmentMessageId":
-                                                        entry.get("messageId"), "index": entry["index"],
-                                                        "reason": entry["error"]})
+
+        invalid = body["invalid"]
+        add(Metric.EVENTS_RECEIVED, body["accepted"] + len(invalid))
+        add(Metric.EVENTS_ACCEPTED, body["accepted"])
+        for entry in invalid:
+            self.batch.add(Metric.EVENTS_REJECTED, reason=rejection_reason(entry["error"]))
+            logger.warning("event rejected", extra={
+                "outcome": "rejected", "correlation_id": entry.get("messageId"),
+                "segmentMessageId": entry.get("messageId"), "index": entry["index"], "reason": entry["error"]})
         for message in response.queued:
-            logger.info("queued", extra={"outcome": "queued", "segmentMessageId": message.message_id,
-                                         "action": message.action, "subscription": message.subscription,
+            self.batch.add(Metric.MESSAGES_QUEUED, action=message.action)
+            logger.info("queued", extra={"outcome": "queued", "correlation_id": message.message_id,
+                                         "segmentMessageId": message.message_id, "action": message.action,
+                                         "subscription": message.subscription,
                                          "eventType": message.event.get("type"),
                                          "eventName": message.event.get("event")})
-        metrics.add_metric(name="MessagesQueued", unit=MetricUnit.Count, value=len(response.queued))
+        tracer.put_annotation("accepted", body["accepted"])
+
+
+def rejection_reason(error: str) -> str:
+    """The EventsRejected dimension: a short code, not the free text (which names fields and values)."""
+    return "event_too_large" if "larger than" in error else "invalid_event"

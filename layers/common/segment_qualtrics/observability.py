@@ -1,26 +1,266 @@
-"""Logger and metrics, created once per process. Correlation id = Segment messageId.
+"""Logs, metrics and traces, set up once per process. Correlation id = Segment messageId.
 
-Never log a token, a secret, a signature or an event body: log ids, codes and counts. Emails and
-phone numbers that must appear (error messages quoting a value) go through ``mask``.
+Logs: Powertools Logger, JSON. Never log a token, a secret, a signature or an event body: log ids, codes
+and counts. The formatter is the safety net for what slips through anyway: on every line it replaces the
+values of sensitive keys (``*token*``, ``*secret*``, ``*signature*``, ``authorization``...), every
+registered secret value (``redact``), emails (``j***@example.com``) and phone numbers (``***``).
+
+Metrics: Powertools Metrics (EMF), namespace from POWERTOOLS_METRICS_NAMESPACE (SegmentQualtrics). Every
+metric the code emits is declared once in ``METRICS`` with its unit and its dimensions; template.yaml's
+alarms and dashboard read only declared metrics (tests/unit/test_observability_template.py checks it).
+- ``add(metric, value)``: a metric whose dimensions are the invocation's own (service; in a worker,
+  service + action, added once per invocation by ``begin_worker_invocation``). Flushed by ``log_metrics``.
+- ``MetricBatch``: metrics with a dimension that varies inside one invocation (action at the ingest, retry
+  reason, error code, Qualtrics operation or status). Collected, then flushed as one EMF blob per
+  dimension set (Powertools ``EphemeralMetrics``), so they never leak dimensions into other metrics.
+
+Traces: Powertools Tracer (X-Ray) only when tracing is on (template parameter TracingEnabled, which sets
+POWERTOOLS_TRACE_DISABLED). Off, ``tracer`` is a stand-in that does nothing and aws-xray-sdk is never
+imported: constructing a Powertools ``Tracer`` imports it (~200 ms of cold start) even when disabled.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-logger = Logger()
-metrics = Metrics()
+__all__ = ["logger", "metrics", "tracer", "MetricUnit", "mask", "redact", "Metric", "METRICS", "MetricSpec",
+           "add", "MetricBatch", "retry_reason", "NAMESPACE", "tracing_enabled"]
 
-__all__ = ["logger", "metrics", "MetricUnit", "mask"]
+NAMESPACE = "SegmentQualtrics"   # the default; template.yaml sets POWERTOOLS_METRICS_NAMESPACE to the same
+
+
+# ------------------------------------------------------------------------------------------------ masking
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
+REDACTED = "[REDACTED]"
+# Keys whose values are never logged, at any depth (a logged event's headers, a secret's JSON...).
+SENSITIVE_KEY = re.compile(r"token|secret|signature|password|passwd|authorization|api[-_]?key|cookie|credential",
+                           re.IGNORECASE)
+# Values that are ids or times: emails are masked there too, but digit runs are not phone numbers.
+_NOT_FREE_TEXT = re.compile(r"(^|_)(id|ids|timestamp|time|location|arn|level|service|cold_start|function_.*)$"
+                            r"|[a-z](Id|Ids|At|Url|Timestamp)$")
+_MIN_SECRET_LENGTH = 8   # shorter values ("iad1") would redact ordinary words
+_secrets: set[str] = set()
 
 
 def mask(text: str) -> str:
     """Mask emails (j***@example.com) and phone numbers (***) in free text."""
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     return _PHONE.sub("***", text)
+
+
+def redact(*values: str | None) -> None:
+    """Register secret values (API token, shared secret): they are replaced by [REDACTED] in every log line."""
+    for value in values:
+        if isinstance(value, str) and len(value) >= _MIN_SECRET_LENGTH:
+            _secrets.add(value)
+
+
+def _clean_text(text: str, free_text: bool) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+    return _PHONE.sub("***", text) if free_text else text
+
+
+def _clean(value: Any, key: str = "") -> Any:
+    if isinstance(value, str):
+        return _clean_text(value, free_text=not _NOT_FREE_TEXT.search(key))
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and SENSITIVE_KEY.search(k) and v not in (None, "")
+                else _clean(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, key) for v in value]
+    return value
+
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    """The Powertools JSON formatter, cleaning every line before it is written (see the module docstring)."""
+
+    def serialize(self, log: dict[str, Any]) -> str:  # type: ignore[override]
+        try:
+            log = _clean(log)
+        except Exception:  # noqa: BLE001 - never lose a line to the cleaner; drop the message instead
+            log = {k: v for k, v in log.items() if k in ("level", "location", "timestamp", "service")}
+            log["message"] = "log line withheld: it could not be cleaned"
+        return super().serialize(log)
+
+
+logger = Logger(logger_formatter=RedactingFormatter())
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+class Metric(StrEnum):
+    """Every metric name in the SegmentQualtrics namespace."""
+
+    COLD_START = "ColdStart"                       # Powertools, log_metrics(capture_cold_start_metric=True)
+    # ingest
+    EVENTS_RECEIVED = "EventsReceived"             # events in authenticated, parsable bodies
+    EVENTS_ACCEPTED = "EventsAccepted"             # valid events (queued, or matching no subscription)
+    EVENTS_REJECTED = "EventsRejected"             # invalid events, by reason
+    REQUESTS_REJECTED = "RequestsRejected"         # non-2xx answers, by error code
+    MESSAGES_QUEUED = "MessagesQueued"             # messages SQS accepted, by action
+    # workers (every one also carries the action)
+    BATCH_SIZE = "BatchSize"
+    MESSAGES_DELIVERED = "MessagesDelivered"
+    DUPLICATES_SKIPPED = "DuplicatesSkipped"
+    MESSAGES_RETRIED = "MessagesRetried"
+    RETRIES_BY_REASON = "RetriesByReason"          # reason: 429, 5xx, timeout, network, other
+    MESSAGES_DEAD_LETTERED = "MessagesDeadLettered"
+    DEAD_LETTERS_BY_CODE = "DeadLettersByCode"     # errorCode: DestinationError.code
+    DEAD_LETTER_SEND_FAILED = "DeadLetterSendFailed"
+    QUALTRICS_CALLS = "QualtricsCalls"
+    QUALTRICS_LATENCY = "QualtricsLatency"         # by operation; its SampleCount is the calls per operation
+    QUALTRICS_ERRORS = "QualtricsErrors"           # non-2xx answers by status ("429", "500"...; "no_response")
+    CONTACT_LOOKUPS = "ContactLookups"             # upsertContactTransaction: contacts resolved by lookup
+    CONTACT_CACHE_HITS = "ContactCacheHits"        # ... of which the contact cache answered
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    unit: MetricUnit
+    dimensions: frozenset[str]   # the exact dimension set CloudWatch files the metric under
+    emitted_by: str = "code"     # "powertools" for ColdStart
+
+
+def _spec(unit: MetricUnit, *dimensions: str, emitted_by: str = "code") -> MetricSpec:
+    return MetricSpec(unit, frozenset({"service", *dimensions}), emitted_by)
+
+
+_COUNT, _MS = MetricUnit.Count, MetricUnit.Milliseconds
+METRICS: dict[Metric, MetricSpec] = {
+    Metric.COLD_START: _spec(_COUNT, "function_name", emitted_by="powertools"),
+    Metric.EVENTS_RECEIVED: _spec(_COUNT),
+    Metric.EVENTS_ACCEPTED: _spec(_COUNT),
+    Metric.EVENTS_REJECTED: _spec(_COUNT, "reason"),
+    Metric.REQUESTS_REJECTED: _spec(_COUNT, "code"),
+    Metric.MESSAGES_QUEUED: _spec(_COUNT, "action"),
+    Metric.BATCH_SIZE: _spec(_COUNT, "action"),
+    Metric.MESSAGES_DELIVERED: _spec(_COUNT, "action"),
+    Metric.DUPLICATES_SKIPPED: _spec(_COUNT, "action"),
+    Metric.MESSAGES_RETRIED: _spec(_COUNT, "action"),
+    Metric.RETRIES_BY_REASON: _spec(_COUNT, "action", "reason"),
+    Metric.MESSAGES_DEAD_LETTERED: _spec(_COUNT, "action"),
+    Metric.DEAD_LETTERS_BY_CODE: _spec(_COUNT, "action", "errorCode"),
+    Metric.DEAD_LETTER_SEND_FAILED: _spec(_COUNT, "action"),
+    Metric.QUALTRICS_CALLS: _spec(_COUNT, "action"),
+    Metric.QUALTRICS_LATENCY: _spec(_MS, "action", "operation"),
+    Metric.QUALTRICS_ERRORS: _spec(_COUNT, "action", "status"),
+    Metric.CONTACT_LOOKUPS: _spec(_COUNT, "action"),
+    Metric.CONTACT_CACHE_HITS: _spec(_COUNT, "action"),
+}
+
+metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE)
+
+
+def add(metric: Metric, value: float = 1) -> None:
+    """Add to a metric filed under the invocation's dimensions (flushed by the handler's log_metrics)."""
+    metrics.add_metric(name=metric.value, unit=METRICS[metric].unit, value=value)
+
+
+class MetricBatch:
+    """Metrics with per-value dimensions, collected during an invocation, flushed as one blob per dimension set.
+
+    Counts are summed; other units (latency) keep every value (EMF takes up to 100 per metric and blob).
+    """
+
+    def __init__(self, emit: Callable[[dict[str, str], dict[Metric, list[float]]], None] | None = None) -> None:
+        self._values: dict[tuple[tuple[str, str], ...], dict[Metric, list[float]]] = defaultdict(dict)
+        self._emit = emit or _emit_blob
+
+    def add(self, metric: Metric, value: float = 1, **dimensions: str) -> None:
+        spec = METRICS[metric]
+        if set(dimensions) | {"service"} != spec.dimensions:
+            raise ValueError(f"{metric.value} is filed under {sorted(spec.dimensions)}, not {sorted(dimensions)}")
+        values = self._values[tuple(sorted((k, str(v)) for k, v in dimensions.items()))].setdefault(metric, [])
+        if spec.unit == MetricUnit.Count and values:
+            values[0] += value
+        else:
+            values.append(value)
+
+    def flush(self) -> None:
+        pending, self._values = self._values, defaultdict(dict)
+        for dimensions, values in pending.items():
+            try:
+                self._emit(dict(dimensions), values)
+            except Exception:  # noqa: BLE001 - a metric must never fail a delivery
+                logger.warning("metrics not written", extra={"metrics": sorted(m.value for m in values)})
+
+
+def _emit_blob(dimensions: dict[str, str], values: dict[Metric, list[float]]) -> None:
+    blob = EphemeralMetrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE)
+    for name, value in dimensions.items():
+        blob.add_dimension(name=name, value=value)
+    for metric, numbers in values.items():
+        for number in numbers:
+            blob.add_metric(name=metric.value, unit=METRICS[metric].unit, value=number)
+    blob.flush_metrics()
+
+
+def retry_reason(code: str, status: int | None) -> str:
+    """The RetriesByReason dimension of a retryable DestinationError: 429, 5xx, timeout, network or other."""
+    if status == 429 or code == "qualtrics_rate_limited":
+        return "429"
+    if code == "qualtrics_timeout" or status in (408, 504):
+        return "timeout"
+    if code == "network_error":
+        return "network"
+    if status is not None and 500 <= status <= 599:
+        return "5xx"
+    return "other"   # in_progress, stale_contact, qualtrics_bad_response, 423...
+
+
+# ------------------------------------------------------------------------------------------------ tracing
+
+def tracing_enabled(environ: Any = os.environ) -> bool:
+    """What Powertools itself decides (Tracer._is_tracer_disabled), without importing aws-xray-sdk."""
+    if str(environ.get("POWERTOOLS_TRACE_DISABLED", "false")).strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    in_lambda = bool(environ.get("LAMBDA_TASK_ROOT"))
+    emulated = bool(environ.get("AWS_SAM_LOCAL") or environ.get("AWS_CHALICE_CLI_MODE"))
+    return in_lambda and not emulated
+
+
+class _NoTracer:
+    """Tracer's surface that this package uses, doing nothing (tracing off)."""
+
+    disabled = True
+
+    def capture_method(self, method: Callable | None = None, **_: Any) -> Any:
+        return method if method is not None else (lambda decorated: decorated)
+
+    capture_lambda_handler = capture_method
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        pass
+
+    def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
+        pass
+
+
+def _make_tracer() -> Any:
+    if not tracing_enabled():
+        return _NoTracer()
+    from aws_lambda_powertools import Tracer
+
+    # Qualtrics calls (requests) and AWS calls (botocore) become subsegments; nothing else is patched.
+    return Tracer(patch_modules=("botocore", "requests"))
+
+
+tracer = _make_tracer()
+
+logging.getLogger("aws_xray_sdk").setLevel(logging.ERROR)   # its "no segment" chatter, when tracing is on

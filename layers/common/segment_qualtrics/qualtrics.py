@@ -115,8 +115,9 @@ class QualtricsClient:
         credentials = self._credentials(False)
         if not self.is_qualtrics_url(url, credentials):
             raise PermanentError("workflow_url_not_allowed",
-                                 f"the workflow URL's host {urlsplit(url).hostname!r} is not Qualtrics; "
-                                 "the API token is sent only to qualtrics.com or QUALTRICS_BASE_URL")
+                                 f"the workflow URL {urlsplit(url).scheme}://{urlsplit(url).hostname} is not "
+                                 "Qualtrics; the API token is sent only to https://*.qualtrics.com or to "
+                                 "QUALTRICS_BASE_URL")
         self._call("trigger_workflow", "POST", url, payload, absolute=True)
 
     # --- plumbing ---------------------------------------------------------------------------------

@@ -1,7 +1,14 @@
-"""Wiring of a worker function: settings, subscriptions, Qualtrics client and AWS adapters, built once."""
+"""Wiring of a worker function: settings, subscriptions, Qualtrics client and AWS adapters, built once.
+
+Observability of a worker (observability.py): one invocation is one action, so ``action`` is added once
+per invocation as a dimension of every metric and a key of every log line; each outcome line also
+carries the Segment messageId (as correlation id) and the subscription.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -12,7 +19,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from .aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
 from .errors import DestinationError
 from .executors import AddContactExecutor, WorkflowExecutor
-from .observability import MetricUnit, logger, mask, metrics
+from .health import check_whoami
+from .observability import Metric, MetricBatch, add, logger, mask, metrics, redact, retry_reason, tracer
 from .qualtrics import QualtricsClient, QualtricsCredentials
 from .settings import WorkerSettings
 from .subscriptions import load_subscriptions
@@ -30,10 +38,78 @@ class RetryRecord(Exception):
     """Raised inside the batch processor for a record that must come back later."""
 
 
+class WorkerObserver:
+    """Logs and metrics of one worker's invocations: the Worker's ``on_outcome`` and the client's ``on_call``."""
+
+    def __init__(self, action: str, batch: MetricBatch | None = None) -> None:
+        self.action = action
+        self.batch = batch or MetricBatch()
+        self._calls = 0
+        self._cache_seen: tuple[int, int] | None = None
+
+    def begin(self) -> None:
+        metrics.add_dimension(name="action", value=self.action)   # cleared by each flush: once per invocation
+        logger.append_keys(action=self.action)
+        tracer.put_annotation("action", self.action)
+        self._calls = 0
+
+    def end(self, records: int, executor: Any) -> None:
+        add(Metric.BATCH_SIZE, records)
+        add(Metric.QUALTRICS_CALLS, self._calls)
+        cache = getattr(executor, "cache", None)
+        if cache is not None and hasattr(cache, "hits") and hasattr(cache, "misses"):
+            # The contact cache lives across warm invocations: report what this batch added to its counters.
+            hits, misses = int(cache.hits), int(cache.misses)
+            before_hits, before_misses = self._cache_seen or (0, 0)
+            self._cache_seen = (hits, misses)
+            add(Metric.CONTACT_LOOKUPS, (hits - before_hits) + (misses - before_misses))
+            add(Metric.CONTACT_CACHE_HITS, hits - before_hits)
+        self.batch.flush()
+
+    def outcome(self, outcome: str, delivery: Delivery, error: DestinationError | None) -> None:
+        message = delivery.message
+        extra: dict[str, Any] = {"outcome": outcome, "attempt": delivery.attempt,
+                                 "sqsMessageId": delivery.record_id, "action": self.action}
+        if message is not None:
+            extra.update(correlation_id=message.message_id, segmentMessageId=message.message_id,
+                         subscription=message.subscription, eventType=message.event.get("type"),
+                         eventName=message.event.get("event"))
+        if error is not None:
+            extra.update(errorCode=error.code, errorMessage=mask(error.message), httpStatus=error.status,
+                         qualtricsRequestId=error.request_id, retryable=error.retryable)
+        level = logger.info if outcome in ("delivered", "duplicate") else logger.warning
+        level(outcome.replace("_", " "), extra={k: v for k, v in extra.items() if v is not None})
+
+        if outcome == "delivered":
+            add(Metric.MESSAGES_DELIVERED)
+        elif outcome == "duplicate":
+            add(Metric.DUPLICATES_SKIPPED)
+        elif outcome == "retried":
+            add(Metric.MESSAGES_RETRIED)
+            reason = retry_reason(error.code, error.status) if error else "other"
+            self.batch.add(Metric.RETRIES_BY_REASON, action=self.action, reason=reason)
+        elif outcome == "dead_lettered":
+            add(Metric.MESSAGES_DEAD_LETTERED)
+            self.batch.add(Metric.DEAD_LETTERS_BY_CODE, action=self.action,
+                           errorCode=error.code if error else "unknown")
+        elif outcome == "dead_letter_failed":
+            add(Metric.DEAD_LETTER_SEND_FAILED)
+
+    def call(self, operation: str, status: int | None, seconds: float) -> None:
+        self._calls += 1
+        self.batch.add(Metric.QUALTRICS_LATENCY, round(seconds * 1000, 1), action=self.action, operation=operation)
+        if status is None or not 200 <= status < 300:
+            self.batch.add(Metric.QUALTRICS_ERRORS, action=self.action,
+                           status=str(status) if status is not None else "no_response")
+
+
 class WorkerApp:
-    def __init__(self, settings: WorkerSettings, worker: Worker) -> None:
+    def __init__(self, settings: WorkerSettings, worker: Worker, observer: WorkerObserver | None = None,
+                 startup_check: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.worker = worker
+        self.observer = observer or WorkerObserver(settings.ACTION_SLUG)
+        self._startup_check = startup_check   # runs once, on the first invocation (keeps INIT small)
 
     @classmethod
     def from_environment(cls) -> WorkerApp:
@@ -41,12 +117,15 @@ class WorkerApp:
         if settings.ACTION_SLUG not in EXECUTORS:
             raise RuntimeError(f"ACTION_SLUG {settings.ACTION_SLUG!r} is not one of {', '.join(EXECUTORS)}")
         subscriptions = {s.name: s for s in load_subscriptions() if s.action.slug == settings.ACTION_SLUG}
+        observer = WorkerObserver(settings.ACTION_SLUG)
 
         def credentials(force: bool) -> QualtricsCredentials:
             value = parameters.get_secret(settings.QUALTRICS_SECRET_ARN, transform="json", force_fetch=force)
-            return QualtricsCredentials.from_secret(value or {})
+            found = QualtricsCredentials.from_secret(value or {})
+            redact(found.api_token)
+            return found
 
-        client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, on_call=_record_call)
+        client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, on_call=observer.call)
         sqs = boto3.client("sqs")
         worker = Worker(
             action=settings.ACTION_SLUG,
@@ -56,15 +135,23 @@ class WorkerApp:
             dead_letters=SqsDeadLetterQueue(sqs, settings.DEAD_LETTER_QUEUE_URL),
             visibility=SqsVisibility(sqs, settings.QUEUE_URL),
             retry=RetryPolicy(max_attempts=settings.MAX_ATTEMPTS, base_seconds=settings.RETRY_BASE_SECONDS),
-            on_outcome=_log_outcome,
+            on_outcome=observer.outcome,
         )
-        return cls(settings, worker)
+        check = None
+        if startup_check_wanted(os.environ, settings.QUALTRICS_BASE_URL):
+            check = lambda: qualtrics_startup_check(credentials, client, settings.QUALTRICS_BASE_URL)  # noqa: E731
+        return cls(settings, worker, observer, check)
 
+    @tracer.capture_method(capture_response=False)
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         records = event.get("Records") or []
-        self.worker.lease_seconds = _lease_seconds(context)
-        report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
-        metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(records))
+        self.observer.begin()
+        try:
+            self._run_startup_check()
+            self.worker.lease_seconds = _lease_seconds(context)
+            report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
+        finally:
+            self.observer.end(len(records), self.worker.executor)
         failures = set(report.failure_ids)
 
         # Powertools builds the partial batch response; the outcome of each record is already known.
@@ -76,10 +163,51 @@ class WorkerApp:
         return process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                         context=context)
 
+    def _run_startup_check(self) -> None:
+        check, self._startup_check = self._startup_check, None
+        if check is None:
+            return
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - a check never fails an invocation
+            logger.warning("Qualtrics startup check failed to run", extra={"reason": f"{type(exc).__name__}: {exc}"})
+
     @staticmethod
     def summary(report: Report) -> dict[str, int]:
         return {"delivered": len(report.delivered), "duplicates": len(report.duplicates),
                 "retried": len(report.retried), "deadLettered": len(report.dead_lettered)}
+
+
+def startup_check_wanted(environ: Any, base_url: str | None) -> bool:
+    """QUALTRICS_STARTUP_CHECK: false = never; true = always; unset/auto = unless QUALTRICS_BASE_URL is set.
+
+    With a base URL override (a sandbox or a proxy) the datacenter check means nothing, and a sandbox's
+    request log stays exactly the delivery calls.
+    """
+    value = str(environ.get("QUALTRICS_STARTUP_CHECK", "auto")).strip().lower()
+    if value in ("false", "0", "no", "off"):
+        return False
+    if value in ("true", "1", "yes", "on"):
+        return True
+    return not base_url
+
+
+def qualtrics_startup_check(credentials: Callable[[bool], QualtricsCredentials], client: QualtricsClient,
+                            base_url_override: str | None) -> None:
+    """GET /API/v3/whoami with the worker's credentials; one log line, a warning when something is off."""
+    try:
+        found = credentials(False)
+    except DestinationError as exc:
+        logger.warning("Qualtrics startup check: no usable credentials",
+                       extra={"check": "whoami", "errorCode": exc.code, "reason": exc.message})
+        return
+    report = check_whoami(client.base_url(found), found.api_token,
+                          expected_datacenter=None if base_url_override else found.datacenter)
+    fields = {"check": "whoami", **report.log_fields()}
+    if report.ok:
+        logger.info("Qualtrics startup check passed", extra=fields)
+    else:
+        logger.warning("Qualtrics startup check: " + "; ".join(report.problems), extra=fields)
 
 
 def _lease_seconds(context: Any) -> int:
@@ -88,28 +216,3 @@ def _lease_seconds(context: Any) -> int:
         return int(context.get_remaining_time_in_millis() / 1000) + 10
     except Exception:  # noqa: BLE001 - no context (direct calls): the worker timeout's order of size
         return 60
-
-
-_METRIC_FOR = {"delivered": "MessagesDelivered", "duplicate": "DuplicatesSkipped", "retried": "MessagesRetried",
-               "dead_lettered": "MessagesDeadLettered", "dead_letter_failed": "DeadLetterSendFailed"}
-
-
-def _log_outcome(outcome: str, delivery: Delivery, error: DestinationError | None) -> None:
-    message = delivery.message
-    extra: dict[str, Any] = {"outcome": outcome, "attempt": delivery.attempt, "sqsMessageId": delivery.record_id}
-    if message is not None:
-        logger.set_correlation_id(message.message_id)
-        extra.update(segmentMessageId=message.message_id, action=message.action,
-                     subscription=message.subscription)
-    if error is not None:
-        extra.update(errorCode=error.code, errorMessage=mask(error.message), httpStatus=error.status,
-                     qualtricsRequestId=error.request_id)
-    level = logger.info if outcome in ("delivered", "duplicate") else logger.warning
-    level(outcome.replace("_", " "), extra=extra)
-    metrics.add_metric(name=_METRIC_FOR[outcome], unit=MetricUnit.Count, value=1)
-    logger.set_correlation_id(None)
-
-
-def _record_call(operation: str, status: int | None, seconds: float) -> None:
-    metrics.add_metric(name="QualtricsCalls", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="QualtricsLatency", unit=MetricUnit.Milliseconds, value=round(seconds * 1000, 1))

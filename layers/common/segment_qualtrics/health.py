@@ -1,0 +1,87 @@
+"""The Qualtrics credentials check: GET /API/v3/whoami, and what its answer says about the configuration.
+
+Used by the worker once per execution environment (worker_app.py) and by ``make check-qualtrics``
+(cli_ops.py). It never raises: every problem becomes a line in ``WhoamiReport.problems``.
+
+A datacenter other than the brand's still answers GETs, but ``meta.notice`` says the request was proxied,
+and POSTs through that proxy have been seen failing with 400 (reference qualtrics-api.md section 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+WHOAMI_PATH = "/API/v3/whoami"
+TIMEOUT = (2.0, 3.0)   # connect, read: a check must stay cheap; the real calls have their own timeouts
+
+
+@dataclass
+class WhoamiReport:
+    status: int | None = None
+    datacenter: str | None = None            # what Qualtrics says the brand's datacenter is
+    expected_datacenter: str | None = None   # the one in the secret (None: QUALTRICS_BASE_URL overrides it)
+    notice: str | None = None
+    brand_id: str | None = None
+    account_type: str | None = None
+    request_id: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def log_fields(self) -> dict[str, Any]:
+        """What may be logged: no user name, no email."""
+        fields = {"httpStatus": self.status, "datacenter": self.datacenter,
+                  "expectedDatacenter": self.expected_datacenter, "brandId": self.brand_id,
+                  "accountType": self.account_type, "qualtricsRequestId": self.request_id,
+                  "notice": self.notice, "problems": self.problems or None}
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+def check_whoami(base_url: str, api_token: str, *, expected_datacenter: str | None = None,
+                 session: requests.Session | None = None, timeout: tuple[float, float] = TIMEOUT) -> WhoamiReport:
+    report = WhoamiReport(expected_datacenter=expected_datacenter)
+    url = base_url.rstrip("/") + WHOAMI_PATH
+    try:
+        response = (session or requests).get(url, headers={"X-API-TOKEN": api_token, "Accept": "application/json"},
+                                             timeout=timeout)
+    except requests.RequestException as exc:
+        report.problems.append(f"could not reach Qualtrics at {base_url}: {type(exc).__name__}")
+        return report
+    report.status = response.status_code
+    try:
+        data = response.json()
+    except ValueError:
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    result = data.get("result") if isinstance(data.get("result"), dict) else {}
+    report.request_id = meta.get("requestId")
+    report.notice = meta.get("notice") or None
+    report.datacenter = result.get("datacenter") or None
+    report.brand_id = result.get("brandId") or None
+    report.account_type = result.get("accountType") or None
+
+    if response.status_code == 401:
+        report.problems.append("Qualtrics rejected the API token (401): set apiToken in the Qualtrics secret")
+    elif response.status_code == 403:
+        report.problems.append("the API token may not call whoami (403): check the user's API permission")
+    elif not 200 <= response.status_code < 300:
+        report.problems.append(f"whoami answered {response.status_code}")
+    if report.notice:
+        report.problems.append(f"Qualtrics notice: {report.notice!r}; the datacenter in the secret is probably "
+                               "not the brand's, and POSTs through the proxy may fail with 400")
+    if expected_datacenter and report.datacenter and \
+            _datacenter(report.datacenter) != _datacenter(expected_datacenter):
+        report.problems.append(f"the secret says datacenter {expected_datacenter!r} but the brand's is "
+                               f"{report.datacenter!r}: set datacenter in the Qualtrics secret")
+    return report
+
+
+def _datacenter(value: str) -> str:
+    # "cornell.ca1" (an organisation-prefixed host) and "CA1" both name datacenter ca1.
+    return value.strip().lower().rsplit(".", 1)[-1]

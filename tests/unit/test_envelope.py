@@ -1,0 +1,78 @@
+"""The queue message envelope (envelope.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from segment_qualtrics.envelope import ENVELOPE_VERSION, EnvelopeError, QueueMessage
+
+EVENT = {"type": "identify", "messageId": "seg-1", "userId": "user-1", "traits": {"name": "Zoë"}}
+MESSAGE = QueueMessage("addContactToXmd", "Contacts", "seg-1", "2024-01-01T00:00:00.250Z", EVENT)
+
+
+def body(**overrides) -> str:
+    data = {"version": ENVELOPE_VERSION, "action": "addContactToXmd", "subscription": "Contacts",
+            "messageId": "seg-1", "receivedAt": "2024-01-01T00:00:00Z", "event": EVENT}
+    data.update(overrides)
+    return json.dumps({k: v for k, v in data.items() if v is not ...})
+
+
+def test_round_trip():
+    assert QueueMessage.from_json(MESSAGE.to_json()) == MESSAGE
+
+
+def test_the_json_form_names_its_fields_and_keeps_unicode():
+    text = MESSAGE.to_json()
+    assert json.loads(text) == {"version": 1, "action": "addContactToXmd", "subscription": "Contacts",
+                                "messageId": "seg-1", "receivedAt": "2024-01-01T00:00:00.250Z", "event": EVENT}
+    assert "Zoë" in text and " " not in text.replace("Zoë", "")
+
+
+def test_the_idempotency_key_uses_the_segment_message_id():
+    assert MESSAGE.idempotency_key == "addContactToXmd#Contacts#seg-1"
+    other_subscription = QueueMessage("addContactToXmd", "Other", "seg-1", "", EVENT)
+    other_event = QueueMessage("addContactToXmd", "Contacts", "seg-2", "", EVENT)
+    later_copy = QueueMessage("addContactToXmd", "Contacts", "seg-1", "2024-02-02T00:00:00Z", EVENT)
+    assert len({MESSAGE.idempotency_key, other_subscription.idempotency_key, other_event.idempotency_key}) == 3
+    assert later_copy.idempotency_key == MESSAGE.idempotency_key
+
+
+def test_attributes_are_sqs_string_attributes():
+    assert MESSAGE.attributes() == {
+        "action": {"DataType": "String", "StringValue": "addContactToXmd"},
+        "subscription": {"DataType": "String", "StringValue": "Contacts"},
+        "segmentMessageId": {"DataType": "String", "StringValue": "seg-1"},
+        "eventType": {"DataType": "String", "StringValue": "identify"},
+    }
+
+
+def test_received_at_is_optional():
+    assert QueueMessage.from_json(body(receivedAt=...)).received_at == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("not json", "not JSON"),
+        ("", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ("null", "not a JSON object"),
+        (body(version=2), "version 2"),
+        (body(version=...), "version None"),
+        (body(action=...), "lacks action"),
+        (body(subscription="", messageId=None), "lacks subscription, messageId"),
+        (body(event={}), "lacks event"),
+        (body(event=[EVENT]), "event is not an object"),
+        (body(event="identify"), "event is not an object"),
+    ],
+)
+def test_bad_bodies_are_an_envelope_error(text, needle):
+    with pytest.raises(EnvelopeError) as caught:
+        QueueMessage.from_json(text)
+    assert needle in str(caught.value)
+
+
+def test_a_body_that_is_not_utf8_is_an_envelope_error():
+    with pytest.raises(EnvelopeError):
+        QueueMessage.from_json(b"\xff\xfe")

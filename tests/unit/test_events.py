@@ -1,0 +1,226 @@
+"""Segment events: body shapes, the Segment spec rules and the derived messageId (events.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from segment_qualtrics.events import EVENT_TYPES, BodyError, derived_message_id, split_body, validate_event
+
+IDENTIFY = {"type": "identify", "messageId": "m-1", "userId": "user-1", "traits": {"email": "ada@example.com"}}
+TRACK = {"type": "track", "messageId": "m-2", "event": "Transaction Created", "anonymousId": "anon-1"}
+
+
+def body(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+def invalid_reason(raw) -> str:
+    with pytest.raises(ValueError) as caught:
+        validate_event(raw)
+    return str(caught.value)
+
+
+# --- body shapes ----------------------------------------------------------------------------------
+
+def test_a_single_event_object_is_a_list_of_one():
+    assert split_body(body(IDENTIFY)) == [IDENTIFY]
+
+
+def test_a_json_array_is_a_list_of_its_events():
+    assert split_body(body([IDENTIFY, TRACK])) == [IDENTIFY, TRACK]
+
+
+def test_the_tracking_api_batch_shape_is_unwrapped():
+    assert split_body(body({"batch": [IDENTIFY, TRACK], "sentAt": "2024-01-01T00:00:00Z"})) == [IDENTIFY, TRACK]
+
+
+def test_array_elements_are_not_validated_by_split_body():
+    # Each event is validated on its own later, so one bad element does not sink the others here.
+    assert split_body(body([IDENTIFY, 3, "x"])) == [IDENTIFY, 3, "x"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"not json", "invalid_json"),
+        (b'{"type": "identify",', "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b"", "invalid_json"),
+        (b"5", "invalid_body"),
+        (b'"identify"', "invalid_body"),
+        (b"null", "invalid_body"),
+        (b"true", "invalid_body"),
+        (b"[]", "empty_batch"),
+        (b'{"batch": []}', "empty_batch"),
+    ],
+)
+def test_unusable_bodies_are_a_body_error_with_a_code(raw, code):
+    with pytest.raises(BodyError) as caught:
+        split_body(raw)
+    assert caught.value.code == code
+    assert caught.value.message == str(caught.value)
+
+
+def test_body_error_messages_say_what_is_wrong():
+    with pytest.raises(BodyError) as not_json:
+        split_body(b"{oops")
+    assert "not valid JSON" in not_json.value.message
+    with pytest.raises(BodyError) as number:
+        split_body(b"42")
+    assert "JSON object" in number.value.message and "batch" in number.value.message
+    with pytest.raises(BodyError) as empty:
+        split_body(b"[]")
+    assert "no events" in empty.value.message
+
+
+# --- the Segment spec -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_every_segment_type_is_valid_with_its_required_fields(event_type):
+    raw = {"type": event_type, "userId": "user-1", "messageId": f"m-{event_type}"}
+    raw |= {"track": {"event": "Clicked"}, "group": {"groupId": "g-1"}, "alias": {"previousId": "old-1"}}.get(
+        event_type, {})
+    assert validate_event(raw) == raw
+
+
+def test_the_delete_notification_is_a_valid_event():
+    raw = {"type": "delete", "userId": "user-1", "timestamp": "2024-01-01T00:00:00Z", "messageId": "del-1"}
+    assert validate_event(raw)["type"] == "delete"
+
+
+def test_an_unknown_type_is_named_with_the_allowed_ones():
+    reason = invalid_reason({"type": "purchase", "userId": "user-1"})
+    assert reason.startswith("type: ")
+    assert "'purchase'" in reason
+    for event_type in EVENT_TYPES:
+        assert event_type in reason
+
+
+def test_an_event_without_a_type_says_so():
+    assert invalid_reason({"userId": "user-1"}) == "type: the event has no type"
+
+
+def test_a_track_without_an_event_name_is_invalid():
+    assert invalid_reason({"type": "track", "userId": "user-1"}) == 'a track event needs an "event" name'
+    assert "event" in invalid_reason({"type": "track", "userId": "user-1", "event": ""})
+
+
+def test_an_event_needs_a_user_id_or_an_anonymous_id():
+    reason = invalid_reason({"type": "identify", "traits": {}})
+    assert "userId" in reason and "anonymousId" in reason
+
+
+def test_null_ids_as_segment_sends_them_count_as_absent():
+    assert validate_event({"type": "identify", "userId": "user-1", "anonymousId": None})["userId"] == "user-1"
+    assert validate_event({"type": "identify", "userId": None, "anonymousId": "anon-1"})["anonymousId"] == "anon-1"
+    reason = invalid_reason({"type": "identify", "userId": None, "anonymousId": None})
+    assert "userId" in reason and "anonymousId" in reason
+
+
+def test_empty_string_ids_count_as_absent():
+    assert "userId" in invalid_reason({"type": "identify", "userId": "", "anonymousId": ""})
+
+
+@pytest.mark.parametrize("user_id", [123, 0, 1.5])
+def test_numeric_user_ids_are_accepted(user_id):
+    raw = {"type": "identify", "userId": user_id}
+    assert validate_event(raw)["userId"] == user_id   # the raw event is kept as it came
+
+
+def test_a_boolean_user_id_is_not_an_id():
+    assert invalid_reason({"type": "identify", "userId": True}).startswith("userId: ")
+
+
+def test_empty_integrations_and_extra_fields_are_fine():
+    raw = {"type": "identify", "userId": "u", "integrations": {}, "version": 2, "_metadata": {"bundled": []}}
+    out = validate_event(raw)
+    assert out["integrations"] == {} and out["version"] == 2 and out["_metadata"] == {"bundled": []}
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2024-01-02T03:04:05+00:00",
+        "2024-01-02T03:04:05.678+00:00",
+        "2024-01-02T03:04:05Z",
+        "2024-01-02T03:04:05.678Z",
+        "2024-01-02T03:04:05.678901Z",
+        "2024-01-02T05:04:05+02:00",
+    ],
+)
+def test_segment_timestamp_forms_are_valid(timestamp):
+    raw = {"type": "identify", "userId": "u", "timestamp": timestamp, "sentAt": timestamp,
+           "originalTimestamp": timestamp, "receivedAt": timestamp}
+    assert validate_event(raw)["timestamp"] == timestamp   # kept as text, not re-rendered
+
+
+@pytest.mark.parametrize("field", ["timestamp", "sentAt", "originalTimestamp", "receivedAt"])
+def test_a_bad_timestamp_names_its_field(field):
+    assert invalid_reason({"type": "identify", "userId": "u", field: "yesterday"}).startswith(f"{field}: ")
+
+
+def test_group_needs_a_group_id():
+    assert invalid_reason({"type": "group", "userId": "u"}) == "a group event needs a groupId"
+    assert validate_event({"type": "group", "userId": "u", "groupId": 42})["groupId"] == 42
+
+
+def test_alias_needs_a_previous_id():
+    assert invalid_reason({"type": "alias", "userId": "u"}) == "an alias event needs a previousId"
+    assert validate_event({"type": "alias", "userId": "u", "previousId": "anon-1"})["previousId"] == "anon-1"
+
+
+@pytest.mark.parametrize("field", ["properties", "traits", "context", "integrations"])
+def test_object_fields_must_be_objects(field):
+    assert invalid_reason({"type": "identify", "userId": "u", field: "text"}).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("field", ["properties", "traits", "context"])
+def test_object_fields_may_be_null(field):
+    assert validate_event({"type": "identify", "userId": "u", field: None})[field] is None
+
+
+@pytest.mark.parametrize("raw", [[IDENTIFY], "identify", 3, None])
+def test_an_event_must_be_an_object(raw):
+    assert invalid_reason(raw).startswith("an event must be a JSON object, not ")
+
+
+def test_several_problems_are_all_reported_readably():
+    reason = invalid_reason({"type": "identify", "userId": "u", "traits": [], "timestamp": "soon"})
+    assert "traits: " in reason and "timestamp: " in reason
+    assert "pydantic" not in reason and "https://" not in reason
+
+
+# --- messageId ------------------------------------------------------------------------------------
+
+def test_a_given_message_id_is_kept():
+    assert validate_event(dict(IDENTIFY))["messageId"] == "m-1"
+
+
+def test_a_missing_or_null_message_id_is_derived():
+    raw = {"type": "identify", "userId": "u"}
+    derived = validate_event(raw)["messageId"]
+    assert derived.startswith("derived-")
+    for absent in (None, ""):
+        again = validate_event({**raw, "messageId": absent})["messageId"]
+        assert again.startswith("derived-")
+        assert validate_event({**raw, "messageId": absent})["messageId"] == again
+
+
+def test_validate_event_does_not_change_its_input():
+    raw = {"type": "identify", "userId": "u"}
+    validate_event(raw)
+    assert "messageId" not in raw
+
+
+def test_the_derived_message_id_is_deterministic_and_ignores_key_order():
+    one = {"type": "track", "userId": "u", "event": "E", "properties": {"a": 1, "b": 2}}
+    same = {"properties": {"b": 2, "a": 1}, "event": "E", "userId": "u", "type": "track"}
+    assert derived_message_id(one) == derived_message_id(same)
+    assert validate_event(one)["messageId"] == validate_event(same)["messageId"]
+
+
+def test_the_derived_message_id_depends_on_the_content():
+    one = {"type": "track", "userId": "u", "event": "E", "properties": {"a": 1}}
+    assert derived_message_id(one) != derived_message_id({**one, "properties": {"a": 2}})
+    assert derived_message_id(one) != derived_message_id({**one, "userId": "v"})

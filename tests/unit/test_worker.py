@@ -1,0 +1,449 @@
+"""The worker core: outcomes, dead-lettering, retries and idempotency (worker.py, idempotency.py).
+
+The executor, dead-letter queue and visibility control are small in-memory fakes (ports); the
+idempotency store is the real in-memory one with a hand-driven clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+from segment_qualtrics.envelope import QueueMessage
+from segment_qualtrics.errors import DestinationError, PermanentError, RetryableError
+from segment_qualtrics.idempotency import ClaimState, MemoryIdempotencyStore
+from segment_qualtrics.subscriptions import parse_subscriptions
+from segment_qualtrics.worker import MAX_VISIBILITY_SECONDS, Delivery, RetryPolicy, Worker
+
+ACTION = "addContactToXmd"
+SUBSCRIPTIONS = {
+    s.name: s
+    for s in parse_subscriptions({"subscriptions": [
+        {"name": "Contacts", "actionSlug": ACTION, "trigger": 'type = "identify"',
+         "mapping": {"directoryId": "POOL_1"}},
+        {"name": "Transactions", "actionSlug": "upsertContactTransaction", "trigger": 'type = "track"',
+         "mapping": {"directoryId": "POOL_1", "mailingListId": "CG_1"}},
+    ]}, environ={})
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeExecutor:
+    """Answers with the errors queued per Segment messageId; records what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[DestinationError]] = {}
+        self.calls: list[list[tuple[str, bool]]] = []
+        self.seen: list[Delivery] = []
+
+    def fail(self, message_id: str, *errors: DestinationError) -> None:
+        self.errors.setdefault(message_id, []).extend(errors)
+
+    def execute(self, deliveries: Sequence[Delivery]) -> dict[str, DestinationError]:
+        self.calls.append([(d.message.message_id, d.recovering) for d in deliveries])
+        self.seen.extend(deliveries)
+        out = {}
+        for d in deliveries:
+            queued = self.errors.get(d.message.message_id)
+            if queued:
+                out[d.record_id] = queued.pop(0)
+        return out
+
+    @property
+    def executed(self) -> list[str]:
+        return [message_id for call in self.calls for message_id, _ in call]
+
+
+class FakeDeadLetterQueue:
+    def __init__(self, broken: bool = False) -> None:
+        self.broken = broken
+        self.sent: list[tuple[str, dict[str, dict[str, str]]]] = []
+
+    def send(self, body: str, attributes: dict[str, dict[str, str]]) -> None:
+        if self.broken:
+            raise ConnectionError("DLQ unreachable")
+        self.sent.append((body, attributes))
+
+    def reasons(self) -> list[dict[str, str]]:
+        return [{k: v["StringValue"] for k, v in attributes.items()} for _, attributes in self.sent]
+
+
+class FakeVisibility:
+    def __init__(self, broken: bool = False) -> None:
+        self.broken = broken
+        self.delays: list[tuple[str, int]] = []
+
+    def delay(self, receipt_handle: str, seconds: int) -> None:
+        if self.broken:
+            raise ConnectionError("SQS unreachable")
+        self.delays.append((receipt_handle, seconds))
+
+
+class Setup:
+    def __init__(self, *, dlq_broken: bool = False, visibility_broken: bool = False, max_attempts: int = 5):
+        self.clock = Clock()
+        self.store = MemoryIdempotencyStore(clock=self.clock)
+        self.executor = FakeExecutor()
+        self.dlq = FakeDeadLetterQueue(broken=dlq_broken)
+        self.visibility = FakeVisibility(broken=visibility_broken)
+        self.outcomes: list[tuple[str, str, str | None]] = []
+        self.worker = Worker(
+            action=ACTION, subscriptions=SUBSCRIPTIONS, executor=self.executor, store=self.store,
+            dead_letters=self.dlq, visibility=self.visibility,
+            retry=RetryPolicy(max_attempts=max_attempts, base_seconds=30, cap_seconds=900, jitter=lambda: 1.0),
+            lease_seconds=60, on_outcome=self._record,
+        )
+
+    def _record(self, outcome: str, delivery: Delivery, error: DestinationError | None) -> None:
+        self.outcomes.append((outcome, delivery.record_id, error.code if error else None))
+
+    def process(self, *deliveries: Delivery):
+        return self.worker.process(list(deliveries))
+
+
+def message(message_id: str = "seg-1", *, action: str = ACTION, subscription: str = "Contacts",
+            event: dict | None = None) -> QueueMessage:
+    event = event if event is not None else {"type": "identify", "messageId": message_id, "userId": "user-1",
+                                             "traits": {"email": "ada@example.com"}}
+    return QueueMessage(action, subscription, message_id, "2024-01-01T00:00:00Z", event)
+
+
+def delivery(msg: QueueMessage | str = "seg-1", *, attempt: int = 1, record_id: str | None = None) -> Delivery:
+    text = msg if isinstance(msg, str) else msg.to_json()
+    rid = record_id or f"sqs-{msg.message_id if isinstance(msg, QueueMessage) else 'raw'}-{attempt}"
+    return Delivery(record_id=rid, receipt_handle=f"rh-{rid}", body=text, attempt=attempt)
+
+
+# --- outcomes -------------------------------------------------------------------------------------
+
+def test_a_delivered_message():
+    s = Setup()
+    report = s.process(delivery(message("seg-1")))
+    assert [d.record_id for d in report.delivered] == ["sqs-seg-1-1"]
+    assert report.failure_ids == [] and report.dead_lettered == [] and report.retried == []
+    assert s.executor.calls == [[("seg-1", False)]]
+    assert s.dlq.sent == [] and s.visibility.delays == []
+    assert s.outcomes == [("delivered", "sqs-seg-1-1", None)]
+
+
+def test_the_executor_gets_the_built_payload_and_subscription():
+    s = Setup()
+    s.process(delivery(message("seg-1")))
+    [d] = s.executor.seen
+    assert d.subscription is SUBSCRIPTIONS["Contacts"]
+    assert d.payload.directoryId == "POOL_1" and d.payload.email == "ada@example.com"
+
+
+def test_one_executor_call_for_the_whole_batch():
+    s = Setup()
+    report = s.process(*(delivery(message(f"seg-{i}")) for i in range(3)))
+    assert len(s.executor.calls) == 1 and s.executor.executed == ["seg-0", "seg-1", "seg-2"]
+    assert len(report.delivered) == 3
+
+
+def test_a_permanent_error_goes_to_the_dlq_at_once_with_its_reason():
+    s = Setup()
+    s.executor.fail("seg-1", PermanentError("qualtrics_rejected", "Qualtrics answered 400: Invalid directory",
+                                            status=400, request_id="req-9"))
+    d = delivery(message("seg-1"))
+    report = s.process(d)
+    assert report.failure_ids == []
+    assert [(x.record_id, e.code) for x, e in report.dead_lettered] == [(d.record_id, "qualtrics_rejected")]
+    assert s.visibility.delays == []
+    [(body, _)] = s.dlq.sent
+    assert body == d.body   # the original message, so a redrive replays it
+    [reason] = s.dlq.reasons()
+    assert reason == {
+        "errorCode": "qualtrics_rejected", "errorMessage": "Qualtrics answered 400: Invalid directory",
+        "errorRetryable": "false", "attempts": "1", "httpStatus": "400", "qualtricsRequestId": "req-9",
+        "action": ACTION, "subscription": "Contacts", "segmentMessageId": "seg-1", "eventType": "identify",
+    }
+    assert all(v["DataType"] == "String" for _, attrs in s.dlq.sent for v in attrs.values())
+    assert s.outcomes == [("dead_lettered", d.record_id, "qualtrics_rejected")]
+
+
+def test_a_retryable_error_is_retried_with_a_visibility_delay():
+    s = Setup()
+    s.executor.fail("seg-1", RetryableError("qualtrics_server_error", "Qualtrics answered 503", status=503))
+    d = delivery(message("seg-1"), attempt=2)
+    report = s.process(d)
+    assert report.failure_ids == [d.record_id]
+    assert [(x.record_id, e.code, seconds) for x, e, seconds in report.retried] == [
+        (d.record_id, "qualtrics_server_error", 60)]
+    assert s.visibility.delays == [(d.receipt_handle, 60)]
+    assert s.dlq.sent == []
+
+
+def test_retryable_on_the_last_attempt_goes_to_the_dlq():
+    s = Setup(max_attempts=3)
+    s.executor.fail("seg-1", RetryableError("qualtrics_timeout", "no answer from Qualtrics in time", status=504))
+    d = delivery(message("seg-1"), attempt=3)
+    report = s.process(d)
+    assert report.failure_ids == [] and report.retried == []
+    [(_, error)] = report.dead_lettered
+    assert error.message == "no answer from Qualtrics in time (gave up after 3 attempts)"
+    [reason] = s.dlq.reasons()
+    assert reason["errorCode"] == "qualtrics_timeout"
+    assert reason["errorMessage"].endswith("(gave up after 3 attempts)")
+    assert reason["errorRetryable"] == "true" and reason["attempts"] == "3" and reason["httpStatus"] == "504"
+    assert s.visibility.delays == []
+
+
+def test_the_attempt_before_the_last_is_still_retried():
+    s = Setup(max_attempts=3)
+    s.executor.fail("seg-1", RetryableError("network_error", "down"))
+    assert s.process(delivery(message("seg-1"), attempt=2)).failure_ids == ["sqs-seg-1-2"]
+
+
+def test_an_invalid_envelope_goes_to_the_dlq():
+    s = Setup()
+    d = delivery("this is not an envelope")
+    report = s.process(d)
+    assert [e.code for _, e in report.dead_lettered] == ["invalid_message"]
+    [reason] = s.dlq.reasons()
+    assert reason["errorCode"] == "invalid_message" and "not JSON" in reason["errorMessage"]
+    assert "segmentMessageId" not in reason
+    assert s.executor.calls == [] and report.failure_ids == []
+
+
+def test_an_unknown_subscription_goes_to_the_dlq():
+    s = Setup()
+    report = s.process(delivery(message("seg-1", subscription="Deleted since")))
+    [(_, error)] = report.dead_lettered
+    assert error.code == "unknown_subscription" and "'Deleted since'" in error.message
+    assert s.dlq.reasons()[0]["subscription"] == "Deleted since"
+    assert s.executor.calls == []
+
+
+def test_a_subscription_of_another_action_is_unknown_here():
+    s = Setup()
+    report = s.process(delivery(message("seg-1", subscription="Transactions")))
+    assert [e.code for _, e in report.dead_lettered] == ["unknown_subscription"]
+
+
+def test_a_message_of_another_action_goes_to_the_dlq():
+    s = Setup()
+    report = s.process(delivery(message("seg-1", action="upsertContactTransaction", subscription="Transactions")))
+    [(_, error)] = report.dead_lettered
+    assert error.code == "wrong_queue" and "upsertContactTransaction" in error.message
+    assert s.executor.calls == []
+
+
+def test_a_payload_that_does_not_validate_goes_to_the_dlq():
+    s = Setup()
+    bad = message("seg-1", event={"type": "identify", "messageId": "seg-1", "userId": "u",
+                                  "traits": {"email": {"not": "a string"}}})
+    report = s.process(bad_delivery := delivery(bad))
+    assert [e.code for _, e in report.dead_lettered] == ["invalid_payload"]
+    assert "'email'" in s.dlq.reasons()[0]["errorMessage"]
+    assert report.failure_ids == [] and s.executor.calls == []
+    assert s.store.records == {}   # never claimed: nothing to recover
+    assert bad_delivery.message == bad
+
+
+def test_a_mapping_that_cannot_apply_goes_to_the_dlq_and_spares_the_batch():
+    s = Setup()
+    [decoding] = parse_subscriptions({"subscriptions": [
+        {"name": "Decoding", "actionSlug": ACTION, "trigger": 'type = "identify"',
+         "mapping": {"directoryId": "POOL_1",
+                     "embeddedData": {"@json": {"mode": "decode", "value": {"@path": "$.traits.blob"}}}}}]},
+        environ={})
+    s.worker.subscriptions = {**SUBSCRIPTIONS, "Decoding": decoding}
+    bad = message("seg-bad", subscription="Decoding",
+                  event={"type": "identify", "messageId": "seg-bad", "userId": "u", "traits": {"blob": "{nope"}})
+    report = s.process(delivery(bad), delivery(message("seg-1")))
+    assert [e.code for _, e in report.dead_lettered] == ["invalid_payload"]
+    assert [d.message.message_id for d in report.delivered] == ["seg-1"]
+    assert report.failure_ids == []
+
+
+def test_one_bad_message_does_not_hold_up_the_others():
+    s = Setup()
+    s.executor.fail("seg-2", RetryableError("network_error", "down"))
+    report = s.process(delivery("garbage"), delivery(message("seg-1")), delivery(message("seg-2")),
+                       delivery(message("seg-3")))
+    assert [d.message.message_id for d in report.delivered] == ["seg-1", "seg-3"]
+    assert report.failure_ids == ["sqs-seg-2-1"]
+    assert [e.code for _, e in report.dead_lettered] == ["invalid_message"]
+
+
+def test_a_failing_dlq_leaves_the_message_in_the_failure_ids():
+    s = Setup(dlq_broken=True)
+    s.executor.fail("seg-1", PermanentError("qualtrics_rejected", "no"))
+    d = delivery(message("seg-1"))
+    report = s.process(d)
+    assert report.failure_ids == [d.record_id]
+    assert report.dead_lettered == []
+    assert [x.record_id for x in report.failed] == [d.record_id]
+    assert s.outcomes == [("dead_letter_failed", d.record_id, "qualtrics_rejected")]
+
+
+def test_a_failing_dlq_for_an_invalid_envelope_also_keeps_it():
+    s = Setup(dlq_broken=True)
+    assert s.process(delivery("garbage", record_id="r-1")).failure_ids == ["r-1"]
+
+
+def test_a_failing_visibility_change_still_retries():
+    s = Setup(visibility_broken=True)
+    s.executor.fail("seg-1", RetryableError("network_error", "down"))
+    report = s.process(d := delivery(message("seg-1")))
+    assert report.failure_ids == [d.record_id]
+
+
+def test_every_message_ends_in_exactly_one_outcome():
+    s = Setup(max_attempts=2)
+    s.executor.fail("seg-2", RetryableError("network_error", "down"))
+    s.executor.fail("seg-3", RetryableError("network_error", "down"))
+    s.executor.fail("seg-4", PermanentError("qualtrics_rejected", "no"))
+    batch = [delivery(message("seg-1")), delivery(message("seg-2")), delivery(message("seg-3"), attempt=2),
+             delivery(message("seg-4")), delivery("garbage")]
+    report = s.process(*batch)
+    ended = ([d.record_id for d in report.delivered] + [d.record_id for d in report.duplicates]
+             + [d.record_id for d, _, _ in report.retried] + [d.record_id for d, _ in report.dead_lettered]
+             + [d.record_id for d in report.failed])
+    assert sorted(ended) == sorted(d.record_id for d in batch)
+
+
+# --- idempotency ----------------------------------------------------------------------------------
+
+def test_a_second_delivery_of_the_same_message_is_a_duplicate():
+    s = Setup()
+    s.process(delivery(message("seg-1"), record_id="sqs-a"))
+    report = s.process(delivery(message("seg-1"), record_id="sqs-b"))   # Segment re-posted: a new SQS id
+    assert [d.record_id for d in report.duplicates] == ["sqs-b"]
+    assert report.delivered == [] and report.failure_ids == []
+    assert s.executor.executed == ["seg-1"]
+    assert s.outcomes[-1] == ("duplicate", "sqs-b", None)
+
+
+def test_the_same_event_in_another_subscription_is_not_a_duplicate():
+    s = Setup()
+    other = dict(SUBSCRIPTIONS)
+    other["Contacts copy"] = SUBSCRIPTIONS["Contacts"]
+    s.worker.subscriptions = other
+    s.process(delivery(message("seg-1")))
+    report = s.process(delivery(message("seg-1", subscription="Contacts copy")))
+    assert len(report.delivered) == 1 and s.executor.executed == ["seg-1", "seg-1"]
+
+
+def test_a_permanently_failed_message_is_not_marked_done():
+    s = Setup()
+    s.executor.fail("seg-1", PermanentError("qualtrics_rejected", "no"))
+    s.process(delivery(message("seg-1"), record_id="sqs-a"))
+    report = s.process(delivery(message("seg-1"), record_id="sqs-b"))   # e.g. a DLQ redrive after a fix
+    assert [d.record_id for d in report.delivered] == ["sqs-b"]
+    assert s.executor.calls == [[("seg-1", False)], [("seg-1", False)]]   # fresh: Qualtrics refused it
+
+
+def test_a_transient_failure_leaves_the_key_recovering_for_the_next_claim():
+    s = Setup()
+    s.executor.fail("seg-1", RetryableError("qualtrics_timeout", "timeout"))
+    s.process(delivery(message("seg-1"), attempt=1))
+    report = s.process(delivery(message("seg-1"), attempt=2))
+    assert [d.message.message_id for d in report.delivered] == ["seg-1"]
+    assert s.executor.calls == [[("seg-1", False)], [("seg-1", True)]]   # the executor checks first
+    assert s.process(delivery(message("seg-1"), attempt=3)).duplicates   # and now it is done
+
+
+def test_a_message_another_worker_holds_is_retried_without_calling_the_executor():
+    s = Setup()
+    msg = message("seg-1")
+    assert s.store.claim(msg.idempotency_key, 60).state is ClaimState.CLAIMED   # another worker
+    report = s.process(d := delivery(msg))
+    assert [e.code for _, e, _ in report.retried] == ["in_progress"]
+    assert report.failure_ids == [d.record_id] and s.executor.calls == []
+    s.clock.now += 61   # that worker's lease ran out: it died
+    report = s.process(delivery(msg, attempt=2))
+    assert len(report.delivered) == 1 and s.executor.calls == [[("seg-1", True)]]
+
+
+def test_the_same_message_twice_in_one_batch_is_executed_once():
+    s = Setup()
+    report = s.process(delivery(message("seg-1"), record_id="sqs-a"), delivery(message("seg-1"), record_id="sqs-b"))
+    assert s.executor.executed == ["seg-1"]
+    assert [d.record_id for d in report.delivered] == ["sqs-a"]
+    assert report.failure_ids == ["sqs-b"]   # comes back later as a duplicate
+
+
+# --- the store itself -----------------------------------------------------------------------------
+
+def test_memory_store_protocol():
+    clock = Clock()
+    store = MemoryIdempotencyStore(clock=clock)
+    first = store.claim("k", 60)
+    assert (first.state, first.recovering) == (ClaimState.CLAIMED, False)
+    assert store.claim("k", 60).state is ClaimState.BUSY
+    clock.now += 61
+    expired = store.claim("k", 60)
+    assert (expired.state, expired.recovering) == (ClaimState.CLAIMED, True)
+    store.release("k", uncertain=False)
+    assert store.claim("k", 60) == first
+    store.release("k", uncertain=True)
+    assert store.claim("k", 60).recovering is True
+    store.complete("k")
+    clock.now += 10**9
+    assert store.claim("k", 60).state is ClaimState.DONE
+
+
+# --- the retry policy -----------------------------------------------------------------------------
+
+def test_backoff_grows_and_is_capped():
+    policy = RetryPolicy(base_seconds=30, cap_seconds=900, jitter=lambda: 1.0)
+    error = RetryableError("network_error", "down")
+    assert [policy.delay(a, error) for a in (1, 2, 3, 4, 5, 6, 10)] == [30, 60, 120, 240, 480, 900, 900]
+
+
+def test_jitter_takes_off_at_most_half():
+    error = RetryableError("network_error", "down")
+    assert RetryPolicy(base_seconds=40, jitter=lambda: 0.0).delay(1, error) == 20
+    assert RetryPolicy(base_seconds=40, jitter=lambda: 0.5).delay(1, error) == 30
+
+
+def test_retry_after_is_honoured():
+    policy = RetryPolicy(base_seconds=30, cap_seconds=900, jitter=lambda: 1.0)
+    assert policy.delay(1, RetryableError("qualtrics_rate_limited", "slow down", retry_after=120)) == 120
+    assert policy.delay(1, RetryableError("qualtrics_rate_limited", "slow down", retry_after=5)) == 30
+    assert policy.delay(1, RetryableError("qualtrics_rate_limited", "slow down", retry_after=3600)) == 3600
+
+
+def test_a_fractional_retry_after_is_never_undercut():
+    policy = RetryPolicy(base_seconds=0, jitter=lambda: 0.0)
+    assert policy.delay(1, RetryableError("qualtrics_rate_limited", "slow down", retry_after=2.5)) >= 2.5
+
+
+def test_the_delay_stays_within_sqs_limits():
+    policy = RetryPolicy(base_seconds=0, jitter=lambda: 0.0)
+    assert policy.delay(1, RetryableError("x", "y")) == 1
+    assert policy.delay(1, RetryableError("x", "y", retry_after=10**9)) == MAX_VISIBILITY_SECONDS
+
+
+def test_the_worker_passes_retry_after_to_the_visibility_delay():
+    s = Setup()
+    s.executor.fail("seg-1", RetryableError("qualtrics_rate_limited", "slow down", status=429, retry_after=400))
+    s.process(d := delivery(message("seg-1")))
+    assert s.visibility.delays == [(d.receipt_handle, 400)]
+
+
+# --- SQS records ----------------------------------------------------------------------------------
+
+def test_delivery_from_an_sqs_record():
+    record = {"messageId": "sqs-1", "receiptHandle": "rh-1", "body": message("seg-1").to_json(),
+              "attributes": {"ApproximateReceiveCount": "4"},
+              "messageAttributes": {"action": {"stringValue": ACTION, "dataType": "String"}}}
+    d = Delivery.from_sqs_record(record)
+    assert (d.record_id, d.receipt_handle, d.attempt) == ("sqs-1", "rh-1", 4)
+    assert json.loads(d.body)["messageId"] == "seg-1"
+    assert d.attributes["action"]["stringValue"] == ACTION
+
+
+@pytest.mark.parametrize("attributes", [{}, None, {"ApproximateReceiveCount": ""}])
+def test_a_record_without_a_receive_count_is_a_first_attempt(attributes):
+    assert Delivery.from_sqs_record({"messageId": "sqs-1", "attributes": attributes}).attempt == 1
