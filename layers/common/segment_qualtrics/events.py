@@ -148,6 +148,68 @@ def split_body(body: bytes) -> list[Any]:
     return events
 
 
+_DECODER = json.JSONDecoder()
+_WHITESPACE = re.compile(r"[ \t\n\r]*")   # JSON's whitespace, as the json module skips it
+
+
+def split_body_with_text(body: bytes) -> tuple[list[Any], list[str | None]]:
+    """``split_body``, plus each event's own JSON text as cut from the body (None where it is not cut).
+
+    With the text, a queue message carries the event as it came instead of encoding it once more: the
+    same JSON value, written as the sender wrote it. A single event and the elements of a JSON array are
+    cut; ``{"batch": [...]}`` elements are not. Anything unusual (not UTF-8, a BOM, an error) goes
+    through ``split_body`` itself, so the events and the errors are exactly its own.
+    """
+    try:
+        text = body.decode("utf-8")
+        start = _WHITESPACE.match(text).end()
+        if text[start] == "[":
+            events, texts = _cut_array(text, start)
+        else:
+            data, end = _DECODER.raw_decode(text, start)
+            _expect_end(text, end)
+            if type(data) is not dict:
+                raise ValueError("not an object")
+            if isinstance(data.get("batch"), list):
+                events, texts = data["batch"], [None] * len(data["batch"])
+            else:
+                events, texts = [data], [text[start:end]]
+        if events:
+            return events, texts
+    except (ValueError, IndexError):
+        pass
+    events = split_body(body)   # raises the BodyError, or parses a form the fast path leaves to it
+    return events, [None] * len(events)
+
+
+def _cut_array(text: str, start: int) -> tuple[list[Any], list[str | None]]:
+    """The elements of the JSON array at ``text[start]``, each with its own text."""
+    decode = _DECODER.raw_decode
+    skip = _WHITESPACE.match
+    events: list[Any] = []
+    texts: list[str | None] = []
+    index = skip(text, start + 1).end()
+    if text[index] == "]":
+        return events, texts
+    while True:
+        value, end = decode(text, index)
+        events.append(value)
+        texts.append(text[index:end])
+        index = skip(text, end).end()
+        if text[index] == ",":
+            index = skip(text, index + 1).end()
+        elif text[index] == "]":
+            _expect_end(text, index + 1)
+            return events, texts
+        else:
+            raise ValueError("expected , or ]")
+
+
+def _expect_end(text: str, index: int) -> None:
+    if _WHITESPACE.match(text, index).end() != len(text):
+        raise ValueError("extra data")
+
+
 def validate_event(raw: Any) -> dict[str, Any]:
     """Check one raw event against the Segment spec; return it with a messageId. Raises ValueError."""
     if not isinstance(raw, dict):

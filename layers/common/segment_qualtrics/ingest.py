@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .envelope import QueueMessage, encode_event
-from .events import BodyError, split_body, validate_event
+from .events import BodyError, split_body_with_text, validate_event
 from .subscriptions import Subscription
 
 # Below API Gateway's 10 MB and Lambda's 6 MB synchronous payload limits, with room for base64.
@@ -142,12 +142,19 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def route(event: dict[str, Any], subscriptions: Sequence[Subscription], received_at: str) -> list[QueueMessage]:
-    """One message per enabled subscription whose trigger matches the event."""
+def route(
+    event: dict[str, Any], subscriptions: Sequence[Subscription], received_at: str, event_json: str | None = None
+) -> list[QueueMessage]:
+    """One message per enabled subscription whose trigger matches the event.
+
+    ``event_json`` is the event's JSON text when the caller has it (as cut from the body); else the
+    event is encoded here, once for all its messages.
+    """
     matched = [sub for sub in subscriptions if sub.enabled and sub.trigger.matches(event)]
     if not matched:
         return []
-    event_json = encode_event(event)   # once for all the event's messages (and the size check)
+    if event_json is None:
+        event_json = encode_event(event)
     message_id = event["messageId"]
     return [QueueMessage(sub.action.slug, sub.name, message_id, received_at, event, event_json) for sub in matched]
 
@@ -169,7 +176,7 @@ def handle_ingest(
     if denied is not None:
         return denied
     try:
-        raw_events = split_body(request.body)
+        raw_events, texts = split_body_with_text(request.body)
     except BodyError as exc:
         return error_response(400, exc.code, exc.message)
 
@@ -183,7 +190,8 @@ def handle_ingest(
         except ValueError as exc:
             invalid.append(_invalid(index, raw, str(exc)))
             continue
-        messages = route(event, subscriptions, received_at)
+        # The text as received stands for the event unless validation added a derived messageId.
+        messages = route(event, subscriptions, received_at, texts[index] if event is raw else None)
         if messages and len(messages[0].to_json()) > MAX_EVENT_BYTES:
             invalid.append(_invalid(index, raw, f"the event is larger than {MAX_EVENT_BYTES} bytes"))
             continue

@@ -1,0 +1,165 @@
+"""Post-deploy checks: ``python -m segment_qualtrics.cli_ops <smoke|check-qualtrics>``.
+
+smoke            POST one signed test event to the webhook and report the HTTP answer.
+                 URL and shared secret: --url and SEGMENT_SHARED_SECRET (or --secret), else the outputs and the
+                 ingest secret of --stack, else the local stack's state file. The default event is an identify
+                 for user "segment-qualtrics-smoke-test": the default subscription creates or updates that one
+                 contact. ``--event track`` sends a track event no default trigger matches (no Qualtrics call).
+check-qualtrics  GET /API/v3/whoami with the Qualtrics credentials: QUALTRICS_API_TOKEN and QUALTRICS_DATACENTER,
+                 or the secret of --secret-arn, or the QualtricsSecretArn output of --stack. QUALTRICS_BASE_URL
+                 (or --base-url) replaces https://{datacenter}.qualtrics.com. Warns when meta.notice says the
+                 datacenter is not the brand's.
+
+Secrets are read from the environment or Secrets Manager and never printed. Exit status: 0 fine, 1 not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import requests
+
+from .cli_dlq import DEFAULT_STATE, resolve_target
+from .dlq import DlqError, read_state
+from .health import check_whoami
+
+SMOKE_USER = "segment-qualtrics-smoke-test"
+
+
+def smoke_event(kind: str = "identify", now: datetime | None = None) -> dict[str, Any]:
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    event: dict[str, Any] = {
+        "messageId": f"smoke-{uuid.uuid4()}",
+        "userId": SMOKE_USER,
+        "anonymousId": None,
+        "context": {"library": {"name": "segment-qualtrics-smoke", "version": "1"}},
+        "integrations": {},
+        "timestamp": stamp,
+        "sentAt": stamp,
+    }
+    if kind == "track":
+        event.update(type="track", event="Segment Qualtrics Smoke Test", properties={"smoke": True})
+    else:
+        event.update(type="identify", traits={"email": "smoke-test@example.com", "firstName": "Smoke",
+                                               "lastName": "Test"})
+    return event
+
+
+def sign(secret: str, body: bytes) -> str:
+    """Segment's X-Signature: hex HMAC-SHA1 of the raw body with the shared secret."""
+    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+def send_smoke(url: str, secret: str, kind: str = "identify", session: Any = requests) -> tuple[int, str, str]:
+    event = smoke_event(kind)
+    body = json.dumps(event, separators=(",", ":")).encode()
+    answer = session.post(url, data=body, timeout=15, headers={
+        "Content-Type": "application/json", "User-Agent": "segment-qualtrics-smoke/1", "X-Signature": sign(secret, body)})
+    return answer.status_code, answer.text, event["messageId"]
+
+
+def _secret_json(client: Any, arn: str) -> dict[str, Any]:
+    try:
+        value = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+    except Exception as exc:  # noqa: BLE001 - reported, without the value
+        raise DlqError(f"cannot read secret {arn}: {type(exc).__name__}") from None
+    return value if isinstance(value, dict) else {}
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+def _smoke(args: argparse.Namespace, out: TextIO) -> int:
+    url, secret = args.url, args.secret or os.environ.get("SEGMENT_SHARED_SECRET")
+    if not (url and secret):
+        if args.stack:
+            target = resolve_target(args.stack, args.region, None)
+            url = url or target.outputs.get("SegmentWebhookUrl")
+            if not secret:
+                secret = _secret_json(target.client("secretsmanager"), target.outputs["IngestSecretArn"]).get(
+                    "sharedSecret")
+        else:
+            state = read_state(args.state)
+            url, secret = url or state.get("url"), secret or state.get("sharedSecret")
+    if not url or not secret:
+        raise DlqError("need the webhook URL and the shared secret: --url and SEGMENT_SHARED_SECRET, or --stack")
+    try:
+        status, text, message_id = send_smoke(url, secret, args.event)
+    except requests.RequestException as exc:
+        print(f"FAIL  POST {url}: {type(exc).__name__}: {exc}", file=out)
+        return 1
+    verdict = "OK  " if 200 <= status < 300 else "FAIL"
+    print(f"{verdict}  POST {url} ({args.event}, messageId {message_id}) -> {status} {text}", file=out)
+    if status == 401:
+        print("      the shared secret does not match the ingest secret's sharedSecret", file=out)
+    elif 200 <= status < 300 and args.event == "identify":
+        print(f"      the addContactToXmd worker now creates or updates contact {SMOKE_USER!r}; failures land in its "
+              "dead-letter queue (make dlq ARGS=\"list\")", file=out)
+    return 0 if 200 <= status < 300 else 1
+
+
+def _check_qualtrics(args: argparse.Namespace, out: TextIO) -> int:
+    token, datacenter = os.environ.get("QUALTRICS_API_TOKEN"), os.environ.get("QUALTRICS_DATACENTER")
+    source = "QUALTRICS_API_TOKEN / QUALTRICS_DATACENTER"
+    arn = args.secret_arn
+    if not arn and args.stack and not (token and datacenter):
+        arn = resolve_target(args.stack, args.region, None).outputs.get("QualtricsSecretArn")
+    if arn:
+        import boto3
+
+        value = _secret_json(boto3.client("secretsmanager", region_name=args.region), arn)
+        token, datacenter, source = value.get("apiToken"), value.get("datacenter") or "iad1", f"secret {arn}"
+    if not token or not datacenter:
+        raise DlqError("no Qualtrics credentials: set QUALTRICS_API_TOKEN and QUALTRICS_DATACENTER, or pass "
+                       "--secret-arn or --stack")
+    base_url = args.base_url or os.environ.get("QUALTRICS_BASE_URL") or f"https://{datacenter}.qualtrics.com"
+    report = check_whoami(base_url, token, expected_datacenter=None if args.base_url or
+                          os.environ.get("QUALTRICS_BASE_URL") else datacenter)
+    print(f"GET {base_url}/API/v3/whoami with the credentials of {source} -> {report.status or 'no answer'}", file=out)
+    if report.datacenter or report.brand_id:
+        print(f"      brand {report.brand_id or '?'}, datacenter {report.datacenter or '?'}, account type "
+              f"{report.account_type or '?'}", file=out)
+    for problem in report.problems:
+        print(f"WARN  {problem}", file=out)
+    if report.ok:
+        print("OK    the token works and the datacenter is the brand's", file=out)
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.cli_ops", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    smoke = commands.add_parser("smoke", help="POST one signed test event to the webhook")
+    smoke.add_argument("--url", help="webhook URL (the SegmentWebhookUrl output)")
+    smoke.add_argument("--secret", help="shared secret (prefer the SEGMENT_SHARED_SECRET variable: argv is visible)")
+    smoke.add_argument("--event", choices=["identify", "track"], default="identify")
+    smoke.add_argument("--stack", help="read the URL and the shared secret from this deployed stack")
+    smoke.add_argument("--region")
+    smoke.add_argument("--state", default=str(DEFAULT_STATE), help="local stack state file")
+    check = commands.add_parser("check-qualtrics", help="GET /API/v3/whoami with the Qualtrics credentials")
+    check.add_argument("--secret-arn", help="the Qualtrics secret (the QualtricsSecretArn output)")
+    check.add_argument("--stack", help="read the Qualtrics secret ARN from this deployed stack")
+    check.add_argument("--region")
+    check.add_argument("--base-url", help="replaces https://{datacenter}.qualtrics.com")
+    return parser
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        return _smoke(args, out) if args.command == "smoke" else _check_qualtrics(args, out)
+    except DlqError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+# Operations targets. Included by the main Makefile (after .venv's variables: VENV_STAMP, PY); also usable alone,
+# with an existing .venv: `make -f mk/sam.mk -f mk/ops.mk deploy`. Run from the repository root.
+#
+#   make dlq ARGS="list"                         dead letters of the local stack (`make run`), with their reasons
+#   make dlq ARGS="list --stack NAME --json"     ... of a deployed stack
+#   make dlq ARGS="redrive --code qualtrics_rejected --stack NAME"
+#   make dlq ARGS="purge --older-than 7d --stack NAME"
+#   make deploy [ENV=prod]                       sam build + sam deploy --config-env ENV (samconfig.toml)
+#   make smoke URL=https://.../segment SECRET=... one signed test event to the webhook (or STACK=NAME)
+#   make check-qualtrics [STACK=NAME | SECRET_ARN=arn]   GET /API/v3/whoami with the Qualtrics credentials
+
+PY ?= .venv/bin/python
+OPS_PYTHONPATH := layers/common:.
+# samconfig.toml environment. Not `ENV ?=`: some shells export ENV (the sh startup file) into every command.
+ENV := $(if $(filter command line,$(origin ENV)),$(ENV),default)
+ARGS ?=
+
+.PHONY: dlq deploy smoke check-qualtrics
+
+dlq: $(VENV_STAMP)
+	PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m segment_qualtrics.cli_dlq $(ARGS)
+
+deploy: build
+	@grep -q '^\[$(ENV)\.deploy\.parameters\]' samconfig.toml || { \
+	  echo "samconfig.toml has no [$(ENV).deploy.parameters]: ENV must name one of its environments" >&2; exit 1; }
+	SAM_CLI_TELEMETRY=0 $(SAM) deploy --config-env $(ENV)
+	@stack=$$(awk -F'"' '/^\[/ {on = ($$0 == "[$(ENV).global.parameters]")} on && /^stack_name/ {print $$2}' \
+	  samconfig.toml); echo; echo "Deployed $${stack:-the stack} ($(ENV)). After the first deploy, set the secrets"; \
+	  echo "(README: Operating in production), then check:"; \
+	  echo "  make check-qualtrics STACK=$${stack:-NAME}"; echo "  make smoke STACK=$${stack:-NAME}"
+
+# The secret reaches the script through the environment and the line is not echoed: make prints recipes.
+smoke: $(VENV_STAMP)
+	@SEGMENT_SHARED_SECRET="$(SECRET)" PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m segment_qualtrics.cli_ops smoke \
+	  $(if $(URL),--url "$(URL)") $(if $(STACK),--stack "$(STACK)") $(if $(EVENT),--event "$(EVENT)")
+
+check-qualtrics: $(VENV_STAMP)
+	PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m segment_qualtrics.cli_ops check-qualtrics \
+	  $(if $(SECRET_ARN),--secret-arn "$(SECRET_ARN)") $(if $(STACK),--stack "$(STACK)")
