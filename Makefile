@@ -52,6 +52,7 @@ test: check $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) bench/cold_start.py
+	$(PY) bench/api_calls.py
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "layers" / "common"))
 
 from segment_qualtrics.aws import SqsPublisher  # noqa: E402
 from segment_qualtrics.envelope import QueueMessage  # noqa: E402
-from segment_qualtrics.events import split_body, validate_event  # noqa: E402
+from segment_qualtrics.events import split_body, split_body_with_text, validate_event  # noqa: E402
 from segment_qualtrics.ingest import IngestCredentials, IngestRequest, handle_ingest, route  # noqa: E402
 from segment_qualtrics.subscriptions import parse_subscriptions  # noqa: E402
 
@@ -169,20 +169,27 @@ def measure(label: str, body: bytes, subs: list, *, min_seconds: float, repeat: 
 
 
 def breakdown(body: bytes, subs: list, *, min_seconds: float, repeat: int) -> list[tuple[str, float]]:
-    """Where the time of one body goes (per event), stage by stage."""
-    raws = split_body(body)
+    """Where the time of one body goes (per event), stage by stage, as handle_ingest runs them."""
+    raws, texts = split_body_with_text(body)
     count = len(raws)
-    events = [validate_event(dict(r)) for r in raws]
-    messages = [m for e in events for m in route(e, subs, "2026-11-29T10:00:00Z")]
+    events = [validate_event(r) for r in raws]
+    received_at = "2026-11-29T10:00:00Z"
+    by_action: dict[str, list[QueueMessage]] = {}
+    for event, text in zip(events, texts, strict=True):
+        for message in route(event, subs, received_at, text):
+            by_action.setdefault(message.action, []).append(message)
+    publisher = SqsPublisher(CountingSqs(), dict.fromkeys(by_action, "q"))
     secret = SECRET.encode()
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("json.loads (baseline)", lambda: json.loads(body)),
         ("X-Signature HMAC-SHA1", lambda: hmac.new(secret, body, hashlib.sha1).hexdigest()),
-        ("split_body (parse)", lambda: split_body(body)),
+        ("parse (split_body_with_text)", lambda: split_body_with_text(body)),
         ("validate_event", lambda: [validate_event(r) for r in raws]),
-        ("route (10 triggers)", lambda: [route(e, subs, "2026-11-29T10:00:00Z") for e in events]),
-        (f"to_json ({len(messages)} messages)", lambda: [m.to_json() for m in messages]),
-        ("attributes", lambda: [m.attributes() for m in messages]),
+        ("triggers (10 per event)", lambda: [[s.trigger.matches(e) for s in subs] for e in events]),
+        ("route (triggers + messages)",
+         lambda: [route(e, subs, received_at, t) for e, t in zip(events, texts, strict=True)]),
+        (f"publish ({sum(map(len, by_action.values()))} messages)",
+         lambda: [publisher.publish(a, msgs) for a, msgs in by_action.items()]),
     ]
     best = cpu_per_call(dict(stages), min_seconds=min_seconds, repeat=repeat)
     return [(name, seconds / count) for name, seconds in best.items()]

@@ -370,7 +370,9 @@ def test_the_same_message_twice_in_one_batch_is_executed_once():
     report = s.process(delivery(message("seg-1"), record_id="sqs-a"), delivery(message("seg-1"), record_id="sqs-b"))
     assert s.executor.executed == ["seg-1"]
     assert [d.record_id for d in report.delivered] == ["sqs-a"]
-    assert report.failure_ids == ["sqs-b"]   # comes back later as a duplicate
+    # The copy leaves the queue at once: the first copy carries the event, whatever its outcome.
+    assert [d.record_id for d in report.duplicates] == ["sqs-b"]
+    assert report.failure_ids == []
 
 
 # --- the store itself -----------------------------------------------------------------------------
@@ -447,3 +449,4 @@ def test_delivery_from_an_sqs_record():
 @pytest.mark.parametrize("attributes", [{}, None, {"ApproximateReceiveCount": ""}])
 def test_a_record_without_a_receive_count_is_a_first_attempt(attributes):
     assert Delivery.from_sqs_record({"messageId": "sqs-1", "attributes": attributes}).attempt == 1
+

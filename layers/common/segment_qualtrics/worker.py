@@ -114,12 +114,21 @@ class Worker:
     def process(self, deliveries: Sequence[Delivery]) -> Report:
         report = Report()
         ready: list[Delivery] = []
+        in_batch: set[str] = set()
         for delivery in deliveries:
             error = self._prepare(delivery)
             if error is not None:
                 self._fail(delivery, error, report, claimed=False)
                 continue
-            claim = self.store.claim(delivery.message.idempotency_key, self.lease_seconds)
+            key = delivery.message.idempotency_key
+            if key in in_batch:
+                # The same event twice in one batch: the first copy carries it (delivered, retried or
+                # dead-lettered); this copy is dropped rather than left to fight over the claim.
+                report.duplicates.append(delivery)
+                self._notify("duplicate", delivery, None)
+                continue
+            in_batch.add(key)
+            claim = self.store.claim(key, self.lease_seconds)
             if claim.state is ClaimState.DONE:
                 report.duplicates.append(delivery)
                 self._notify("duplicate", delivery, None)
