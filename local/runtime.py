@@ -105,6 +105,12 @@ class LocalFunction:
             raise FunctionError(self.name, err["type"], err["message"], err.get("trace", ""))
         return reply["result"]
 
+    def crash(self) -> None:
+        """Kill the process as a Lambda crash or timeout would: the invocation in flight fails."""
+        process = self._process
+        if process is not None:
+            process.kill()
+
     def _kill(self) -> None:
         if self._process is not None:
             self._process.kill()

@@ -132,6 +132,7 @@ class LocalStack:
         self.functions: dict[str, LocalFunction] = {}
         self._secret_values: dict[str, dict[str, str]] = {}
         self._environments: dict[str, dict[str, str]] = {}
+        self._timeouts: dict[str, float] = {}
         self.workers: dict[str, dict[str, Any]] = {}   # logical id -> SQS event properties
         self.sandbox = None
         self._moto = None
@@ -262,6 +263,7 @@ class LocalStack:
         for name, function in self.functions.items():
             function.stop()   # module-level state (caches) goes with the process, as in a new Lambda
             function.environment = dict(self._environments[name])
+            function.timeout = self._timeouts[name]
         if self.sandbox:
             self.sandbox.reset()
         self.log_lines.clear()
@@ -318,6 +320,7 @@ class LocalStack:
                 on_log=self._function_log,
             )
             self._environments[name] = dict(env)
+            self._timeouts[name] = float(props.get("Timeout", 3))
             for event in (resource["Properties"].get("Events") or {}).values():
                 if event.get("Type") == "SQS":
                     sqs_props = self.intrinsics.resolve(event["Properties"])

@@ -159,3 +159,37 @@ def test_workflow_receives_the_default_payload(stack, client):
     assert run["urlTokenId"] == "local-demo"
     assert set(run["body"]) == {"event", "type", "userId", "properties", "traits"}
     assert run["body"]["properties"]["orderId"] == "ord-1"
+
+
+def test_worker_crash_after_qualtrics_accepted_does_not_duplicate(stack, client):
+    import threading
+    import time
+
+    sqs = stack.client("sqs")
+    # Short visibility so the crashed batch comes back within the test (180 s in the template).
+    sqs.set_queue_attributes(QueueUrl=stack.queue_url("UpsertContactTransactionQueue"),
+                             Attributes={"VisibilityTimeout": "2"})
+    function = stack.functions["UpsertContactTransactionFunction"]
+    function.stop()
+    function.timeout = 2   # the idempotency lease follows the invocation's remaining time (reset restores it)
+    # Qualtrics stores the transaction, then is slow to answer: the worker dies meanwhile.
+    client.fault(pathPattern="/transactions$", status=0, times=1, when="after", delaySeconds=8)
+    client.post(transaction(1))
+    function.warm()
+    starts = function.cold_starts
+
+    worker = threading.Thread(target=stack.deliver, args=("UpsertContactTransactionFunction",),
+                              kwargs={"window": False})
+    worker.start()
+    deadline = time.monotonic() + 20
+    while not client.transactions() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(client.transactions()) == 1, "Qualtrics accepted the transaction"
+    function.crash()   # like Lambda, a crashed invocation deletes nothing: the batch comes back
+    worker.join(timeout=30)
+
+    stack.drain(timeout=60)
+    assert function.cold_starts == starts + 1   # the crash really ended the process
+    assert len(client.transactions()) == 1
+    assert len(client.qualtrics_requests("POST", "/transactions")) == 1
+    assert client.dead_letters("UpsertContactTransactionDeadLetterQueue") == []

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from segment_qualtrics.observability import METRICS, NAMESPACE, Metric
 
 from local.cfn_yaml import load_template
-from segment_qualtrics.observability import METRICS, NAMESPACE, Metric
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "layers" / "common" / "segment_qualtrics"
@@ -245,7 +245,8 @@ def test_tracing_parameter_drives_lambda_tracing_and_powertools(template: dict[s
     assert template["Conditions"]["TracingOn"] == {"Fn::Equals": [{"Ref": "TracingEnabled"}, "true"]}
     function = template["Globals"]["Function"]
     assert function["Tracing"] == {"Fn::If": ["TracingOn", "Active", "PassThrough"]}
-    assert function["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == {"Fn::If": ["TracingOn", "false", "true"]}
+    variables = function["Environment"]["Variables"]
+    assert variables["POWERTOOLS_TRACE_DISABLED"] == {"Fn::If": ["TracingOn", "false", "true"]}
     requirements = (ROOT / "layers" / "common" / "requirements.txt").read_text()
     assert re.search(r"^aws-xray-sdk==", requirements, re.MULTILINE), "Tracer needs aws-xray-sdk in the layer"
 

@@ -118,8 +118,10 @@ class DynamoIdempotencyStore:
                 raise
             item = self.dynamodb.get_item(TableName=self.table, Key={"id": {"S": key}},
                                           ConsistentRead=True).get("Item", {})
-            status = item.get("status", {}).get("S")
-            return Claim(ClaimState.DONE if status == "COMPLETED" else ClaimState.BUSY)
+            if item.get("status", {}).get("S") == "COMPLETED":
+                return Claim(ClaimState.DONE)
+            lease_until = int(item.get("leaseUntil", {}).get("N", now))
+            return Claim(ClaimState.BUSY, retry_after=max(lease_until - now, 1))
         return Claim(ClaimState.CLAIMED, recovering=bool(answer.get("Attributes")))
 
     def complete(self, key: str) -> None:

@@ -61,8 +61,9 @@ def sign(secret: str, body: bytes) -> str:
 def send_smoke(url: str, secret: str, kind: str = "identify", session: Any = requests) -> tuple[int, str, str]:
     event = smoke_event(kind)
     body = json.dumps(event, separators=(",", ":")).encode()
-    answer = session.post(url, data=body, timeout=15, headers={
-        "Content-Type": "application/json", "User-Agent": "segment-qualtrics-smoke/1", "X-Signature": sign(secret, body)})
+    headers = {"Content-Type": "application/json", "User-Agent": "segment-qualtrics-smoke/1",
+               "X-Signature": sign(secret, body)}
+    answer = session.post(url, data=body, timeout=15, headers=headers)
     return answer.status_code, answer.text, event["messageId"]
 
 

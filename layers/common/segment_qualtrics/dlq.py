@@ -234,13 +234,20 @@ def _scan(sqs: Any, url: str, *, hold_seconds: int = HOLD_SECONDS, limit: int = 
           ) -> Iterator[DeadLetter]:
     """Receive every message once, each kept invisible for ``hold_seconds``. The caller releases or deletes."""
     seen: set[str] = set()
+    wait = 0
     while len(seen) < limit:
         answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=hold_seconds,
-                                     WaitTimeSeconds=1, MessageAttributeNames=["All"],
+                                     WaitTimeSeconds=wait, MessageAttributeNames=["All"],
                                      MessageSystemAttributeNames=["All"])
         messages = [m for m in answer.get("Messages", []) if m["MessageId"] not in seen]
         if not messages:
-            return   # empty (long polling asks every server), or only messages already seen: done
+            # A short poll samples some SQS servers only and may come back empty while messages remain: unless
+            # the queue says none is visible, ask once more with long polling (every server), then stop.
+            if wait or answer.get("Messages") or queue_counts(sqs, url)["visible"] == 0:
+                return
+            wait = 1
+            continue
+        wait = 0
         for message in messages:
             seen.add(message["MessageId"])
             yield DeadLetter.from_sqs(message)
@@ -387,18 +394,20 @@ class PurgeResult:
     notes: list[str] = field(default_factory=list)
 
 
-def purge(sqs: Any, queues: ActionQueues, selection: Selection = Selection(), *, now: float | None = None,
-          limit: int = MAX_MESSAGES) -> PurgeResult:
+def purge(sqs: Any, queues: ActionQueues, selection: Selection = Selection(), *, per_message: bool = False,
+          now: float | None = None, limit: int = MAX_MESSAGES) -> PurgeResult:
+    """Everything: PurgeQueue (fast, but once a minute per queue; SQS finishes it within 60 s). Else, or when
+    PurgeQueue is refused, message by message (exact counts)."""
     url = queues.dead_letter_queue_url
-    if selection.everything:
+    notes = []
+    if selection.everything and not per_message:
         counts = queue_counts(sqs, url)
         try:
             sqs.purge_queue(QueueUrl=url)
+            return PurgeResult(queues.action, "purge-queue", deleted=counts["visible"] + counts["inFlight"])
         except ClientError as exc:
-            raise DlqError(f"{queues.action}: PurgeQueue refused ({_reason(exc)}); SQS allows one purge per "
-                           "queue every 60 seconds") from None
-        return PurgeResult(queues.action, "purge-queue", deleted=counts["visible"] + counts["inFlight"])
-    result = PurgeResult(queues.action, "message-by-message")
+            notes.append(f"PurgeQueue refused ({_reason(exc)}); deleting message by message")
+    result = PurgeResult(queues.action, "message-by-message", notes=notes)
     held: list[DeadLetter] = []
     try:
         for letter in _scan(sqs, url, limit=limit):

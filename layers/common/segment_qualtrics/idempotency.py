@@ -30,6 +30,7 @@ class ClaimState(Enum):
 class Claim:
     state: ClaimState
     recovering: bool = False   # an earlier attempt may have reached Qualtrics
+    retry_after: float | None = None   # BUSY: seconds until the other worker's lease runs out
 
 
 class IdempotencyStore(Protocol):
@@ -53,7 +54,7 @@ class MemoryIdempotencyStore:
         if record and record[0] == "COMPLETED":
             return Claim(ClaimState.DONE)
         if record and record[1] > now:
-            return Claim(ClaimState.BUSY)
+            return Claim(ClaimState.BUSY, retry_after=record[1] - now)
         self.records[key] = ("IN_PROGRESS", now + lease_seconds)
         return Claim(ClaimState.CLAIMED, recovering=record is not None)
 

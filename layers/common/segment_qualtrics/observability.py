@@ -35,7 +35,7 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 __all__ = ["logger", "metrics", "tracer", "MetricUnit", "mask", "redact", "Metric", "METRICS", "MetricSpec",
-           "add", "MetricBatch", "retry_reason", "NAMESPACE", "tracing_enabled"]
+           "add", "MetricBatch", "retry_reason", "NAMESPACE", "tracing_enabled", "set_process_keys"]
 
 NAMESPACE = "SegmentQualtrics"   # the default; template.yaml sets POWERTOOLS_METRICS_NAMESPACE to the same
 
@@ -88,10 +88,20 @@ def _clean(value: Any, key: str = "") -> Any:
 
 
 class RedactingFormatter(LambdaPowertoolsFormatter):
-    """The Powertools JSON formatter, cleaning every line before it is written (see the module docstring)."""
+    """The Powertools JSON formatter, cleaning every line before it is written (see the module docstring).
+
+    ``process_keys`` go on every line for the life of the process, even through ``clear_state`` (which
+    ``inject_lambda_context(clear_state=True)`` runs before it logs the event): a worker's action.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.process_keys: dict[str, Any] = {}
 
     def serialize(self, log: dict[str, Any]) -> str:  # type: ignore[override]
         try:
+            if self.process_keys:
+                log = {**log, **{k: v for k, v in self.process_keys.items() if k not in log}}
             log = _clean(log)
         except Exception:  # noqa: BLE001 - never lose a line to the cleaner; drop the message instead
             log = {k: v for k, v in log.items() if k in ("level", "location", "timestamp", "service")}
@@ -99,7 +109,13 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
         return super().serialize(log)
 
 
-logger = Logger(logger_formatter=RedactingFormatter())
+_formatter = RedactingFormatter()
+logger = Logger(logger_formatter=_formatter)
+
+
+def set_process_keys(**keys: Any) -> None:
+    """Keys on every line this process writes (a worker's action: one function, one action, for its life)."""
+    _formatter.process_keys.update(keys)
 
 
 # ------------------------------------------------------------------------------------------------ metrics

@@ -133,7 +133,9 @@ class Worker:
                 report.duplicates.append(delivery)
                 self._notify("duplicate", delivery, None)
             elif claim.state is ClaimState.BUSY:
-                busy = RetryableError("in_progress", "another worker is delivering this message")
+                # Come back when the other worker's lease ends: if it crashed, this attempt recovers.
+                busy = RetryableError("in_progress", "another worker is delivering this message",
+                                      retry_after=claim.retry_after)
                 self._fail(delivery, busy, report, claimed=False)
             else:
                 delivery.recovering = claim.recovering

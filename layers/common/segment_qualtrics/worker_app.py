@@ -20,7 +20,18 @@ from .aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
 from .errors import DestinationError
 from .executors import AddContactExecutor, WorkflowExecutor
 from .health import check_whoami
-from .observability import Metric, MetricBatch, add, logger, mask, metrics, redact, retry_reason, tracer
+from .observability import (
+    Metric,
+    MetricBatch,
+    add,
+    logger,
+    mask,
+    metrics,
+    redact,
+    retry_reason,
+    set_process_keys,
+    tracer,
+)
 from .qualtrics import QualtricsClient, QualtricsCredentials
 from .settings import WorkerSettings
 from .subscriptions import load_subscriptions
@@ -49,7 +60,6 @@ class WorkerObserver:
 
     def begin(self) -> None:
         metrics.add_dimension(name="action", value=self.action)   # cleared by each flush: once per invocation
-        logger.append_keys(action=self.action)
         tracer.put_annotation("action", self.action)
         self._calls = 0
 
@@ -118,6 +128,7 @@ class WorkerApp:
             raise RuntimeError(f"ACTION_SLUG {settings.ACTION_SLUG!r} is not one of {', '.join(EXECUTORS)}")
         subscriptions = {s.name: s for s in load_subscriptions() if s.action.slug == settings.ACTION_SLUG}
         observer = WorkerObserver(settings.ACTION_SLUG)
+        set_process_keys(action=settings.ACTION_SLUG)   # on every line, the raw event's included
 
         def credentials(force: bool) -> QualtricsCredentials:
             value = parameters.get_secret(settings.QUALTRICS_SECRET_ARN, transform="json", force_fetch=force)
