@@ -21,6 +21,10 @@ help:
 	@echo "make test    lint, sam validate --lint, sam build, unit and integration tests"
 	@echo "make check   lint + sam validate --lint + sam build only"
 	@echo "make bench   benchmarks (printed figures)"
+	@echo "make dlq ARGS=\"list\"            dead letters with reasons (local stack, or --stack NAME)"
+	@echo "make deploy [ENV=prod]          sam build + sam deploy"
+	@echo "make smoke STACK=NAME           one signed test event to a deployed webhook"
+	@echo "make check-qualtrics STACK=NAME GET /API/v3/whoami with the deployed credentials"
 
 venv: $(VENV_STAMP)
 
@@ -56,3 +60,6 @@ bench: $(VENV_STAMP)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack
+
+# After VENV_STAMP and PY: deploy, smoke, check-qualtrics, dlq.
+include mk/ops.mk

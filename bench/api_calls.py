@@ -20,7 +20,8 @@ from pathlib import Path
 
 import requests
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "layers" / "common"), str(Path(__file__).resolve().parents[1])]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
 
 from local.stack import LocalStack  # noqa: E402
 

@@ -169,7 +169,6 @@ class LocalStack:
                 thread = threading.Thread(target=self._poll_forever, args=(name,), daemon=True)
                 thread.start()
                 self._threads.append(thread)
-        self._write_state()
         return self
 
     def stop(self) -> None:
@@ -537,7 +536,7 @@ class LocalStack:
     def _say(self, text: str) -> None:
         self.on_line(f"{datetime.now().strftime('%H:%M:%S')} {text}")
 
-    def _write_state(self) -> None:
+    def write_state(self) -> None:
         STATE_FILE.parent.mkdir(exist_ok=True)
         queues = {n: self.intrinsics.physical[n] for n, r in self.resources.items()
                   if r.get("Type") == "AWS::SQS::Queue"}
@@ -591,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalStack(http_port=args.port, moto_port=args.moto_port, sandbox_port=args.sandbox_port)
     try:
         stack.start()
+        stack.write_state()   # for `make demo` and `make dlq` (only the stack `make run` serves)
     except OSError as exc:
         print(f"cannot start the local stack: {exc} (is another `make run` still running?)", file=sys.stderr)
         return 1

@@ -2,7 +2,9 @@
 
 A Qualtrics 400 puts an identify's addContactToXmd message in the dead-letter queue with its reason; the
 tool lists it, redrives it once the cause is gone (the event then lands exactly once), filters by error
-code and age, and purges. One stack for the module; each test uses its own Segment messageIds and users.
+code and age, and purges. The stack is conftest's session stack, reset once for this module; between tests
+only the dead-letter queue and the sandbox's faults are cleared (each test has its own messageIds and users),
+so the functions stay warm.
 """
 
 from __future__ import annotations
@@ -27,27 +29,26 @@ DLQ = "AddContactToXmdDeadLetterQueue"
 
 
 @pytest.fixture(scope="module")
-def stack():
-    stack = LocalStack(http_port=0, environment={"RETRY_BASE_SECONDS": "0"}, on_line=lambda line: None)
-    stack.start(pollers=False)
-    yield stack
-    stack.stop()
+def module_stack(running_stack: LocalStack) -> LocalStack:
+    running_stack.reset()
+    return running_stack
 
 
 @pytest.fixture
-def sqs(stack: LocalStack):
-    return stack.client("sqs")
+def sqs(module_stack: LocalStack):
+    return module_stack.client("sqs")
 
 
 @pytest.fixture
-def queues(stack: LocalStack) -> ActionQueues:
-    return ActionQueues(ACTION, stack.queue_url("AddContactToXmdQueue"), stack.queue_url(DLQ))
+def queues(module_stack: LocalStack) -> ActionQueues:
+    return ActionQueues(ACTION, module_stack.queue_url("AddContactToXmdQueue"), module_stack.queue_url(DLQ))
 
 
-@pytest.fixture(autouse=True)
-def empty_dead_letter_queue(stack: LocalStack, sqs, queues: ActionQueues) -> None:
+@pytest.fixture
+def stack(module_stack: LocalStack, sqs, queues: ActionQueues) -> LocalStack:
     purge(sqs, queues, per_message=True)   # SQS (and moto) allow one PurgeQueue a minute per queue
-    requests.delete(f"{stack.sandbox.base_url}/_sandbox/faults", timeout=5).raise_for_status()
+    requests.delete(f"{module_stack.sandbox.base_url}/_sandbox/faults", timeout=5).raise_for_status()
+    return module_stack
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -1,11 +1,11 @@
 """What the functions write to their logs, over a full run of the local stack.
 
-One run (module fixture): an identify, a transaction (two actions), a Qualtrics 400 whose error message
-quotes an email and a phone number, a batch with an invalid event and a badly signed request, with
-POWERTOOLS_LOGGER_LOG_EVENT on (every raw event is logged: headers, bodies) and the Qualtrics startup check
-forced on. No secret, signature, email or phone number may reach a line; every line of a message's work
-carries its Segment messageId as correlation id, its action and its subscription; every EMF metric is one
-observability.METRICS declares, under its declared dimensions.
+One run (module fixture, on conftest's session stack): an identify (throttled once), a transaction (two actions), a
+Qualtrics 400 whose error message quotes an email and a phone number, a batch with an invalid event and a
+badly signed request, with POWERTOOLS_LOGGER_LOG_EVENT on (every raw event is logged: headers, bodies) and
+the Qualtrics startup check forced on. No secret, signature, email or phone number may reach a line; every
+line of a message's work carries its Segment messageId as correlation id, its action and its subscription;
+every EMF metric is one observability.METRICS declares, under its declared dimensions.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hmac
 import io
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -42,13 +43,27 @@ def signed_post(stack: LocalStack, payload: Any, signatures: list[str], secret: 
     return answer.status_code
 
 
+def settled(lines: list[str]) -> list[str]:
+    """The log lines once the stack's reader threads have passed on the last ones (they trail the processes)."""
+    seen, deadline = -1, time.monotonic() + 5
+    while len(lines) != seen and time.monotonic() < deadline:
+        seen = len(lines)
+        time.sleep(0.2)
+    return list(lines)
+
+
 @pytest.fixture(scope="module")
-def run() -> dict[str, Any]:
-    stack = LocalStack(http_port=0, on_line=lambda line: None, environment={
-        "RETRY_BASE_SECONDS": "0", "POWERTOOLS_LOGGER_LOG_EVENT": "true", "QUALTRICS_STARTUP_CHECK": "true"})
-    stack.start(pollers=False)
+def run(running_stack: LocalStack) -> dict[str, Any]:
+    """The whole run, once, on conftest's session stack (reset before and after)."""
+    stack = running_stack
+    stack.reset()
+    for function in stack.functions:
+        stack.configure(function, POWERTOOLS_LOGGER_LOG_EVENT="true", QUALTRICS_STARTUP_CHECK="true")
     signatures: list[str] = []
     try:
+        # The identify is throttled once (429), then delivered on its second attempt.
+        requests.post(f"{stack.sandbox.base_url}/_sandbox/faults", timeout=5, json={
+            "pathPattern": "/contacts$", "status": 429, "times": 1, "retryAfter": 0}).raise_for_status()
         traits = {"email": EMAIL, "phone": PHONE, "firstName": "Grace", "lastName": "Hopper"}
         statuses = [signed_post(stack, {"type": "identify", "messageId": IDENTIFY_ID, "userId": f"grace-{RUN}",
                                         "traits": traits}, signatures)]
@@ -72,9 +87,11 @@ def run() -> dict[str, Any]:
                                             "userId": "x"}, signatures, secret="not-the-secret"))
         stack.drain()
         dead = stack.dead_letters("AddContactToXmdDeadLetterQueue")
+        for function in stack.functions.values():
+            function.stop()   # ends each process: its stderr (the log stream) is then complete
+        lines = settled(stack.log_lines)
     finally:
-        stack.stop()
-    lines = list(stack.log_lines)
+        stack.reset()   # back to the functions' own environment for the next tests
     records = []
     for line in lines:
         try:
@@ -98,8 +115,8 @@ def test_the_run_went_as_planned(run: dict[str, Any]) -> None:
     assert [m["MessageAttributes"]["segmentMessageId"]["StringValue"] for m in run["dead"]] == [FAILING_ID]
     assert all(r is not None for r in run["records"]), "every line the functions write is JSON"
     outcomes = {(r.get("outcome"), r.get("segmentMessageId")) for r in log_records(run)}
-    assert {("delivered", IDENTIFY_ID), ("delivered", TRANSACTION_ID), ("dead_lettered", FAILING_ID),
-            ("rejected", INVALID_ID)} <= outcomes
+    assert {("retried", IDENTIFY_ID), ("delivered", IDENTIFY_ID), ("delivered", TRANSACTION_ID),
+            ("dead_lettered", FAILING_ID), ("rejected", INVALID_ID)} <= outcomes
 
 
 def test_no_secret_signature_email_or_phone_reaches_the_logs(run: dict[str, Any]) -> None:
@@ -118,7 +135,7 @@ def test_no_secret_signature_email_or_phone_reaches_the_logs(run: dict[str, Any]
 
 def test_lines_of_a_message_carry_its_correlation_id_action_and_subscription(run: dict[str, Any]) -> None:
     work = [r for r in log_records(run) if r.get("outcome") in WORK_OUTCOMES]
-    assert len(work) >= 8   # 4 queued + 4 outcomes, at least
+    assert len(work) >= 9   # 4 queued + 5 outcomes, at least
     for record in work:
         assert record["correlation_id"] == record["segmentMessageId"], record
         assert record.get("action") and record.get("subscription"), record
@@ -164,6 +181,7 @@ def test_every_metric_is_declared_with_its_dimensions(run: dict[str, Any]) -> No
     assert {"EventsReceived", "MessagesQueued", "MessagesDelivered", "MessagesDeadLettered", "DeadLettersByCode",
             "QualtricsCalls", "QualtricsLatency", "QualtricsErrors", "ContactLookups", "ColdStart",
             "RequestsRejected", "EventsRejected", "BatchSize"} <= set(emitted)
+    assert [b["reason"] for b in emf_blobs(run) if "RetriesByReason" in b] == ["429"]
     queued = {b["action"]: b["MessagesQueued"] for b in emf_blobs(run) if "MessagesQueued" in b}
     assert set(queued) == {"addContactToXmd", "upsertContactTransaction", "triggerXflowWorkflow"}
 

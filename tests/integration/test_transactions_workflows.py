@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import requests
-
 from segment_qualtrics.transactions import MARKER_FIELD
 
 

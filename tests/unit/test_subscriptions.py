@@ -233,9 +233,13 @@ def test_a_required_field_with_a_default_needs_no_mapping():
     assert sub.mapping["mailingListId"] == {"@path": "$.traits.qualtricsMailingListId"}
 
 
-def test_an_empty_variable_counts_as_not_set():
+def test_an_empty_variable_is_a_value_but_not_for_a_required_field():
     one_problem_with(problems_of({"subscriptions": [contact(mapping={"directoryId": "${EMPTY}"})]},
-                                 environ={"EMPTY": ""}), "EMPTY is not set")
+                                 environ={"EMPTY": ""}), "'directoryId' is mapped to an empty string")
+    # An optional template Parameter left blank: the config loads, the field is dropped per event.
+    [sub] = parse_subscriptions({"subscriptions": [contact(mapping={"directoryId": "POOL_1", "phone": "${EMPTY}"})]},
+                                environ={"EMPTY": ""})
+    assert sub.mapping["phone"] == ""
 
 
 def test_a_bad_mapping_directive_is_a_problem():

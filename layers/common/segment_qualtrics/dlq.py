@@ -429,5 +429,10 @@ def purge(sqs: Any, queues: ActionQueues, selection: Selection = Selection(), *,
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {(error.get('Message') or '')[:120]}".rstrip(": ")
-    return f"{type(exc).__name__}: {str(exc)[:120]}"
+        code, message = str(error.get("Code", "error")), str(error.get("Message") or "")
+    else:
+        code, message = type(exc).__name__, str(exc)
+    if "<html" in message.lower():   # an endpoint's error page (moto answers 500 for what it lacks)
+        message = ""
+    message = " ".join(message.split())[:160]
+    return f"{code}: {message}" if message else code

@@ -31,8 +31,10 @@ class QueueMessage:
     message_id: str      # Segment messageId
     received_at: str     # ISO time the ingest accepted the event
     event: dict[str, Any]
-    # ``encode_event(event)`` when the caller has it already (one event, several messages); else computed.
+    # The event's JSON text when the caller has it: as cut from the request body, or encoded once for
+    # all the event's messages. None: encoded when needed.
     event_json: str | None = field(default=None, compare=False, repr=False)
+    _json: str | None = field(default=None, init=False, compare=False, repr=False)   # to_json, once made
 
     @property
     def idempotency_key(self) -> str:
@@ -42,14 +44,19 @@ class QueueMessage:
     def to_json(self) -> str:
         """``{"version", "action", "subscription", "messageId", "receivedAt", "event"}`` as compact JSON.
 
-        Written piece by piece so that the event, the bulk of it, is encoded once per event rather than
-        once per message; the text is the same as ``json.dumps`` of that object with these settings.
+        Written piece by piece, so that the event, the bulk of it, is encoded at most once per event
+        (or not at all when its text came with it). Without ``event_json`` the text is exactly
+        ``json.dumps`` of that object with these settings. Made once per message (the ingest's size
+        check and the SQS adapter both ask for it).
         """
-        encode = _ENCODER.encode
-        event_json = self.event_json if self.event_json is not None else encode(self.event)
-        return (f'{{"version":{ENVELOPE_VERSION},"action":{encode(self.action)},'
-                f'"subscription":{encode(self.subscription)},"messageId":{encode(self.message_id)},'
-                f'"receivedAt":{encode(self.received_at)},"event":{event_json}}}')
+        if self._json is None:
+            encode = _ENCODER.encode
+            event_json = self.event_json if self.event_json is not None else encode(self.event)
+            text = (f'{{"version":{ENVELOPE_VERSION},"action":{encode(self.action)},'
+                    f'"subscription":{encode(self.subscription)},"messageId":{encode(self.message_id)},'
+                    f'"receivedAt":{encode(self.received_at)},"event":{event_json}}}')
+            object.__setattr__(self, "_json", text)
+        return self._json
 
     def attributes(self) -> dict[str, dict[str, str]]:
         """SQS message attributes: readable in the console and by the DLQ tool without parsing bodies."""

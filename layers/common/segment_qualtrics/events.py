@@ -150,6 +150,7 @@ def split_body(body: bytes) -> list[Any]:
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")   # JSON's whitespace, as the json module skips it
+_SEPARATOR = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 
 
 def split_body_with_text(body: bytes) -> tuple[list[Any], list[str | None]]:
@@ -185,24 +186,22 @@ def split_body_with_text(body: bytes) -> tuple[list[Any], list[str | None]]:
 def _cut_array(text: str, start: int) -> tuple[list[Any], list[str | None]]:
     """The elements of the JSON array at ``text[start]``, each with its own text."""
     decode = _DECODER.raw_decode
-    skip = _WHITESPACE.match
     events: list[Any] = []
     texts: list[str | None] = []
-    index = skip(text, start + 1).end()
+    index = _WHITESPACE.match(text, start + 1).end()
     if text[index] == "]":
         return events, texts
     while True:
         value, end = decode(text, index)
         events.append(value)
         texts.append(text[index:end])
-        index = skip(text, end).end()
-        if text[index] == ",":
-            index = skip(text, index + 1).end()
-        elif text[index] == "]":
-            _expect_end(text, index + 1)
+        separator = _SEPARATOR.match(text, end)
+        if separator is None:
+            raise ValueError("expected , or ] after an element")
+        index = separator.end()
+        if separator.group(1) == "]":
+            _expect_end(text, index)
             return events, texts
-        else:
-            raise ValueError("expected , or ]")
 
 
 def _expect_end(text: str, index: int) -> None:

@@ -138,6 +138,8 @@ def _parse_one(item: Any, label: str, environ: Mapping[str, str]) -> tuple[list[
     if enabled:
         problems += [f"{label}: the required field {k!r} has no mapping and no default"
                      for k, f in action.fields.items() if f.required and k not in effective]
+        problems += [f"{label}: the required field {k!r} is mapped to an empty string (is the variable it uses empty?)"
+                     for k, f in action.fields.items() if f.required and effective.get(k) == ""]
     if problems or trigger is None:
         return problems, None
     return problems, Subscription(name.strip(), enabled, action, trigger, effective)
@@ -147,7 +149,9 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str, problems
     if isinstance(value, str):
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
-            if not environ.get(name):
+            # Set but empty is a value (an optional template Parameter left blank): the field resolves
+            # to "" and is dropped, so a required one fails per message with a clear payload error.
+            if name not in environ:
                 problems.append(f"{where}: ${{{name}}} is used but the environment variable {name} is not set")
                 return match.group(0)
             return environ[name]
