@@ -43,7 +43,16 @@ NAMESPACE = "SegmentQualtrics"   # the default; template.yaml sets POWERTOOLS_ME
 # ------------------------------------------------------------------------------------------------ masking
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-_PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
+# A phone: 7+ digits with spaces, dashes or parentheses; not part of an IP, a URL, a time or a date.
+_PHONE = re.compile(r"(?<![\w.:/])\+?\(?\d[\d ()-]{5,}\d(?![\w:/]|\.\w)")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _phone(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if sum(c.isdigit() for c in text) < 7 or _DATE.match(text):
+        return text
+    return "***"
 REDACTED = "[REDACTED]"
 # Keys whose values are never logged, at any depth (a logged event's headers, a secret's JSON...).
 SENSITIVE_KEY = re.compile(r"token|secret|signature|password|passwd|authorization|api[-_]?key|cookie|credential",
@@ -58,7 +67,7 @@ _secrets: set[str] = set()
 def mask(text: str) -> str:
     """Mask emails (j***@example.com) and phone numbers (***) in free text."""
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
-    return _PHONE.sub("***", text)
+    return _PHONE.sub(_phone, text)
 
 
 def redact(*values: str | None) -> None:
@@ -73,7 +82,7 @@ def _clean_text(text: str, free_text: bool) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
-    return _PHONE.sub("***", text) if free_text else text
+    return _PHONE.sub(_phone, text) if free_text else text
 
 
 def _clean(value: Any, key: str = "") -> Any:
