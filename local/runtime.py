@@ -55,6 +55,7 @@ class LocalFunction:
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self.cold_starts = 0
+        self.used = False   # invoked since it started: module-level state may have changed
 
     def _start(self) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
@@ -69,6 +70,7 @@ class LocalFunction:
         )
         threading.Thread(target=self._pump_logs, args=(process,), daemon=True).start()
         self.cold_starts += 1
+        self.used = False
         return process
 
     def _pump_logs(self, process: subprocess.Popen) -> None:
@@ -86,6 +88,7 @@ class LocalFunction:
             if self._process is None or self._process.poll() is not None:
                 self._process = self._start()
             process = self._process
+            self.used = True
             process.stdin.write(json.dumps({"event": event}) + "\n")
             process.stdin.flush()
             answer: list[str] = []

@@ -260,7 +260,9 @@ class LocalStack:
                     for item in page["Items"]:
                         dynamodb.delete_item(TableName=name, Key={k: item[k] for k in keys})
         for name, function in self.functions.items():
-            function.stop()   # module-level state (caches) goes with the process, as in a new Lambda
+            changed = (function.environment, function.timeout) != (self._environments[name], self._timeouts[name])
+            if function.used or changed:
+                function.stop()   # module-level state (caches) goes with the process, as in a new Lambda
             function.environment = dict(self._environments[name])
             function.timeout = self._timeouts[name]
         if self.sandbox:

@@ -79,8 +79,11 @@ _SEGMENT_TIME = re.compile(
 _REQUIRED_BY_TYPE = {"track": "event", "group": "groupId", "alias": "previousId"}
 
 
-def plainly_valid(raw: dict[str, Any]) -> bool:
-    """True when SegmentEvent surely accepts ``raw``; False when unsure (the model then decides)."""
+def plainly_valid(raw: dict[str, Any], *, from_json: bool = False) -> bool:
+    """True when SegmentEvent surely accepts ``raw``; False when unsure (the model then decides).
+
+    ``from_json``: ``raw`` was parsed from JSON, so the keys of its objects are strings already.
+    """
     get = raw.get
     kind = get("type")
     if type(kind) is not str or kind not in _TYPES:
@@ -95,7 +98,7 @@ def plainly_valid(raw: dict[str, Any]) -> bool:
             return False
     for name in _OBJECT_FIELDS:
         value = get(name)
-        if value is not None and not (type(value) is dict and _has_text_keys(value)):
+        if value is not None and not (type(value) is dict and (from_json or _has_text_keys(value))):
             return False
     required = _REQUIRED_BY_TYPE.get(kind)
     return bool((get("userId") or get("anonymousId")) and (required is None or get(required)))
@@ -209,11 +212,14 @@ def _expect_end(text: str, index: int) -> None:
         raise ValueError("extra data")
 
 
-def validate_event(raw: Any) -> dict[str, Any]:
-    """Check one raw event against the Segment spec; return it with a messageId. Raises ValueError."""
+def validate_event(raw: Any, *, from_json: bool = False) -> dict[str, Any]:
+    """Check one raw event against the Segment spec; return it with a messageId. Raises ValueError.
+
+    ``from_json=True`` says ``raw`` was parsed from JSON (as ``split_body`` does), which spares a check.
+    """
     if not isinstance(raw, dict):
         raise ValueError(f"an event must be a JSON object, not {type(raw).__name__}")
-    if not plainly_valid(raw):
+    if not plainly_valid(raw, from_json=from_json):
         try:
             SegmentEvent.model_validate(raw)
         except ValidationError as exc:
