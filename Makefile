@@ -21,6 +21,9 @@ help:
 	@echo "make test    lint, sam validate --lint, sam build, unit and integration tests"
 	@echo "make check   lint + sam validate --lint + sam build only"
 	@echo "make bench   benchmarks (printed figures)"
+	@echo "make check-config [CONFIG=f]    check a subscriptions file, list every problem"
+	@echo "make preview EVENT=f.json       what each subscription would do with an event (no AWS, no network)"
+	@echo "make import-segment FILE=f      convert a Segment Public API subscriptions export"
 	@echo "make dlq ARGS=\"list\"            dead letters with reasons (local stack, or --stack NAME)"
 	@echo "make deploy [ENV=prod]          sam build + sam deploy"
 	@echo "make smoke STACK=NAME           one signed test event to a deployed webhook"
@@ -56,10 +59,12 @@ test: check $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) bench/cold_start.py
+	$(PY) bench/ingest.py
 	$(PY) bench/api_calls.py
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack
 
-# After VENV_STAMP and PY: deploy, smoke, check-qualtrics, dlq.
+# After VENV_STAMP and PY: deploy, smoke, check-qualtrics, dlq; check-config, preview, import-segment.
 include mk/ops.mk
+include mk/config.mk

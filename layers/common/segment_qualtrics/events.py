@@ -61,10 +61,12 @@ class SegmentEvent(BaseModel):
 
 
 # --- the fast path -------------------------------------------------------------------------------
-# Building the pydantic model costs several times the JSON parse of the event. Most events are plainly
-# valid, so they are recognised by the checks below, which accept a subset of what SegmentEvent accepts;
-# anything else (an error, or a rarer form such as a numeric id or an epoch timestamp) goes to the model,
-# which decides and words the error. So the rules and messages stay the model's.
+# Building the pydantic model costs about as much CPU as parsing the event's JSON (its spec rules and id
+# coercion are Python validators, and it builds datetimes and copies every object). Most events are
+# plainly valid, so they are recognised by the checks below, which accept a subset of what SegmentEvent
+# accepts, for about two thirds of that cost; anything else (an error, or a rarer form such as a numeric
+# id or an epoch timestamp) goes to the model, which decides and words the error. So the rules and
+# messages stay the model's (tests/unit/test_hot_path.py checks the subset property).
 
 _TYPES = frozenset(EVENT_TYPES)
 _TEXT_FIELDS = ("messageId", "userId", "anonymousId", "event", "groupId", "previousId")

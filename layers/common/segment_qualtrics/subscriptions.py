@@ -7,7 +7,10 @@ Format (DESIGN.md section 4), names as in Segment's subscription objects::
 
 Fields missing from ``mapping`` take the action's default mapping; a field set to ``null`` is switched
 off. ``${VAR}`` in a string is replaced by that environment variable, so one file serves every stage.
-The file is checked once when a function starts; every problem is reported at once.
+The file is checked once when a function starts (and by ``make check-config``); every problem is
+reported at once. Checked: the shape, at most 50 subscriptions, unique names, known actions and fields,
+FQL triggers, mapping directives, the variables of enabled subscriptions, required fields, and mapped
+values that hold no directive (the same for every event) against the action's payload rules.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from .actions import ACTIONS, Action
 from .mapping import MappingError, validate_mapping
@@ -30,9 +35,12 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ConfigError(ValueError):
-    def __init__(self, source: str, problems: list[str]) -> None:
+    """Every problem of a subscriptions file. ``unset_variables``: the ``${VAR}`` names not set."""
+
+    def __init__(self, source: str, problems: list[str], unset_variables: Iterable[str] = ()) -> None:
         self.source = source
         self.problems = problems
+        self.unset_variables = sorted(set(unset_variables))
         listing = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"subscriptions file {source} has {len(problems)} problem(s):\n{listing}")
 
@@ -50,7 +58,17 @@ def config_path(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get("DESTINATION_CONFIG") or DEFAULT_CONFIG)
 
 
-def load_subscriptions(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> list[Subscription]:
+UnsetVariables = Literal["error", "keep"]
+
+
+def load_subscriptions(
+    path: str | Path | None = None, environ: Mapping[str, str] = os.environ, *, unset: UnsetVariables = "error"
+) -> list[Subscription]:
+    """Read and check the subscriptions file (``path``, else DESTINATION_CONFIG, else the packaged one).
+
+    ``unset="keep"`` (dry runs only) leaves a ``${VAR}`` whose variable is not set as written instead
+    of reporting it.
+    """
     source = Path(path) if path else config_path(environ)
     try:
         text = source.read_text()
@@ -60,11 +78,11 @@ def load_subscriptions(path: str | Path | None = None, environ: Mapping[str, str
         data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(str(source), [f"not valid JSON: {exc}"]) from None
-    return parse_subscriptions(data, str(source), environ)
+    return parse_subscriptions(data, str(source), environ, unset=unset)
 
 
 def parse_subscriptions(
-    data: Any, source: str = "<config>", environ: Mapping[str, str] = os.environ
+    data: Any, source: str = "<config>", environ: Mapping[str, str] = os.environ, *, unset: UnsetVariables = "error"
 ) -> list[Subscription]:
     if not isinstance(data, dict) or not isinstance(data.get("subscriptions"), list):
         raise ConfigError(source, ['the top level must be an object with a "subscriptions" array'])
@@ -76,11 +94,12 @@ def parse_subscriptions(
     if unknown_top:
         problems.append(f"unknown top-level key(s): {', '.join(unknown_top)}")
     subscriptions, seen = [], set()
+    unset_names: set[str] = set()
     for index, item in enumerate(items):
         label = f"subscriptions[{index}]"
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             label += f" ({item['name']!r})"
-        found, sub = _parse_one(item, label, environ)
+        found, sub = _parse_one(item, label, environ, unset_names if unset == "error" else None)
         problems += found
         name = item.get("name") if isinstance(item, dict) else None
         if isinstance(name, str) and name.strip():
@@ -91,14 +110,30 @@ def parse_subscriptions(
         if sub is not None:
             subscriptions.append(sub)
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, problems, unset_names)
     return subscriptions
+
+
+def referenced_variables(data: Any) -> dict[str, list[str]]:
+    """``${VAR}`` names used by the enabled subscriptions' mappings → the names of those subscriptions."""
+    used: dict[str, list[str]] = {}
+    items = data.get("subscriptions") if isinstance(data, dict) else None
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and item.get("enabled", True) is True:
+            for name in dict.fromkeys(_ENV_REFERENCE.findall(json.dumps(item.get("mapping")))):
+                used.setdefault(name, []).append(str(item.get("name")))
+    return used
 
 
 _KEYS = {"name", "enabled", "actionSlug", "trigger", "mapping"}
 
 
-def _parse_one(item: Any, label: str, environ: Mapping[str, str]) -> tuple[list[str], Subscription | None]:
+def _parse_one(item: Any, label: str, environ: Mapping[str, str],
+               unset_names: set[str] | None) -> tuple[list[str], Subscription | None]:
+    """The problems of one subscription, and the Subscription when it has none.
+
+    ``unset_names`` collects the variables that are not set; None keeps their references as written.
+    """
     if not isinstance(item, dict):
         return [f"{label}: must be an object"], None
     problems = [f"{label}: unknown key {k!r} (allowed: {', '.join(sorted(_KEYS))})" for k in item if k not in _KEYS]
@@ -126,7 +161,7 @@ def _parse_one(item: Any, label: str, environ: Mapping[str, str]) -> tuple[list[
         problems += [f"{label}: mapping: unknown field {k!r} for {action.slug}; fields are {', '.join(action.fields)}"
                      for k in mapping if k not in action.fields]
     if enabled is True:
-        mapping = _substitute_env(mapping, environ, f"{label}: mapping", problems)
+        mapping = _substitute_env(mapping, environ, f"{label}: mapping", problems, unset_names)
     try:
         validate_mapping({k: v for k, v in mapping.items() if v is not None})
     except MappingError as exc:
@@ -140,24 +175,54 @@ def _parse_one(item: Any, label: str, environ: Mapping[str, str]) -> tuple[list[
                      for k, f in action.fields.items() if f.required and k not in effective]
         problems += [f"{label}: the required field {k!r} is mapped to an empty string (is the variable it uses empty?)"
                      for k, f in action.fields.items() if f.required and effective.get(k) == ""]
+        problems += _constant_value_problems(action, mapping, label)
     if problems or trigger is None:
         return problems, None
     return problems, Subscription(name.strip(), enabled, action, trigger, effective)
 
 
-def _substitute_env(value: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
+def _substitute_env(value: Any, environ: Mapping[str, str], where: str, problems: list[str],
+                    unset_names: set[str] | None) -> Any:
     if isinstance(value, str):
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
             # Set but empty is a value (an optional template Parameter left blank): the field resolves
             # to "" and is dropped, so a required one fails per message with a clear payload error.
             if name not in environ:
-                problems.append(f"{where}: ${{{name}}} is used but the environment variable {name} is not set")
+                if unset_names is not None:
+                    unset_names.add(name)
+                    problems.append(f"{where}: ${{{name}}} is used but the environment variable {name} is not set")
                 return match.group(0)
             return environ[name]
         return _ENV_REFERENCE.sub(replace, value)
     if isinstance(value, dict):
-        return {k: _substitute_env(v, environ, f"{where}.{k}", problems) for k, v in value.items()}
+        return {k: _substitute_env(v, environ, f"{where}.{k}", problems, unset_names) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute_env(v, environ, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+        return [_substitute_env(v, environ, f"{where}[{i}]", problems, unset_names) for i, v in enumerate(value)]
     return value
+
+
+def _constant_value_problems(action: Action, mapping: dict[str, Any], label: str) -> list[str]:
+    """Mapped values without a directive are the same for every event: check them against the payload
+    rules now (as the worker would, for every message) rather than fail each message later."""
+    constants = {k: v for k, v in mapping.items()
+                 if k in action.fields and v is not None and v != "" and not _has_directive_or_variable(v)}
+    if not constants:
+        return []
+    try:
+        action.payload_model.model_validate(constants)
+    except ValidationError as exc:
+        return [f"{label}: mapping.{err['loc'][0]}: {constants[err['loc'][0]]!r} does not fit the field: "
+                f"{err['msg'].removeprefix('Value error, ')}"
+                for err in exc.errors(include_url=False) if err["loc"] and err["loc"][0] in constants]
+    return []
+
+
+def _has_directive_or_variable(value: Any) -> bool:
+    if isinstance(value, str):
+        return _ENV_REFERENCE.search(value) is not None   # a reference left as written (dry runs)
+    if isinstance(value, dict):
+        return any(str(k).startswith("@") or _has_directive_or_variable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_directive_or_variable(v) for v in value)
+    return False

@@ -1,0 +1,218 @@
+"""The subscriptions file from the command line: ``python -m segment_qualtrics.cli <command>``.
+
+    check-config   [FILE] [--env NAME=VALUE]...     check the file as every function does when it starts
+    preview        EVENT.json [--config FILE] [--env NAME=VALUE]... [--datacenter DC] [--base-url URL] [--json]
+                                                    dry run: triggers, payloads, the exact Qualtrics requests
+    import-segment FILE [-o OUT]                    a Segment Public API export → our subscriptions file
+
+FILE / --config default to $DESTINATION_CONFIG, else the packaged default_subscriptions.json. ``--env``
+sets or overrides an environment variable for ``${NAME}`` references. No AWS, no network.
+Exit status: 0 fine, 1 problems found (listed), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import DestinationError
+from .importer import ExportError, import_segment
+from .mapping import UNDEFINED
+from .subscriptions import ConfigError, Subscription, config_path, load_subscriptions, referenced_variables
+
+
+def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.environ,
+         out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        env = {**environ, **_env_overrides(args.env)} if hasattr(args, "env") else dict(environ)
+    except ValueError as exc:
+        parser.print_usage(err)
+        print(f"error: {exc}", file=err)
+        return 2
+    return args.run(args, env, out, err)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.cli", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(required=True, metavar="command")
+    env_help = "set an environment variable for ${NAME} references (repeatable); overrides the real one"
+
+    check = commands.add_parser("check-config", help="check a subscriptions file",
+                                description="Check a subscriptions file as every function does at start.")
+    check.add_argument("file", nargs="?", type=Path, help="default: $DESTINATION_CONFIG or the packaged file")
+    check.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help=env_help)
+    check.set_defaults(run=_check_config)
+
+    dry = commands.add_parser("preview", help="dry-run events through the subscriptions",
+                              description="What the destination would do with the events of a file: triggers, "
+                                          "payloads and the exact Qualtrics requests. Sends nothing.")
+    dry.add_argument("event", type=Path, help="a Segment event, an array, {\"batch\": [...]} or an API Gateway event")
+    dry.add_argument("--config", type=Path, help="subscriptions file (default: $DESTINATION_CONFIG or the packaged)")
+    dry.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help=env_help)
+    dry.add_argument("--datacenter", default="iad1", help="Qualtrics datacenter id (default: iad1)")
+    dry.add_argument("--base-url", help="replaces https://{datacenter}.qualtrics.com (default: $QUALTRICS_BASE_URL)")
+    dry.add_argument("--json", action="store_true", help="print JSON instead of text")
+    dry.set_defaults(run=_preview)
+
+    imp = commands.add_parser("import-segment", help="convert a Segment subscriptions export",
+                              description="Convert Segment's Public API 'list subscriptions from destination' "
+                                          "answer for a Qualtrics (Actions) destination into our file.")
+    imp.add_argument("file", type=Path, help='{"data": {"subscriptions": [...]}}, {"subscriptions": [...]} or a list')
+    imp.add_argument("-o", "--output", type=Path, help="write the file here (default: standard output)")
+    imp.set_defaults(run=_import_segment)
+    return parser
+
+
+def _env_overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--env wants NAME=VALUE, got {pair!r}")
+        overrides[name] = value
+    return overrides
+
+
+# --- check-config -------------------------------------------------------------------------------
+
+def _check_config(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    path = args.file or config_path(env)
+    try:
+        subscriptions = load_subscriptions(path, env)
+    except ConfigError as exc:
+        print(exc, file=err)
+        if exc.unset_variables:
+            print(_unset_hint(path, exc.unset_variables), file=err)
+        return 1
+    enabled = sum(s.enabled for s in subscriptions)
+    print(f"{path}: {len(subscriptions)} subscription(s), {enabled} enabled, no problems", file=out)
+    for sub in subscriptions:
+        print(f"  {summary(sub)}", file=out)
+    for warning in _workflow_url_warnings(subscriptions, env.get("QUALTRICS_BASE_URL") or None):
+        print(f"warning: {warning}", file=err)
+    return 0
+
+
+def _workflow_url_warnings(subscriptions: list[Subscription], base_url: str | None) -> list[str]:
+    """A fixed workflowUrl the workers would refuse to send the token to (workflow_url_not_allowed)."""
+    from .qualtrics import QualtricsClient  # requests: only when there is a URL to check
+
+    urls = {s.name: s.mapping.get("workflowUrl") for s in subscriptions if s.enabled}
+    urls = {name: url for name, url in urls.items() if isinstance(url, str)}
+    if not urls:
+        return []
+    client = QualtricsClient(lambda force: None, base_url)
+    return [f"{name!r}: its workflowUrl {url} is not a Qualtrics URL"
+            f"{' nor QUALTRICS_BASE_URL' if base_url else ''}: the workers will refuse it (workflow_url_not_allowed)"
+            for name, url in urls.items() if not client.is_qualtrics_url(url)]
+
+
+def _unset_hint(path: Path, names: list[str]) -> str:
+    try:
+        used = referenced_variables(json.loads(Path(path).read_text()))
+    except (OSError, ValueError):
+        used = {}
+    listing = "; ".join(f"{n} (used by {', '.join(repr(s) for s in used.get(n, []))})" if used.get(n) else n
+                        for n in names)
+    return (f"unset environment variable(s): {listing}. Set them, or pass --env NAME=VALUE "
+            "(make check-config VARS=\"NAME=VALUE ...\").")
+
+
+def summary(sub: Subscription) -> str:
+    """One line: state, action, name, trigger, and how its fields are mapped."""
+    defaults = sub.action.default_mapping
+    own = [k for k in sub.action.fields if k in sub.mapping and defaults.get(k, UNDEFINED) != sub.mapping[k]]
+    kept = [k for k in sub.mapping if k not in own]
+    off = [k for k in sub.action.fields if k in defaults and k not in sub.mapping]
+    fields = f"mapped: {', '.join(own) or '-'}; {len(kept)} default(s)"
+    if off:
+        fields += f"; off: {', '.join(off)}"
+    state = "enabled " if sub.enabled else "disabled"
+    return f"{state}  {sub.action.slug:<24}  {sub.name!r}  when {sub.trigger.source}  ({fields})"
+
+
+# --- preview ------------------------------------------------------------------------------------
+
+def _preview(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from .preview import PreviewInputError, preview, read_events, render  # requests: only this command
+
+    path = args.config or config_path(env)
+    try:
+        subscriptions = load_subscriptions(path, env, unset="keep")
+    except ConfigError as exc:
+        print(exc, file=err)
+        return 1
+    try:
+        raw_events = read_events(args.event.read_bytes())
+    except OSError as exc:
+        print(f"error: cannot read {args.event}: {exc.strerror or exc}", file=err)
+        return 2
+    except PreviewInputError as exc:
+        print(f"error: {args.event}: {exc}", file=err)
+        return 2
+    try:
+        result = preview(raw_events, subscriptions, datacenter=args.datacenter,
+                         base_url=args.base_url or env.get("QUALTRICS_BASE_URL") or None)
+    except DestinationError as exc:   # a datacenter that is not ^[a-zA-Z0-9-]+$
+        print(f"error: {exc.message}", file=err)
+        return 2
+    unset = sorted(n for n in referenced_variables(json.loads(Path(path).read_text())) if n not in env)
+    if unset:
+        result.warnings.append(f"not set, so left as written: {', '.join('${' + n + '}' for n in unset)} "
+                               "(pass --env NAME=VALUE)")
+    result.config = str(path)
+    if args.json:
+        json.dump(result.to_dict(), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    else:
+        out.write(render(result))
+    return 0
+
+
+# --- import-segment -----------------------------------------------------------------------------
+
+def _import_segment(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    try:
+        data: Any = json.loads(args.file.read_bytes())
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror or exc}", file=err)
+        return 2
+    except ValueError as exc:
+        print(f"error: {args.file} is not valid JSON: {exc}", file=err)
+        return 2
+    try:
+        result = import_segment(data, env)
+    except ExportError as exc:
+        print(f"error: {args.file}: {exc}", file=err)
+        return 2
+    text = json.dumps(result.config, indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        args.output.write_text(text)
+    else:
+        out.write(text)
+    count = len(result.config["subscriptions"])
+    where = args.output or "standard output"
+    print(f"imported {count} subscription(s) into {where}", file=err)
+    for line in result.not_carried:
+        print(f"  not carried over: {line}", file=err)
+    for line in result.notes:
+        print(f"  note: {line}", file=err)
+    for line in result.problems:
+        print(f"  problem: {line}", file=err)
+    if not result.complete:
+        print("check the items above, then: make check-config" + (f" CONFIG={args.output}" if args.output else ""),
+              file=err)
+    return 0 if result.complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
