@@ -158,9 +158,27 @@ def route(
     return [QueueMessage(sub.action.slug, sub.name, message_id, received_at, event, event_json) for sub in matched]
 
 
+class Router:
+    """The enabled subscriptions, indexed by the event types their triggers require.
+
+    Most triggers start with ``type = "..."``: an identify need not evaluate the track triggers.
+    Built once per cold start; the order of the subscriptions is kept.
+    """
+
+    def __init__(self, subscriptions: Sequence[Subscription]) -> None:
+        enabled = [sub for sub in subscriptions if sub.enabled]
+        self.any_type = [sub for sub in enabled if sub.trigger.event_types is None]
+        named = {t for sub in enabled for t in (sub.trigger.event_types or ())}
+        self.by_type = {t: [sub for sub in enabled if sub.trigger.event_types is None or t in sub.trigger.event_types]
+                        for t in named}
+
+    def candidates(self, event_type: Any) -> list[Subscription]:
+        return self.by_type.get(event_type, self.any_type)
+
+
 def handle_ingest(
     request: IngestRequest,
-    subscriptions: Sequence[Subscription],
+    subscriptions: Sequence[Subscription] | Router,
     credentials: IngestCredentials,
     publisher: Publisher,
     now: datetime | None = None,
@@ -179,6 +197,7 @@ def handle_ingest(
     except BodyError as exc:
         return error_response(400, exc.code, exc.message)
 
+    router = subscriptions if isinstance(subscriptions, Router) else Router(subscriptions)
     received_at = (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
     invalid: list[dict[str, Any]] = []
     by_action: dict[str, list[QueueMessage]] = defaultdict(list)
@@ -190,8 +209,11 @@ def handle_ingest(
             invalid.append(_invalid(index, raw, str(exc)))
             continue
         # The text as received stands for the event unless validation added a derived messageId.
-        messages = route(event, subscriptions, received_at, texts[index] if event is raw else None)
-        if messages and len(messages[0].to_json()) > MAX_EVENT_BYTES:
+        messages = route(event, router.candidates(event["type"]), received_at,
+                         texts[index] if event is raw else None)
+        # SQS counts UTF-8 bytes; encode only when the characters alone could be over the limit.
+        if messages and len(text := messages[0].to_json()) > MAX_EVENT_BYTES // 4 \
+                and len(text.encode()) > MAX_EVENT_BYTES:
             invalid.append(_invalid(index, raw, f"the event is larger than {MAX_EVENT_BYTES} bytes"))
             continue
         accepted += 1

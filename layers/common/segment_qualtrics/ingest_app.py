@@ -15,7 +15,7 @@ import boto3
 from aws_lambda_powertools.utilities import parameters
 
 from .aws import SqsPublisher
-from .ingest import IngestCredentials, IngestRequest, IngestResponse, authenticate, handle_ingest
+from .ingest import IngestCredentials, IngestRequest, IngestResponse, Router, authenticate, handle_ingest
 from .observability import Metric, MetricBatch, add, logger, redact, tracer
 from .settings import IngestSettings
 from .subscriptions import Subscription, load_subscriptions
@@ -27,7 +27,7 @@ class IngestApp:
     def __init__(self, settings: IngestSettings, subscriptions: list[Subscription], publisher: SqsPublisher,
                  batch: MetricBatch | None = None) -> None:
         self.settings = settings
-        self.subscriptions = subscriptions
+        self.router = Router(subscriptions)   # subscriptions indexed by event type, once per cold start
         self.publisher = publisher
         self.batch = batch or MetricBatch()
         self._last_forced = 0.0
@@ -51,7 +51,7 @@ class IngestApp:
         credentials = self.credentials()
         if authenticate(request, credentials) is not None and self._may_refresh():
             credentials = self.credentials(force=True)   # the secret may have been rotated
-        response = handle_ingest(request, self.subscriptions, credentials, self.publisher)
+        response = handle_ingest(request, self.router, credentials, self.publisher)
         try:
             self._observe(response)
         finally:

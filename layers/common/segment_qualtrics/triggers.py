@@ -99,12 +99,15 @@ class TriggerSyntaxError(ValueError):
 class Trigger:
     """A compiled trigger. Build it with ``compile_trigger``."""
 
-    __slots__ = ("source", "_root", "_fn")
+    __slots__ = ("source", "_root", "_fn", "event_types")
 
     def __init__(self, source: str, root: "_Node") -> None:
         self.source = source
         self._root = root
         self._fn = root.fn
+        # The event types this trigger can only match (from ``type = "..."``), or None for any: lets the
+        # ingest skip triggers that cannot match without evaluating them.
+        self.event_types: frozenset[str] | None = _event_types(root)
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether the event triggers the subscription. Never raises."""
@@ -998,3 +1001,20 @@ def _literal_value(token: _Token) -> Any:
     if token.kind in ("string", "number"):
         return token.value
     return {"true": True, "false": False, "null": None}[token.kind]
+
+
+def _event_types(node: _Node) -> frozenset[str] | None:
+    """The values of ``type`` a node can only be true for, when it says so; None when it may be any."""
+    if isinstance(node, _Comparison) and node.op == "=":
+        for path, literal in ((node.left, node.right), (node.right, node.left)):
+            if (isinstance(path, _Path) and path.keys == ("type",) and isinstance(literal, _Literal)
+                    and isinstance(literal.value, str)):
+                return frozenset((literal.value,))
+        return None
+    if isinstance(node, _Junction):
+        found = [_event_types(operand) for operand in node.operands]
+        if node.word == "and":
+            known = [types for types in found if types is not None]
+            return frozenset.intersection(*known) if known else None
+        return None if any(types is None for types in found) else frozenset().union(*found)
+    return None
