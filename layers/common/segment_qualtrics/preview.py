@@ -28,24 +28,17 @@ from requests.adapters import BaseAdapter
 
 from .errors import DestinationError
 from .events import BodyError, split_body, validate_event
-from .executors import AddContactExecutor, WorkflowExecutor
+from .executors import EXECUTORS
 from .idempotency import MemoryIdempotencyStore
 from .ingest import IngestRequest, route
 from .mapping import MappingError, resolve_mapping
 from .qualtrics import QualtricsClient, QualtricsCredentials
 from .subscriptions import Subscription
-from .transactions import TransactionExecutor
 from .worker import Delivery, Worker
 
 TOKEN_PLACEHOLDER = "preview-api-token"
 MASKED_TOKEN = "********"
 CONTACT_PLACEHOLDER = "<contactId: the one the search found, else the one just created>"
-
-EXECUTORS = {   # as the worker functions wire them (worker_app.EXECUTORS), without AWS imports
-    "addContactToXmd": AddContactExecutor,
-    "upsertContactTransaction": TransactionExecutor,
-    "triggerXflowWorkflow": WorkflowExecutor,
-}
 
 # What each Qualtrics call is for, by the client's operation name and the action.
 STEPS = {

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from .aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
 from .errors import DestinationError
-from .executors import AddContactExecutor, WorkflowExecutor
+from .executors import EXECUTORS
 from .health import check_whoami
 from .observability import (
     Metric,
@@ -35,14 +35,7 @@ from .observability import (
 from .qualtrics import QualtricsClient, QualtricsCredentials
 from .settings import WorkerSettings
 from .subscriptions import load_subscriptions
-from .transactions import TransactionExecutor
 from .worker import Delivery, Report, RetryPolicy, Worker
-
-EXECUTORS = {
-    "addContactToXmd": AddContactExecutor,
-    "upsertContactTransaction": TransactionExecutor,
-    "triggerXflowWorkflow": WorkflowExecutor,
-}
 
 
 class RetryRecord(Exception):
