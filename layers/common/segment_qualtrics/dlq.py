@@ -60,13 +60,17 @@ class ActionQueues:
 
 def queues_from_outputs(outputs: dict[str, str], actions: Iterable[str] | None = None) -> dict[str, ActionQueues]:
     """From a stack's outputs: <Prefix>QueueUrl and <Prefix>DeadLetterQueueUrl."""
+    return _pick_queues(outputs, actions, "{}QueueUrl", "{}DeadLetterQueueUrl", "the stack has no {} / {} output")
+
+
+def _pick_queues(urls: dict[str, str], actions: Iterable[str] | None, queue_key: str, dlq_key: str,
+                 missing: str) -> dict[str, ActionQueues]:
     found = {}
     for action in _chosen(actions):
-        prefix = ACTIONS[action]
-        queue, dlq = outputs.get(f"{prefix}QueueUrl"), outputs.get(f"{prefix}DeadLetterQueueUrl")
-        if not queue or not dlq:
-            raise DlqError(f"the stack has no {prefix}QueueUrl / {prefix}DeadLetterQueueUrl output")
-        found[action] = ActionQueues(action, queue, dlq)
+        queue_name, dlq_name = queue_key.format(ACTIONS[action]), dlq_key.format(ACTIONS[action])
+        if not urls.get(queue_name) or not urls.get(dlq_name):
+            raise DlqError(missing.format(queue_name, dlq_name))
+        found[action] = ActionQueues(action, urls[queue_name], urls[dlq_name])
     return found
 
 
@@ -80,15 +84,8 @@ def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
 
 def queues_from_state(state: dict[str, Any], actions: Iterable[str] | None = None) -> dict[str, ActionQueues]:
     """From the local stack's state file (.local-stack/state.json): queue URLs by logical id."""
-    queues = state.get("queues") or {}
-    found = {}
-    for action in _chosen(actions):
-        prefix = ACTIONS[action]
-        queue, dlq = queues.get(f"{prefix}Queue"), queues.get(f"{prefix}DeadLetterQueue")
-        if not queue or not dlq:
-            raise DlqError(f"the local stack state has no {prefix}Queue / {prefix}DeadLetterQueue")
-        found[action] = ActionQueues(action, queue, dlq)
-    return found
+    return _pick_queues(state.get("queues") or {}, actions, "{}Queue", "{}DeadLetterQueue",
+                        "the local stack state has no {} / {}")
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
