@@ -7,12 +7,15 @@ mapping fixed after a failure applies when the dead-letter queue is redriven (DE
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 ENVELOPE_VERSION = 1
 # Compact, non-ASCII kept: the one JSON form of a message. Built once; ``encode`` of a str is a C call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+_encode_str = json.encoder.encode_basestring   # what _ENCODER.encode calls for a str (ensure_ascii off)
 
 
 def encode_event(event: dict[str, Any]) -> str:
@@ -50,11 +53,19 @@ class QueueMessage:
         check and the SQS adapter both ask for it).
         """
         if self._json is None:
-            encode = _ENCODER.encode
-            event_json = self.event_json if self.event_json is not None else encode(self.event)
-            text = (f'{{"version":{ENVELOPE_VERSION},"action":{encode(self.action)},'
-                    f'"subscription":{encode(self.subscription)},"messageId":{encode(self.message_id)},'
-                    f'"receivedAt":{encode(self.received_at)},"event":{event_json}}}')
+            action, subscription, message_id, received_at = (
+                self.action, self.subscription, self.message_id, self.received_at)
+            # The fields are str (but in a hand-made message): then the C function _ENCODER.encode
+            # calls for a str does the same, without four calls of its Python wrapper.
+            if type(action) is str and type(subscription) is str and type(message_id) is str \
+                    and type(received_at) is str:
+                encode = _encode_str
+            else:
+                encode = _ENCODER.encode
+            event_json = self.event_json if self.event_json is not None else _ENCODER.encode(self.event)
+            text = (f'{{"version":{ENVELOPE_VERSION},"action":{encode(action)},'
+                    f'"subscription":{encode(subscription)},"messageId":{encode(message_id)},'
+                    f'"receivedAt":{encode(received_at)},"event":{event_json}}}')
             object.__setattr__(self, "_json", text)
         return self._json
 
@@ -89,3 +100,31 @@ class QueueMessage:
             received_at=data.get("receivedAt", ""),
             event=data["event"],
         )
+
+
+
+def _new_message(action: str, subscription: str, message_id: str, received_at: str,
+                 event: dict[str, Any], event_json: str | None) -> QueueMessage:
+    """``QueueMessage(...)``, made about twice as fast: for the ingest, a message per event and match.
+
+    The generated __init__ of a frozen dataclass sets each field through object.__setattr__ by name,
+    after the class call; here the slots' own setters fill a bare instance. Same fields, same values.
+    """
+    message = _bare(QueueMessage)
+    set_action(message, action)
+    set_subscription(message, subscription)
+    set_message_id(message, message_id)
+    set_received_at(message, received_at)
+    set_event(message, event)
+    set_event_json(message, event_json)
+    set_json(message, None)
+    return message
+
+
+_bare = object.__new__
+_FIELDS = ("action", "subscription", "message_id", "received_at", "event", "event_json", "_json")
+if tuple(f.name for f in fields(QueueMessage)) != _FIELDS:   # _new_message must set every field
+    raise RuntimeError("QueueMessage's fields changed: update _new_message")
+(set_action, set_subscription, set_message_id, set_received_at, set_event, set_event_json, set_json) = (
+    QueueMessage.__dict__[name].__set__ for name in _FIELDS
+)

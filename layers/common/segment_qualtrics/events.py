@@ -78,6 +78,11 @@ _SEGMENT_TIME = re.compile(
     r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
     re.ASCII,
 )
+_segment_time = _SEGMENT_TIME.fullmatch
+# Time texts found good lately (str only): the events of a batch often share one (sentAt), so most
+# repeats skip the regex and the parse. Kept small: cleared when full.
+_GOOD_TIMES: set[str] = set()
+_fromisoformat = datetime.fromisoformat
 _REQUIRED_BY_TYPE = {"track": "event", "group": "groupId", "alias": "previousId"}
 
 
@@ -96,8 +101,22 @@ def plainly_valid(raw: dict[str, Any], *, from_json: bool = False) -> bool:
             return False
     for name in _TIME_FIELDS:
         value = get(name)
-        if value is not None and not (type(value) is str and _is_segment_time(value)):
+        if value is None:
+            continue
+        if type(value) is not str:
             return False
+        if value not in _GOOD_TIMES:
+            # Segment's form (the regex), then the ranges: month 1-12, the day in its month, ...
+            # Inlined, not a helper function: two or three of these per event.
+            if _segment_time(value) is None:
+                return False
+            try:
+                _fromisoformat(value)
+            except ValueError:
+                return False
+            if len(_GOOD_TIMES) >= 1024:
+                _GOOD_TIMES.clear()
+            _GOOD_TIMES.add(value)
     for name in _OBJECT_FIELDS:
         value = get(name)
         if value is not None and not (type(value) is dict and (from_json or _has_text_keys(value))):
@@ -111,16 +130,6 @@ def _has_text_keys(obj: dict[Any, Any]) -> bool:
     try:
         "".join(obj)
     except TypeError:
-        return False
-    return True
-
-
-def _is_segment_time(text: str) -> bool:
-    if _SEGMENT_TIME.fullmatch(text) is None:
-        return False
-    try:
-        datetime.fromisoformat(text)   # the ranges: month 1-12, the day in its month, hour < 24, ...
-    except ValueError:
         return False
     return True
 
@@ -182,7 +191,7 @@ def split_body_with_text(body: bytes) -> tuple[list[Any], list[str | None]]:
                 events, texts = [data], [text[start:end]]
         if events:
             return events, texts
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, StopIteration):
         pass
     events = split_body(body)   # raises the BodyError, or parses a form the fast path leaves to it
     return events, [None] * len(events)
@@ -190,16 +199,23 @@ def split_body_with_text(body: bytes) -> tuple[list[Any], list[str | None]]:
 
 def _cut_array(text: str, start: int) -> tuple[list[Any], list[str | None]]:
     """The elements of the JSON array at ``text[start]``, each with its own text."""
-    decode = _DECODER.raw_decode
+    # scan_once is what raw_decode calls, without its Python wrapper; it raises StopIteration on an
+    # error (the caller then falls back to split_body).
+    scan = _DECODER.scan_once
     events: list[Any] = []
     texts: list[str | None] = []
+    add_event, add_text = events.append, texts.append
     index = _WHITESPACE.match(text, start + 1).end()
     if text[index] == "]":
         return events, texts
     while True:
-        value, end = decode(text, index)
-        events.append(value)
-        texts.append(text[index:end])
+        value, end = scan(text, index)
+        add_event(value)
+        add_text(text[index:end])
+        # Compact JSON, as Segment sends it: a bare comma, so no regex needed.
+        if text[end] == "," and text[end + 1] not in " \t\n\r":
+            index = end + 1
+            continue
         separator = _SEPARATOR.match(text, end)
         if separator is None:
             raise ValueError("expected , or ] after an element")

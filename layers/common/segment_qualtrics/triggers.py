@@ -118,6 +118,15 @@ class Trigger:
             # read does not trigger anything.
             return False
 
+    def _test_for_type(self, event_type: str) -> "_Fn | None":
+        """The trigger's test for events whose ``type`` is ``event_type``; None when it is always true.
+
+        For the ingest's router, which already picked the triggers by event type: a leading
+        ``type = "..."`` is then known true and skipped. Unlike ``matches`` it may raise (the caller
+        falls back to ``matches``).
+        """
+        return _test_for_type(self._root, event_type)
+
     def explain(self, event: Mapping[str, Any]) -> str:
         """A sentence saying why the event matches or not. May quote event values: mask before logging."""
         try:
@@ -429,6 +438,7 @@ class _Path(_Node):
                 except AttributeError:
                     return None
 
+            get_top.top_key = key  # type: ignore[attr-defined]  # for _equal_to_literal
             return get_top
         steps = self.steps
 
@@ -447,6 +457,18 @@ class _Path(_Node):
                     return None
             return value
 
+        if len(steps) == 2:
+            (first, _), (second, _) = steps
+
+            def get_two(event: Any) -> Any:
+                # ``properties.total`` in dicts (nearly always so): two reads, no loop; else the loop.
+                if type(event) is dict:
+                    value = event.get(first)
+                    if type(value) is dict:
+                        return value.get(second)
+                return get(event)
+
+            return get_two
         return get
 
     def lookup(self, event: Any) -> Any:
@@ -662,6 +684,15 @@ def _equal_to_literal(get: _Fn, literal: Any) -> _Fn | None:
         return lambda event: get(event) is literal
     if type(literal) is str:
         # == between a str and any other JSON type is already False.
+        key = getattr(get, "top_key", None)
+        if key is not None:
+            # ``name = "text"`` on a top-level key: a dict event is read here, one call fewer.
+            def equal_top(event: Any) -> bool:
+                if type(event) is dict:
+                    return event.get(key) == literal
+                return get(event) == literal
+
+            return equal_top
         return lambda event: get(event) == literal
     if _is_number(literal):
         return lambda event: _is_number(value := get(event)) and value == literal
@@ -1018,3 +1049,19 @@ def _event_types(node: _Node) -> frozenset[str] | None:
             return frozenset.intersection(*known) if known else None
         return None if any(types is None for types in found) else frozenset().union(*found)
     return None
+
+
+def _test_for_type(node: _Node, event_type: str) -> _Fn | None:
+    """``node.fn`` less its ``type = event_type`` conditions, for events of that type (None: always true)."""
+    if _event_types(node) == frozenset((event_type,)) and isinstance(node, _Comparison):
+        return None   # the type test itself
+    if not (isinstance(node, _Junction) and node.word == "and"):
+        return node.fn
+    rest = [o for o in node.operands if not (isinstance(o, _Comparison) and _test_for_type(o, event_type) is None)]
+    if len(rest) == len(node.operands):
+        return node.fn
+    if not rest:
+        return None
+    if len(rest) == 1:
+        return rest[0].fn
+    return _Junction("and", rest).fn
