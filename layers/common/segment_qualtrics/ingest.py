@@ -149,13 +149,19 @@ def route(
     ``event_json`` is the event's JSON text when the caller has it (as cut from the body); else the
     event is encoded here, once for all its messages.
     """
-    matched = [sub for sub in subscriptions if sub.enabled and sub.trigger.matches(event)]
+    matched = [(sub.action.slug, sub.name) for sub in subscriptions if sub.enabled and sub.trigger.matches(event)]
+    return _messages(matched, event, received_at, event_json)
+
+
+def _messages(matched: list[tuple[str, str]], event: dict[str, Any], received_at: str,
+              event_json: str | None) -> list[QueueMessage]:
+    """One message per matched (action slug, subscription name); the event is encoded at most once."""
     if not matched:
         return []
     if event_json is None:
         event_json = encode_event(event)
     message_id = event["messageId"]
-    return [QueueMessage(sub.action.slug, sub.name, message_id, received_at, event, event_json) for sub in matched]
+    return [_new_message(slug, name, message_id, received_at, event, event_json) for slug, name in matched]
 
 
 class Router:
@@ -225,18 +231,8 @@ def handle_ingest(
         except ValueError as exc:
             invalid.append(_invalid(index, raw, str(exc)))
             continue
-        # As route(), inlined: the router's tests and _new_message are its faster equivalents.
-        matched = router.matching(event)
-        if matched:
-            # The text as received stands for the event unless validation added a derived messageId.
-            event_json = texts[index] if event is raw else None
-            if event_json is None:
-                event_json = encode_event(event)
-            message_id = event["messageId"]
-            messages = [_new_message(slug, name, message_id, received_at, event, event_json)
-                        for slug, name in matched]
-        else:
-            messages = []
+        # The text as received stands for the event unless validation added a derived messageId.
+        messages = _messages(router.matching(event), event, received_at, texts[index] if event is raw else None)
         # SQS counts UTF-8 bytes; encode only when the characters alone could be over the limit.
         if messages and len(text := messages[0].to_json()) > MAX_EVENT_BYTES // 4 \
                 and len(text.encode()) > MAX_EVENT_BYTES:

@@ -12,7 +12,6 @@ parameters, so tests wire real adapters against local servers or small fakes.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -220,6 +219,3 @@ def dead_letter_attributes(delivery: Delivery, error: DestinationError) -> dict[
                           eventType=str(delivery.message.event.get("type", "")))
     return {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items() if v}
 
-
-def describe(error: DestinationError) -> str:
-    return json.dumps(error.describe(), separators=(",", ":"))

@@ -35,7 +35,7 @@ from .observability import (
 from .qualtrics import QualtricsClient, QualtricsCredentials
 from .settings import WorkerSettings
 from .subscriptions import load_subscriptions
-from .worker import Delivery, Report, RetryPolicy, Worker
+from .worker import Delivery, RetryPolicy, Worker
 
 
 class RetryRecord(Exception):
@@ -175,11 +175,6 @@ class WorkerApp:
             check()
         except Exception as exc:  # noqa: BLE001 - a check never fails an invocation
             logger.warning("Qualtrics startup check failed to run", extra={"reason": f"{type(exc).__name__}: {exc}"})
-
-    @staticmethod
-    def summary(report: Report) -> dict[str, int]:
-        return {"delivered": len(report.delivered), "duplicates": len(report.duplicates),
-                "retried": len(report.retried), "deadLettered": len(report.dead_lettered)}
 
 
 def startup_check_wanted(environ: Any, base_url: str | None) -> bool:
