@@ -2,8 +2,9 @@
 
 - ``plainly_valid`` may only accept what the SegmentEvent model accepts; ``validate_event`` gives the
   model's answer and the model's words either way.
-- ``split_body_with_text`` gives ``split_body``'s events and errors, and texts that are those events.
-- ``QueueMessage.to_json`` is ``json.dumps`` of the envelope; with the event's own text, the same JSON value.
+- ``split_body`` (pydantic-core's parser first) gives the events and errors of ``json.loads`` alone.
+- ``encode_event`` (pydantic-core's serializer first) and ``QueueMessage.to_json`` write the JSON value of
+  the event and of the envelope; the ingest's messages carry exactly ``to_json``'s text.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic_core import from_json
 from segment_qualtrics.envelope import ENVELOPE_VERSION, QueueMessage, encode_event
 from segment_qualtrics.events import (
     EVENT_TYPES,
@@ -25,11 +27,11 @@ from segment_qualtrics.events import (
     derived_message_id,
     describe_validation_error,
     plainly_valid,
+    read_body,
     split_body,
-    split_body_with_text,
     validate_event,
 )
-from segment_qualtrics.ingest import IngestCredentials, IngestRequest, handle_ingest
+from segment_qualtrics.ingest import IngestCredentials, IngestRequest, Router, _messages, handle_ingest
 from segment_qualtrics.subscriptions import parse_subscriptions
 
 # --- events ---------------------------------------------------------------------------------------
@@ -140,25 +142,42 @@ def _loose(value, space) -> str:
     return json.dumps(value, ensure_ascii=bool(len(space) % 2))
 
 
-def _same_as_split_body(body: bytes) -> None:
+def _json_loads_split(body: bytes):
+    """split_body as it was before pydantic-core: json.loads alone. Returns the events or (code, message)."""
     try:
-        expected = split_body(body)
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return ("invalid_json", f"the body is not valid JSON: {exc}")
+    if isinstance(data, dict) and isinstance(data.get("batch"), list):
+        events = data["batch"]
+    elif isinstance(data, list):
+        events = data
+    elif isinstance(data, dict):
+        return [data]
+    else:
+        return ("invalid_body", "the body must be a JSON object, an array of events or {\"batch\": [...]}")
+    return events if events else ("empty_batch", "the batch holds no events")
+
+
+def _same_as_json_loads(body: bytes) -> None:
+    expected = _json_loads_split(body)
+    try:
+        events, text = read_body(body)
     except BodyError as exc:
-        with pytest.raises(BodyError) as caught:
-            split_body_with_text(body)
-        assert (caught.value.code, caught.value.message) == (exc.code, exc.message)
+        assert (exc.code, exc.message) == expected
         return
-    events, texts = split_body_with_text(body)
-    assert events == expected and len(texts) == len(events)
-    for event, text in zip(events, texts, strict=True):
-        assert text is None or json.dumps(json.loads(text)) == json.dumps(event)   # NaN != NaN
+    # repr, not ==: NaN != NaN, and 1 == 1.0 == True would hide a changed type.
+    assert repr(events) == repr(expected) == repr(split_body(body))
+    if text is not None:   # the body is one event object: its text is that event's JSON
+        assert len(events) == 1 and type(events[0]) is dict and "batch" not in events[0]
+        assert repr(json.loads(text)) == repr(events[0]) and text == text.strip()
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(_JSON, st.lists(_JSON, max_size=4), st.builds(lambda b: {"batch": b}, st.lists(_JSON, max_size=3))),
        _SPACE, _SPACE)
-def test_cut_bodies_are_split_body_plus_each_events_text(value, space, around):
-    _same_as_split_body((around + _loose(value, space) + around).encode())
+def test_bodies_parse_as_json_loads_parses_them(value, space, around):
+    _same_as_json_loads((around + _loose(value, space) + around).encode())
 
 
 @settings(max_examples=300, deadline=None)
@@ -166,21 +185,50 @@ def test_cut_bodies_are_split_body_plus_each_events_text(value, space, around):
 @example(b"[1,]")
 @example(b"[1 2]")
 @example(b"[1] x")
-@example(b"\xef\xbb\xbf[1]")
+@example(b"\xef\xbb\xbf[1]")           # a UTF-8 BOM: pydantic-core refuses it, json.loads takes it
 @example("[1]".encode("utf-16"))
-@example(b'[{"a": "\\ud800"}]')
-@example(b'["\xed\xa0\x80"]')   # an encoded lone surrogate: json.loads takes it (surrogatepass)
-@example(b"[NaN, Infinity, 1e400]")
-def test_any_bytes_split_as_split_body_does(body):
-    _same_as_split_body(body)
+@example(b'[{"a": "\\ud800"}]')       # a lone surrogate escape: the same
+@example(b'["\xed\xa0\x80"]')        # an encoded lone surrogate
+@example(b"[NaN, Infinity, -Infinity, 1e400, -0.0, 1e-400]")
+@example(b'{"a": 1, "a": 2}')
+@example(b"[12345678901234567890123456789, 1.0000000000000000000001, 5e-324]")
+@example(b"[" * 300 + b"]" * 300)    # deeper than pydantic-core goes
+@example(b'["\x01"]')
+@example(b"[1]\x0c")
+@example(b'{"a": 1}')
+@example(b'\xef\xbb\xbf{"a": 1}')
+@example('{"a": 1}'.encode("utf-16-le"))  # json.loads detects UTF-16 without a BOM: no text then
+@example(b' \n{"a": "\\ud800"}\t')
+def test_any_bytes_parse_as_json_loads_parses_them(body):
+    _same_as_json_loads(body)
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(_JSON, min_size=1, max_size=4), _SPACE)
-def test_array_elements_keep_their_own_text(values, space):
-    body = "[" + ",".join(space + _loose(v, space) + space for v in values) + "]"
-    _, texts = split_body_with_text(body.encode())
-    assert texts == [_loose(v, space) for v in values]
+# JSON number texts as anyone may write them (many digits, big exponents), and strings with any escapes.
+_NUMBER_TEXT = st.from_regex(r"\A-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,4})?\Z")
+_STRING_TEXT = st.text(st.characters(codec=None)).map(lambda t: json.dumps(t, ensure_ascii=len(t) % 2 == 0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_NUMBER_TEXT, _STRING_TEXT), max_size=5))
+def test_numbers_and_strings_parse_as_json_loads_parses_them(texts):
+    _same_as_json_loads(("[" + ",".join(texts) + "]").encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("body", [b'{"batch": [{"a": 1}]}', b"[{}]", '{"a": 1}'.encode("utf-16"),
+                                  b'\xef\xbb\xbf{"a": 1}'])
+def test_only_a_single_event_body_read_by_the_fast_parser_gives_its_text(body):
+    assert read_body(body)[1] is None
+
+
+def test_a_single_event_bodys_text_is_the_body_less_json_whitespace():
+    assert read_body(b' \r\n{ "type": "identify",\n  "userId": "z\\u00f6" }\n\t') == (
+        [{"type": "identify", "userId": "zö"}], '{ "type": "identify",\n  "userId": "z\\u00f6" }')
+
+
+def test_the_fast_parser_takes_segment_batches():
+    """The fallback is for rare forms: a plain Segment batch goes through pydantic-core, as split_body assumes."""
+    body = json.dumps([{"type": "identify", "userId": "u", "traits": {"name": "Zoë", "score": 0.1}}] * 3).encode()
+    assert from_json(body) == split_body(body)
 
 
 # --- the envelope ---------------------------------------------------------------------------------
@@ -192,23 +240,59 @@ def _dumps_envelope(message: QueueMessage) -> str:
                       separators=(",", ":"), ensure_ascii=False)
 
 
+_ANY_JSON = st.recursive(   # with what json.loads can give: NaN, infinities, big numbers, lone surrogates
+    st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=2**64), st.floats(),
+              st.text(st.characters(codec=None), max_size=6)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(st.characters(codec=None), max_size=5), _ANY_JSON, max_size=4))
+@example({"s": "\ud800", "n": float("nan"), "i": float("inf"), "big": 10**30})
+def test_encode_event_writes_the_events_json_value(event):
+    text = encode_event(event)
+    assert repr(json.loads(text)) == repr(event)
+    assert "\n" not in text and ": " not in text.replace('": "', "")   # compact
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(), st.text(), st.text(), st.text(), st.dictionaries(st.text(max_size=5), _JSON, max_size=4))
-def test_to_json_is_the_json_dumps_of_the_envelope(action, subscription, message_id, received_at, event):
+def test_to_json_is_the_envelope(action, subscription, message_id, received_at, event):
     message = QueueMessage(action, subscription, message_id, received_at, event)
-    assert message.to_json() == _dumps_envelope(message)
-    with_text = QueueMessage(action, subscription, message_id, received_at, event, encode_event(event))
-    assert with_text.to_json() == message.to_json()
-    loose = QueueMessage(action, subscription, message_id, received_at, event, _loose(event, " "))
-    assert json.loads(loose.to_json()) == json.loads(message.to_json())
+    assert json.loads(message.to_json()) == json.loads(_dumps_envelope(message))
+    assert list(json.loads(message.to_json())) == ["version", "action", "subscription", "messageId", "receivedAt",
+                                                   "event"]
     if action and subscription and message_id and event:   # what from_json requires of a message
-        assert QueueMessage.from_json(loose.to_json()) == message
+        assert QueueMessage.from_json(message.to_json()) == message
 
 
 def test_to_json_is_made_once_and_does_not_change_equality():
     message = QueueMessage("addContactToXmd", "S", "m", "t", {"type": "identify"})
     assert message.to_json() is message.to_json()
     assert message == QueueMessage("addContactToXmd", "S", "m", "t", {"type": "identify"}, '{"type": "identify"}')
+
+
+_VALID_EVENTS = st.fixed_dictionaries(
+    {"type": st.sampled_from(["identify", "track", "page"]), "userId": st.text(min_size=1, max_size=5),
+     "event": st.text(min_size=1, max_size=5)},
+    optional={"messageId": st.text(max_size=5), "traits": st.dictionaries(st.text(max_size=4), _ANY_JSON, max_size=3),
+              "properties": st.dictionaries(st.text(max_size=4), _ANY_JSON, max_size=3)},
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_VALID_EVENTS)
+def test_the_ingests_messages_carry_to_jsons_text(raw):
+    event = validate_event(raw, from_json=True)
+    router = Router(SUBSCRIPTIONS + ANY_EVENT)
+    messages = _messages(router.matching(event), event, "2026-11-30T01:02:03.000004Z")
+    assert [m.subscription for m in messages] == [s.name for s in SUBSCRIPTIONS + ANY_EVENT
+                                                  if s.trigger.matches(event)]
+    for message in messages:
+        fresh = QueueMessage(message.action, message.subscription, message.message_id, message.received_at, event)
+        assert message == fresh and message.to_json() == fresh.to_json()
 
 
 # --- the ingest end to end ------------------------------------------------------------------------
@@ -218,6 +302,10 @@ SUBSCRIPTIONS = parse_subscriptions({"subscriptions": [
     {"name": "Contacts", "actionSlug": "addContactToXmd", "trigger": 'type = "identify"',
      "mapping": {"directoryId": "POOL_1"}},
     {"name": "Every track", "actionSlug": "triggerXflowWorkflow", "trigger": 'type = "track"',
+     "mapping": {"workflowUrl": "https://iad1.qualtrics.com/w"}},
+]}, environ={})
+ANY_EVENT = parse_subscriptions({"subscriptions": [
+    {"name": "Any event \"quoted\" ë", "actionSlug": "triggerXflowWorkflow", "trigger": "userId != null",
      "mapping": {"workflowUrl": "https://iad1.qualtrics.com/w"}},
 ]}, environ={})
 
@@ -233,6 +321,7 @@ class Publisher:
 
 @pytest.mark.parametrize("body", [
     b'{"type": "identify", "messageId": "m-1", "userId": "u", "traits": {"name": "Zo\\u00eb"}}',
+    b'\n{"type": "identify", "userId": "u"}\n',   # no messageId: validation derives one, so not the body's text
     b' [ {"type":"identify","userId":"u","messageId":"m-1"} ,\n {"type":"track","event":"E","anonymousId":"a"} ] ',
     b'{"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "m-3"}]}',
 ])
@@ -249,3 +338,57 @@ def test_messages_carry_the_events_as_before(body):
         assert envelope["event"] in expected
         assert envelope["messageId"] == envelope["event"]["messageId"]
         assert json.loads(_dumps_envelope(QueueMessage.from_json(text))) == envelope
+
+
+# --- the router -----------------------------------------------------------------------------------
+
+_ATOMS = ['type = "track"', 'type = "identify"', '"page" = type', 'type in ["track", "page"]', 'type != "track"',
+          'event = "A"', '"B" = event', 'event in ["A", "C"]', 'event != "A"', 'event = null', 'properties.x > 1',
+          'userId != null', 'contains(event, "A")', 'lowercase(event) = "b"', 'type = "track" and event = "A"']
+
+
+_TRIGGERS = st.recursive(
+    st.sampled_from(_ATOMS),
+    lambda inner: st.one_of(
+        st.builds(lambda a, b, w: f"{a} {w} {b}", inner, inner, st.sampled_from(["and", "or"])),
+        st.builds(lambda a: f"({a})", inner),
+        st.builds(lambda a: f"!({a})", inner),
+    ),
+    max_leaves=4,
+)
+_ROUTED_EVENTS = st.fixed_dictionaries(
+    {"type": st.sampled_from(["track", "identify", "page", "group"]), "messageId": st.just("m"),
+     "userId": st.sampled_from(["u", None])},
+    optional={"event": st.one_of(st.sampled_from(["A", "B", "C", "D", "a"]), st.none(), st.just(["A"])),
+              "properties": st.fixed_dictionaries({}, optional={"x": st.sampled_from([0, 2, "3"])})},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_TRIGGERS, st.booleans()), min_size=1, max_size=6), st.lists(_ROUTED_EVENTS, max_size=6))
+def test_the_router_matches_as_the_triggers_do(triggers, events):
+    subs = parse_subscriptions({"subscriptions": [
+        {"name": f"S{i}", "enabled": enabled, "actionSlug": "triggerXflowWorkflow", "trigger": trigger,
+         "mapping": {"workflowUrl": "https://iad1.qualtrics.com/w"}} for i, (trigger, enabled) in enumerate(triggers)
+    ]}, environ={})
+    router = Router(subs)
+    for event in events:
+        expected = [s.name for s in subs if s.enabled and s.trigger.matches(event)]
+        assert [name for _, name, _ in router.matching(event)] == expected, (event, [s.trigger for s in subs])
+
+
+def test_the_router_skips_the_triggers_of_other_types_and_names():
+    subs = parse_subscriptions({"subscriptions": [
+        {"name": name, "actionSlug": "triggerXflowWorkflow", "trigger": trigger,
+         "mapping": {"workflowUrl": "https://iad1.qualtrics.com/w"}}
+        for name, trigger in [("identify", 'type = "identify"'), ("A", 'type = "track" and event = "A"'),
+                              ("A or B", 'type = "track" and event in ["A", "B"]'),
+                              ("big", 'type = "track" and properties.total > 100')]
+    ]}, environ={})
+    router = Router(subs)
+    by_name, others = router._routes["track"]
+    # For "A": the A triggers need no test at all, "big" keeps its total test; other names: only "big".
+    assert [(test is None, name) for test, (_, name, _) in by_name["A"]] == [(True, "A"), (True, "A or B"),
+                                                                             (False, "big")]
+    assert [name for _, (_, name, _) in others] == ["big"]
+    assert [name for _, (_, name, _) in router._routes["identify"][1]] == ["identify"]

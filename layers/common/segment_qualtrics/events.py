@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic_core import from_json as _fast_loads
 
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
 
@@ -145,89 +146,40 @@ class BodyError(ValueError):
 
 def split_body(body: bytes) -> list[Any]:
     """Parse a request body into its list of raw events (not yet validated)."""
+    return read_body(body)[0]
+
+
+def read_body(body: bytes) -> tuple[list[Any], str | None]:
+    """``split_body``, plus the body's text when the body is one event object read by the fast parser.
+
+    That text is the event's JSON as sent: its queue messages can carry it instead of encoding the
+    event again. None for arrays and batches, and for bodies only the json module reads (a BOM, UTF-16).
+    """
+    # pydantic-core's JSON parser (Rust, part of pydantic) takes about 0.6x the json module's time on
+    # Segment batches. What it accepts, it reads as json.loads does (tests/unit/test_hot_path.py checks
+    # that). It refuses a few forms json.loads takes (a UTF-8 BOM, a lone surrogate escape, nesting deeper
+    # than 200); those, and every error, go to json.loads, which decides and words the error.
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BodyError("invalid_json", f"the body is not valid JSON: {exc}") from None
+        data = _fast_loads(body)
+        fast = True
+    except ValueError:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BodyError("invalid_json", f"the body is not valid JSON: {exc}") from None
+        fast = False
     if isinstance(data, dict) and isinstance(data.get("batch"), list):
         events = data["batch"]
     elif isinstance(data, list):
         events = data
     elif isinstance(data, dict):
-        return [data]
+        # Read by pydantic-core, the body is UTF-8 JSON: its text less JSON's whitespace is the object's.
+        return [data], body.decode().strip(" \t\n\r") if fast else None
     else:
         raise BodyError("invalid_body", "the body must be a JSON object, an array of events or {\"batch\": [...]}")
     if not events:
         raise BodyError("empty_batch", "the batch holds no events")
-    return events
-
-
-_DECODER = json.JSONDecoder()
-_WHITESPACE = re.compile(r"[ \t\n\r]*")   # JSON's whitespace, as the json module skips it
-_SEPARATOR = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
-
-
-def split_body_with_text(body: bytes) -> tuple[list[Any], list[str | None]]:
-    """``split_body``, plus each event's own JSON text as cut from the body (None where it is not cut).
-
-    With the text, a queue message carries the event as it came instead of encoding it once more: the
-    same JSON value, written as the sender wrote it. A single event and the elements of a JSON array are
-    cut; ``{"batch": [...]}`` elements are not. Anything unusual (not UTF-8, a BOM, an error) goes
-    through ``split_body`` itself, so the events and the errors are exactly its own.
-    """
-    try:
-        text = body.decode("utf-8")
-        start = _WHITESPACE.match(text).end()
-        if text[start] == "[":
-            events, texts = _cut_array(text, start)
-        else:
-            data, end = _DECODER.raw_decode(text, start)
-            _expect_end(text, end)
-            if type(data) is not dict:
-                raise ValueError("not an object")
-            if isinstance(data.get("batch"), list):
-                events, texts = data["batch"], [None] * len(data["batch"])
-            else:
-                events, texts = [data], [text[start:end]]
-        if events:
-            return events, texts
-    except (ValueError, IndexError, StopIteration):
-        pass
-    events = split_body(body)   # raises the BodyError, or parses a form the fast path leaves to it
-    return events, [None] * len(events)
-
-
-def _cut_array(text: str, start: int) -> tuple[list[Any], list[str | None]]:
-    """The elements of the JSON array at ``text[start]``, each with its own text."""
-    # scan_once is what raw_decode calls, without its Python wrapper; it raises StopIteration on an
-    # error (the caller then falls back to split_body).
-    scan = _DECODER.scan_once
-    events: list[Any] = []
-    texts: list[str | None] = []
-    add_event, add_text = events.append, texts.append
-    index = _WHITESPACE.match(text, start + 1).end()
-    if text[index] == "]":
-        return events, texts
-    while True:
-        value, end = scan(text, index)
-        add_event(value)
-        add_text(text[index:end])
-        # Compact JSON, as Segment sends it: a bare comma, so no regex needed.
-        if text[end] == "," and text[end + 1] not in " \t\n\r":
-            index = end + 1
-            continue
-        separator = _SEPARATOR.match(text, end)
-        if separator is None:
-            raise ValueError("expected , or ] after an element")
-        index = separator.end()
-        if separator.group(1) == "]":
-            _expect_end(text, index)
-            return events, texts
-
-
-def _expect_end(text: str, index: int) -> None:
-    if _WHITESPACE.match(text, index).end() != len(text):
-        raise ValueError("extra data")
+    return events, None
 
 
 def validate_event(raw: Any, *, from_json: bool = False) -> dict[str, Any]:

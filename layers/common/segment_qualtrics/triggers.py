@@ -99,15 +99,16 @@ class TriggerSyntaxError(ValueError):
 class Trigger:
     """A compiled trigger. Build it with ``compile_trigger``."""
 
-    __slots__ = ("source", "_root", "_fn", "event_types")
+    __slots__ = ("source", "_root", "_fn", "event_types", "event_names")
 
     def __init__(self, source: str, root: "_Node") -> None:
         self.source = source
         self._root = root
         self._fn = root.fn
-        # The event types this trigger can only match (from ``type = "..."``), or None for any: lets the
-        # ingest skip triggers that cannot match without evaluating them.
-        self.event_types: frozenset[str] | None = _event_types(root)
+        # The event types (``type = "..."``) and track event names (``event = "..."``) this trigger can
+        # only match, or None for any: the ingest's router skips triggers that cannot match.
+        self.event_types: frozenset[str] | None = _required_values(root, "type")
+        self.event_names: frozenset[str] | None = _required_values(root, "event")
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether the event triggers the subscription. Never raises."""
@@ -118,14 +119,15 @@ class Trigger:
             # read does not trigger anything.
             return False
 
-    def _test_for_type(self, event_type: str) -> "_Fn | None":
-        """The trigger's test for events whose ``type`` is ``event_type``; None when it is always true.
+    def _test_given(self, known: Mapping[str, str]) -> "_Fn | None":
+        """The trigger's test for events whose top-level fields hold ``known`` (e.g. ``{"type": "track"}``);
+        None when it is then always true.
 
-        For the ingest's router, which already picked the triggers by event type: a leading
-        ``type = "..."`` is then known true and skipped. Unlike ``matches`` it may raise (the caller
-        falls back to ``matches``).
+        For the ingest's router, which picks the triggers by event type and name: a ``type = "..."``
+        the router has checked is skipped. Pass only values the trigger allows (``event_types``,
+        ``event_names``). Unlike ``matches`` it may raise (the caller falls back to ``matches``).
         """
-        return _test_for_type(self._root, event_type)
+        return _test_given(self._root, known)
 
     def explain(self, event: Mapping[str, Any]) -> str:
         """A sentence saying why the event matches or not. May quote event values: mask before logging."""
@@ -1034,30 +1036,50 @@ def _literal_value(token: _Token) -> Any:
     return {"true": True, "false": False, "null": None}[token.kind]
 
 
-def _event_types(node: _Node) -> frozenset[str] | None:
-    """The values of ``type`` a node can only be true for, when it says so; None when it may be any."""
-    if isinstance(node, _Comparison) and node.op == "=":
-        for path, literal in ((node.left, node.right), (node.right, node.left)):
-            if (isinstance(path, _Path) and path.keys == ("type",) and isinstance(literal, _Literal)
-                    and isinstance(literal.value, str)):
-                return frozenset((literal.value,))
-        return None
+def _required_values(node: _Node, key: str) -> frozenset[str] | None:
+    """The texts the top-level field ``key`` must hold for ``node`` to be true; None when it may hold anything.
+
+    From ``key = "x"`` and ``key in ["x", "y"]``, through ``and`` (both hold) and ``or`` (either).
+    """
+    if isinstance(node, _Comparison):
+        return _field_choices(node, key)
     if isinstance(node, _Junction):
-        found = [_event_types(operand) for operand in node.operands]
+        found = [_required_values(operand, key) for operand in node.operands]
         if node.word == "and":
-            known = [types for types in found if types is not None]
+            known = [values for values in found if values is not None]
             return frozenset.intersection(*known) if known else None
-        return None if any(types is None for types in found) else frozenset().union(*found)
+        return None if any(values is None for values in found) else frozenset().union(*found)
     return None
 
 
-def _test_for_type(node: _Node, event_type: str) -> _Fn | None:
-    """``node.fn`` less its ``type = event_type`` conditions, for events of that type (None: always true)."""
-    if _event_types(node) == frozenset((event_type,)) and isinstance(node, _Comparison):
-        return None   # the type test itself
+def _field_choices(node: _Comparison, key: str) -> frozenset[str] | None:
+    """For ``key = "x"`` (either way round) or ``key in [texts]``: the texts that make it true; else None."""
+    if node.op == "=":
+        for path, literal in ((node.left, node.right), (node.right, node.left)):
+            if (isinstance(path, _Path) and path.keys == (key,) and isinstance(literal, _Literal)
+                    and type(literal.value) is str):
+                return frozenset((literal.value,))
+    elif node.op == "in":
+        right = node.right
+        if (isinstance(node.left, _Path) and node.left.keys == (key,) and isinstance(right, _List) and right.values
+                and all(type(v) is str for v in right.values)):
+            return frozenset(right.values)
+    return None
+
+
+def _test_given(node: _Node, known: Mapping[str, str]) -> _Fn | None:
+    """``node.fn`` for events whose top-level fields hold the ``known`` texts: the conditions on those
+    fields that they make true are left out (None: always true). For the router, which has picked the
+    triggers by these fields already. The caller must only pass values ``node`` allows."""
+    def settled(operand: _Node) -> bool:
+        return isinstance(operand, _Comparison) and any(
+            (choices := _field_choices(operand, key)) is not None and value in choices for key, value in known.items())
+
+    if settled(node):
+        return None
     if not (isinstance(node, _Junction) and node.word == "and"):
         return node.fn
-    rest = [o for o in node.operands if not (isinstance(o, _Comparison) and _test_for_type(o, event_type) is None)]
+    rest = [operand for operand in node.operands if not settled(operand)]
     if len(rest) == len(node.operands):
         return node.fn
     if not rest:
