@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from segment_qualtrics.ingest import (
     MAX_BODY_BYTES,
     IngestCredentials,
     IngestRequest,
+    _utc_now_text,
     authenticate,
     handle_ingest,
     route,
@@ -423,3 +425,19 @@ def test_a_base64_request_goes_all_the_way_through():
     response = ingest(IngestRequest.from_http_api_event(event), publisher)
     assert response.status == 200
     assert publisher.published == [("addContactToXmd", "Contacts", "m-identify")]
+
+
+def test_received_at_is_now_in_utc_with_microseconds(monkeypatch):
+    before = datetime.now(UTC)
+    text = _utc_now_text()
+    after = datetime.now(UTC)
+    assert len(text) == 27 and text.endswith("Z")
+    assert before.replace(microsecond=0) <= datetime.fromisoformat(text) <= after
+    # The formatted second is reused within a second and replaced in the next one.
+    second = 1_780_000_000
+    monkeypatch.setattr(time, "time_ns", lambda: second * 10**9 + 999_999_999)
+    assert _utc_now_text() == "2026-05-28T20:26:40.999999Z"
+    monkeypatch.setattr(time, "time_ns", lambda: (second + 1) * 10**9 + 1_000)
+    assert _utc_now_text() == "2026-05-28T20:26:41.000001Z"
+    monkeypatch.setattr(time, "time_ns", lambda: (second - 86_400) * 10**9)
+    assert _utc_now_text() == "2026-05-27T20:26:40.000000Z"

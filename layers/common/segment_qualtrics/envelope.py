@@ -43,6 +43,8 @@ def envelope_head(action: str, subscription: str) -> str:
 
 def envelope_tail(message_id: str, received_at: str, event_json: str) -> str:
     """The rest of a message's JSON after ``envelope_head``, the same for every message of one event."""
+    if type(message_id) is str and type(received_at) is str:   # as the ingest's always are: no _text calls
+        return f'{_encode_str(message_id)},"receivedAt":{_encode_str(received_at)},"event":{event_json}}}'
     return f'{_text(message_id)},"receivedAt":{_text(received_at)},"event":{event_json}}}'
 
 

@@ -229,6 +229,7 @@ def handle_ingest(
     publisher: Publisher,
     now: datetime | None = None,
 ) -> IngestResponse:
+    """One request: its size, content type and authentication, then ``ingest_body``. ``now``: for tests."""
     if len(request.body) > MAX_BODY_BYTES:
         return error_response(413, "payload_too_large",
                               f"the body is {len(request.body)} bytes; the limit is {MAX_BODY_BYTES}")
@@ -238,13 +239,22 @@ def handle_ingest(
     denied = authenticate(request, credentials)
     if denied is not None:
         return denied
+    router = subscriptions if isinstance(subscriptions, Router) else Router(subscriptions)
+    return ingest_body(request.body, router, publisher, _utc_text(now) if now else None)
+
+
+def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: str | None = None) -> IngestResponse:
+    """An authentic request's body: parse, validate, route, build the messages and publish them.
+
+    ``received_at``: the time to stamp on the messages (default: now).
+    """
     try:
-        raw_events, body_text = read_body(request.body)
+        raw_events, body_text = read_body(body)
     except BodyError as exc:
         return error_response(400, exc.code, exc.message)
 
-    router = subscriptions if isinstance(subscriptions, Router) else Router(subscriptions)
-    received_at = _utc_text(now) if now else _utc_now_text()
+    if received_at is None:
+        received_at = _utc_now_text()
     invalid: list[dict[str, Any]] = []
     by_action: dict[str, list[QueueMessage]] = defaultdict(list)
     accepted = 0
@@ -256,8 +266,9 @@ def handle_ingest(
             continue
         # A body that is one event carries that event's JSON text (unless validation added a messageId).
         messages = _messages(router.matching(event), event, received_at, body_text if event is raw else None)
-        # SQS counts UTF-8 bytes; encode only when the characters alone could be over the limit.
-        if messages and len(text := messages[0].to_json()) > MAX_EVENT_BYTES // 4 \
+        # SQS counts UTF-8 bytes; encode only when the characters alone could be over the limit. (_messages
+        # made each message's JSON already.)
+        if messages and len(text := messages[0].json_text) > MAX_EVENT_BYTES // 4 \
                 and len(text.encode()) > MAX_EVENT_BYTES:
             invalid.append(_invalid(index, raw, f"the event is larger than {MAX_EVENT_BYTES} bytes"))
             continue
@@ -277,12 +288,12 @@ def handle_ingest(
                               f"{len(unaccepted)} message(s) could not be queued; retry the request",
                               messageIds=sorted({m.message_id for m in unaccepted}))
     queued = [m for msgs in by_action.values() for m in msgs]
-    body = {
+    summary = {
         "accepted": accepted,
         "invalid": invalid,
         "queued": {action: len(msgs) for action, msgs in sorted(by_action.items())},
     }
-    return IngestResponse(200, body, queued)
+    return IngestResponse(200, summary, queued)
 
 
 def _utc_text(moment: datetime) -> str:

@@ -589,30 +589,8 @@ class _Junction(_Node):
         super().__init__(self.operands[0].start, self.operands[-1].end, self._compile())
 
     def _compile(self) -> _Fn:
-        tests = tuple(o.fn for o in self.operands)
-        if len(tests) == 2:  # the common case, without a loop
-            first, second = tests
-            if self.word == "and":
-                return lambda event: first(event) and second(event)
-            return lambda event: first(event) or second(event)
-        # A plain loop: about twice as fast as all()/any() over a generator.
-        if self.word == "and":
-
-            def all_true(event: Any) -> bool:
-                for test in tests:
-                    if not test(event):
-                        return False
-                return True
-
-            return all_true
-
-        def any_true(event: Any) -> bool:
-            for test in tests:
-                if test(event):
-                    return True
-            return False
-
-        return any_true
+        tests = [o.fn for o in self.operands]
+        return _all_of(tests) if self.word == "and" else _any_of(tests)
 
     def children(self) -> tuple[_Node, ...]:
         return self.operands
@@ -625,6 +603,40 @@ class _Junction(_Node):
             if operand.fn(event) is deciding:
                 return operand.explain(event, source)
         return "; ".join(operand.explain(event, source) for operand in self.operands)
+
+
+def _all_of(tests: list[_Fn]) -> _Fn:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:  # the common case, without a loop
+        first, second = tests
+        return lambda event: first(event) and second(event)
+    tests = tuple(tests)
+
+    def all_true(event: Any) -> bool:   # a plain loop: about twice as fast as all() over a generator
+        for test in tests:
+            if not test(event):
+                return False
+        return True
+
+    return all_true
+
+
+def _any_of(tests: list[_Fn]) -> _Fn:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda event: first(event) or second(event)
+    tests = tuple(tests)
+
+    def any_true(event: Any) -> bool:
+        for test in tests:
+            if test(event):
+                return True
+        return False
+
+    return any_true
 
 
 def _as_condition(node: _Node) -> _Node:
@@ -1068,22 +1080,39 @@ def _field_choices(node: _Comparison, key: str) -> frozenset[str] | None:
 
 
 def _test_given(node: _Node, known: Mapping[str, str]) -> _Fn | None:
-    """``node.fn`` for events whose top-level fields hold the ``known`` texts: the conditions on those
-    fields that they make true are left out (None: always true). For the router, which has picked the
-    triggers by these fields already. The caller must only pass values ``node`` allows."""
-    def settled(operand: _Node) -> bool:
-        return isinstance(operand, _Comparison) and any(
-            (choices := _field_choices(operand, key)) is not None and value in choices for key, value in known.items())
+    """``node.fn`` for events whose top-level fields hold the ``known`` texts (None: always true).
 
-    if settled(node):
+    For the router, which picks the triggers by these fields: a condition on them is then known true
+    (left out) or known false (an ``or`` drops that branch), so less is evaluated per event.
+    """
+    if _settled(node, known):
         return None
-    if not (isinstance(node, _Junction) and node.word == "and"):
-        return node.fn
-    rest = [operand for operand in node.operands if not settled(operand)]
-    if len(rest) == len(node.operands):
-        return node.fn
-    if not rest:
-        return None
-    if len(rest) == 1:
-        return rest[0].fn
-    return _Junction("and", rest).fn
+    if not _may_hold(node, known):
+        return _never
+    if isinstance(node, _Junction):
+        tests = [_test_given(operand, known) for operand in node.operands]
+        if node.word == "and":
+            if _never in tests:
+                return _never
+            rest = [test for test in tests if test is not None]
+            return _all_of(rest) if rest else None
+        if any(test is None for test in tests):
+            return None
+        live = [test for test in tests if test is not _never]
+        return _any_of(live) if live else _never
+    return node.fn
+
+
+def _settled(node: _Node, known: Mapping[str, str]) -> bool:
+    """A comparison of one known field that its known text makes true."""
+    return isinstance(node, _Comparison) and any(
+        (choices := _field_choices(node, key)) is not None and value in choices for key, value in known.items())
+
+
+def _may_hold(node: _Node, known: Mapping[str, str]) -> bool:
+    """False when the known texts rule ``node`` out (it requires other values of those fields)."""
+    return all((required := _required_values(node, key)) is None or value in required for key, value in known.items())
+
+
+def _never(event: Any) -> bool:
+    return False
