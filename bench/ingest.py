@@ -4,9 +4,9 @@ Run from the repository root: ``.venv/bin/python bench/ingest.py`` (``--quick`` 
 
 Two figures per body, each next to ``json.loads`` of the same bytes:
 - pipeline: ``ingest_body``, what the issue asks to time: parse, validate each event, route it through
-  10 subscriptions with realistic triggers, stamp and build the queue messages, and hand them to a
-  publisher that only counts but serialises every message as the SQS adapter does
-  (``QueueMessage.to_json``);
+  10 subscriptions with realistic triggers, stamp and build the queue messages, and publish them through
+  the ingest's own SQS adapter (``SqsPublisher``: SendMessageBatch entries with attributes, in chunks of
+  10) over an SQS client that only counts;
 - request: ``handle_ingest``, the whole request as the ingest function runs it once the HTTP API event is
   read: that plus the size and content-type checks and the X-Signature (HMAC-SHA1) check.
 The bodies: every ``events/ingest/*.json`` sample (but the bad-signature one, the identify body again)
@@ -26,7 +26,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -64,7 +64,7 @@ MAPPINGS = {
 
 def load_package(layer: Path) -> SimpleNamespace:
     sys.path.insert(0, str(layer))
-    names = ("envelope", "events", "ingest", "subscriptions")
+    names = ("aws", "envelope", "events", "ingest", "subscriptions")
     return SimpleNamespace(**{n: importlib.import_module(f"segment_qualtrics.{n}") for n in names})
 
 
@@ -74,18 +74,24 @@ def subscriptions(pkg: SimpleNamespace) -> list:
     return pkg.subscriptions.parse_subscriptions(config, "bench", ENV)
 
 
-class CountingPublisher:
-    """The ingest's queue port, counting: each message is serialised as the SQS adapter sends it."""
+class CountingSqs:
+    """An SQS client that only counts: SendMessageBatch takes every entry, and nothing leaves the process."""
 
     def __init__(self) -> None:
+        self.calls = 0
         self.messages = 0
-        self.bytes = 0
 
-    def publish(self, action: str, messages: Sequence[Any]) -> list[Any]:
-        for message in messages:
-            self.bytes += len(message.to_json())
-        self.messages += len(messages)
-        return []
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        self.calls += 1
+        self.messages += len(Entries)
+        return {"Successful": [{"Id": entry["Id"]} for entry in Entries], "Failed": []}
+
+
+def counting_publisher(pkg: SimpleNamespace) -> Any:
+    """The ingest's real SQS adapter (SendMessageBatch in chunks of 10) over the counting client."""
+    urls = {slug: f"https://sqs.local/queue/{slug}"
+            for slug in ("addContactToXmd", "upsertContactTransaction", "triggerXflowWorkflow")}
+    return pkg.aws.SqsPublisher(CountingSqs(), urls)
 
 
 def sample_bodies(pkg: SimpleNamespace) -> list[tuple[str, bytes]]:
@@ -163,7 +169,7 @@ def measure(pkg: SimpleNamespace, label: str, body: bytes, subs: list, **timing:
                "x-signature": hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()}
     request = pkg.ingest.IngestRequest(headers, body)
     credentials = pkg.ingest.IngestCredentials(shared_secret=SECRET)
-    publisher = CountingPublisher()
+    publisher = counting_publisher(pkg)
     router = pkg.ingest.Router(subs)   # as the ingest function does: once per cold start
     response = pkg.ingest.handle_ingest(request, router, credentials, publisher)
     events = len(pkg.events.split_body(body))
@@ -186,6 +192,11 @@ def breakdown(pkg: SimpleNamespace, body: bytes, subs: list, **timing: Any) -> l
     matched = [router.matching(e) for e in events]
     pairs = list(zip(matched, events, strict=True))
     messages = sum(len(m) for m in matched)
+    publisher = counting_publisher(pkg)
+    by_action: dict[str, list] = {}
+    for m, e in pairs:
+        for message in ingest._messages(m, e, RECEIVED_AT):
+            by_action.setdefault(message.action, []).append(message)
     secret = SECRET.encode()
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("json.loads (baseline)", lambda: json.loads(body)),
@@ -194,6 +205,7 @@ def breakdown(pkg: SimpleNamespace, body: bytes, subs: list, **timing: Any) -> l
         ("validate_event", lambda: [events_module.validate_event(r, from_json=True) for r in raws]),
         ("triggers (Router.matching)", lambda: [router.matching(e) for e in events]),
         (f"messages + JSON ({messages})", lambda: [ingest._messages(m, e, RECEIVED_AT) for m, e in pairs]),
+        ("publish (SqsPublisher, counting)", lambda: [publisher.publish(a, ms) for a, ms in by_action.items()]),
     ]
     best = cpu_per_call(dict(stages), **timing)
     return [(name, seconds / len(raws)) for name, seconds in best.items()]

@@ -37,13 +37,13 @@ class SqsPublisher:
             unaccepted += self._send_chunk(url, chunk)
         return unaccepted
 
-    def _send_chunk(self, url: str, chunk: list[tuple[QueueMessage, str]]) -> list[QueueMessage]:
-        pending = {str(i): item for i, item in enumerate(chunk)}
+    def _send_chunk(self, url: str, chunk: list[QueueMessage]) -> list[QueueMessage]:
+        pending = dict(zip(_ENTRY_IDS, chunk, strict=False))   # chunks hold at most 10
         for attempt in range(PUBLISH_ATTEMPTS):
             if attempt:
                 self.sleep(0.05 * 2**attempt)
-            entries = [{"Id": i, "MessageBody": body, "MessageAttributes": msg.attributes()}
-                       for i, (msg, body) in pending.items()]
+            entries = [{"Id": i, "MessageBody": msg.to_json(), "MessageAttributes": msg.attributes()}
+                       for i, msg in pending.items()]
             try:
                 answer = self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
             except (ClientError, BotoCoreError):
@@ -53,20 +53,26 @@ class SqsPublisher:
             # SenderFault entries (bad input) will not pass on a retry either; stop early for them.
             if not pending or any(f.get("SenderFault") for f in answer.get("Failed", [])):
                 break
-        return [msg for msg, _ in pending.values()]
+        return list(pending.values())
 
 
-def _chunks(messages: Sequence[QueueMessage]) -> list[list[tuple[QueueMessage, str]]]:
-    chunks: list[list[tuple[QueueMessage, str]]] = []
-    current: list[tuple[QueueMessage, str]] = []
+_ENTRY_IDS = tuple(str(i) for i in range(SQS_BATCH_ENTRIES))   # batch entry ids, unique within a request
+
+
+def _chunks(messages: Sequence[QueueMessage]) -> list[list[QueueMessage]]:
+    """Up to 10 messages and SQS_BATCH_BYTES of bodies per SendMessageBatch."""
+    if len(messages) <= SQS_BATCH_ENTRIES and sum(map(len, map(QueueMessage.to_json, messages))) <= SQS_BATCH_BYTES:
+        return [list(messages)] if messages else []   # the usual case, in one step
+    chunks: list[list[QueueMessage]] = []
+    current: list[QueueMessage] = []
     size = 0
     for message in messages:
-        body = message.to_json()
-        if current and (len(current) == SQS_BATCH_ENTRIES or size + len(body) > SQS_BATCH_BYTES):
+        body_size = len(message.to_json())
+        if current and (len(current) == SQS_BATCH_ENTRIES or size + body_size > SQS_BATCH_BYTES):
             chunks.append(current)
             current, size = [], 0
-        current.append((message, body))
-        size += len(body)
+        current.append(message)
+        size += body_size
     if current:
         chunks.append(current)
     return chunks
