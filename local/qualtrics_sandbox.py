@@ -59,7 +59,7 @@ from datetime import UTC, date, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 SEED_DIRECTORY_ID = "POOL_SANDBOX"
 SEED_DIRECTORY_NAME = "Sandbox directory"
@@ -569,7 +569,7 @@ def encode_skip_token(offset: int) -> str:
     return base64.b64encode(str(offset).encode()).decode()  # the reference's example: "NQ==" == 5
 
 
-def decode_skip_token(query: dict[str, str]) -> int:
+def decode_skip_token(query: dict[str, str], limit: int | None = SEARCH_MAX_OFFSET) -> int:
     if "skipToken" not in query:
         return 0
     token = query["skipToken"]
@@ -581,8 +581,8 @@ def decode_skip_token(query: dict[str, str]) -> int:
         raise ApiError(400, "Parameter skipToken is invalid.") from None
     if offset < 0:
         raise ApiError(400, "Parameter skipToken is invalid.")
-    if offset >= SEARCH_MAX_OFFSET:
-        raise ApiError(400, f"Cannot paginate beyond the first {SEARCH_MAX_OFFSET} contacts; use an export.")
+    if limit is not None and offset >= limit:
+        raise ApiError(400, f"Cannot paginate beyond the first {limit} contacts; use an export.")
     return offset
 
 
@@ -961,10 +961,19 @@ class QualtricsSandbox:
         return ok({"createdTransactions": created, "unprocessedTransactions": unprocessed})
 
     def _list_contact_transactions(self, req: Request, directory_id: str, contact_id: str) -> Response:
+        # Pages as the reference's list endpoints do: pageSize (default 100) and skipToken in, the next
+        # page's whole URL in result.nextPage (null on the last page).
         directory = self._directory(directory_id)
         self._contact(directory, contact_id)
+        page_size = parse_page_size(req.query)
+        offset = decode_skip_token(req.query, limit=None)
         elements = [t for t in directory.transactions if t["contactId"] == contact_id]
-        return ok({"elements": elements, "nextPage": None})
+        next_page = None
+        if offset + page_size < len(elements):
+            host = req.header("Host") or "127.0.0.1"
+            query = urlencode({"pageSize": page_size, "skipToken": encode_skip_token(offset + page_size)})
+            next_page = f"http://{host}{req.path}?{query}"
+        return ok({"elements": elements[offset : offset + page_size], "nextPage": next_page})
 
     def _trigger_workflow(self, req: Request) -> Response:
         url_token_id = req.query.get("urlTokenId")

@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 import requests
+from segment_qualtrics import qualtrics
+from segment_qualtrics.errors import PermanentError
+from segment_qualtrics.qualtrics import QualtricsClient, QualtricsCredentials
 
 from local.qualtrics_sandbox import QualtricsSandbox
 
@@ -439,6 +442,61 @@ def test_transactions_are_processed_one_by_one(api: Api) -> None:
     assert listed["elements"][0] == {"transactionId": good_id, **good}
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", listed["elements"][1]["transactionDate"])
     assert len(api.state()["directories"][POOL]["transactions"]) == 2
+
+
+def _record_transactions(api: Api, contact_id: str, count: int) -> list[str]:
+    body = {f"t{i}": {"contactId": contact_id, "mailingListId": LIST, "data": {"n": str(i)}} for i in range(count)}
+    created = api.post(TRANSACTIONS, json=body).json()["result"]["createdTransactions"]
+    return [created[f"t{i}"]["id"] for i in range(count)]
+
+
+def test_a_contacts_transactions_come_in_pages_linked_by_next_page(api: Api) -> None:
+    contact_id = api.create_contact(extRef="pages")
+    ids = _record_transactions(api, contact_id, 205)
+    first = api.get(f"{CONTACTS}/{contact_id}/transactions").json()["result"]
+    assert len(first["elements"]) == 100 and first["nextPage"].startswith(api.base_url + CONTACTS)
+    second = api.session.get(first["nextPage"], timeout=10).json()["result"]
+    third = api.session.get(second["nextPage"], timeout=10).json()["result"]
+    assert third["nextPage"] is None
+    assert [t["transactionId"] for t in first["elements"] + second["elements"] + third["elements"]] == ids
+    small = api.get(f"{CONTACTS}/{contact_id}/transactions", params={"pageSize": "7"}).json()["result"]
+    assert len(small["elements"]) == 7 and "pageSize=7" in small["nextPage"]
+
+
+def test_the_client_reads_every_page_of_a_contacts_transactions(api: Api) -> None:
+    contact_id = api.create_contact(extRef="client-pages")
+    ids = _record_transactions(api, contact_id, 250)
+    credentials = QualtricsCredentials(TOKEN, "iad1")
+    client = QualtricsClient(lambda force: credentials, api.base_url)
+    listed = client.list_contact_transactions(POOL, contact_id)
+    assert [t["transactionId"] for t in listed] == ids
+    lists = [r for r in api.logged() if r["path"].endswith(f"/contacts/{contact_id}/transactions")]
+    assert len(lists) == 3
+
+
+def test_the_client_stops_rather_than_guess_when_the_pages_do_not_end(api: Api, monkeypatch) -> None:
+    contact_id = api.create_contact(extRef="endless")
+    _record_transactions(api, contact_id, 201)
+    monkeypatch.setattr(qualtrics, "MAX_TRANSACTION_PAGES", 2)
+    credentials = QualtricsCredentials(TOKEN, "iad1")
+    with pytest.raises(PermanentError) as stopped:
+        QualtricsClient(lambda force: credentials, api.base_url).list_contact_transactions(POOL, contact_id)
+    assert stopped.value.code == "too_many_transactions" and contact_id in stopped.value.message
+
+
+def test_the_client_sends_no_token_to_a_next_page_outside_qualtrics(api: Api) -> None:
+    contact_id = api.create_contact(extRef="foreign")
+    _record_transactions(api, contact_id, 101)
+    credentials = QualtricsCredentials(TOKEN, "iad1")
+    # The sandbox builds nextPage from the Host header: a session that sends another one gets a nextPage
+    # on a host that is neither Qualtrics nor the configured origin.
+    session = requests.Session()
+    session.headers["Host"] = "collector.example"
+    client = QualtricsClient(lambda force: credentials, api.base_url, session=session)
+    with pytest.raises(PermanentError) as refused:
+        client.list_contact_transactions(POOL, contact_id)
+    assert refused.value.code == "qualtrics_bad_response" and "outside Qualtrics" in refused.value.message
+    assert len([r for r in api.logged() if r["path"].endswith("/transactions") and r["method"] == "GET"]) == 1
 
 
 def test_all_invalid_transactions_still_answer_200(api: Api) -> None:

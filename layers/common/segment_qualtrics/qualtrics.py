@@ -51,6 +51,10 @@ class TransactionResult:
     request_id: str | None
 
 
+# Pages of a contact's transactions read to check whether an earlier attempt landed (100 a page).
+MAX_TRANSACTION_PAGES = 100
+
+
 class QualtricsClient:
     def __init__(
         self,
@@ -107,9 +111,28 @@ class QualtricsClient:
         return TransactionResult(created, dict(result.get("unprocessedTransactions") or {}), _request_id(data))
 
     def list_contact_transactions(self, directory_id: str, contact_id: str) -> list[dict[str, Any]]:
+        """Every transaction of a contact: page after page, following ``result.nextPage``."""
         data = self._call("list_transactions", "GET",
                           f"/API/v3/directories/{_seg(directory_id)}/contacts/{_seg(contact_id)}/transactions")
-        return list((data.get("result") or {}).get("elements") or [])
+        elements: list[dict[str, Any]] = []
+        for _ in range(MAX_TRANSACTION_PAGES):
+            result = data.get("result") or {}
+            elements += result.get("elements") or []
+            next_page = result.get("nextPage")
+            if not next_page:
+                return elements
+            if urlsplit(next_page).scheme:   # a whole URL: the token goes there only if it is Qualtrics
+                if not self.is_qualtrics_url(next_page):
+                    raise PermanentError("qualtrics_bad_response",
+                                         f"list transactions: nextPage points outside Qualtrics "
+                                         f"({urlsplit(next_page).hostname}); the token is not sent there")
+                data = self._call("list_transactions", "GET", next_page, absolute=True)
+            else:
+                data = self._call("list_transactions", "GET", next_page)
+        # Not read to the end, the list cannot prove a transaction absent: stop rather than risk a duplicate.
+        raise PermanentError("too_many_transactions",
+                             f"contact {contact_id} has more than {MAX_TRANSACTION_PAGES} pages of transactions; "
+                             "could not check whether an earlier attempt recorded this one")
 
     def trigger_workflow(self, url: str, payload: dict[str, Any] | None) -> None:
         credentials = self._credentials(False)
