@@ -4,6 +4,10 @@ The alarms and the dashboard read metrics by name and dimension set; a name the 
 dimension set it files the metric under differently) makes a graph stay empty and an alarm never fire. So
 every metric they read in our namespace must be declared in observability.METRICS with the same dimensions,
 and every declared metric must be emitted somewhere in the package.
+
+Several stacks (dev, prod) can share an account and region, and so the namespace. Each stack's functions use
+the stack name as Powertools service name, i.e. as the `service` dimension of every metric, and each stack's
+alarms and dashboard read only the metrics whose `service` is their own stack name.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from local.cfn_yaml import load_template
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "layers" / "common" / "segment_qualtrics"
 ACTION_SLUGS = {"addContactToXmd", "upsertContactTransaction", "triggerXflowWorkflow"}
+STACK_NAME = "stack-under-test"   # what ${AWS::StackName} / !Ref AWS::StackName become in these checks
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +62,27 @@ def dimension_map(metric: dict[str, Any]) -> dict[str, Any]:
     return {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
 
 
+def stack_value(value: Any) -> Any:
+    """`!Ref AWS::StackName` and `!Sub "${AWS::StackName}"` as STACK_NAME; any other value as is."""
+    if value in ({"Ref": "AWS::StackName"}, {"Fn::Sub": "${AWS::StackName}"}):
+        return STACK_NAME
+    return value
+
+
 def service_name(template: dict[str, Any]) -> str:
-    return template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    """The Powertools service name (the metrics' `service` dimension) of every function: the stack name."""
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_SERVICE_NAME"] == {"Ref": "AWS::StackName"}, "service = the stack name"
+    for name, function in of_type(template["Resources"], "AWS::Serverless::Function").items():
+        own = function["Properties"].get("Environment", {}).get("Variables", {})
+        assert "POWERTOOLS_SERVICE_NAME" not in own, f"{name} overrides the service name"
+        assert "POWERTOOLS_METRICS_NAMESPACE" not in own, f"{name} overrides the metrics namespace"
+    return STACK_NAME
 
 
 def dashboard_body(template: dict[str, Any], resources: dict[str, Any]) -> dict[str, Any]:
-    """The dashboard JSON, with every ${...} of its !Sub replaced by a placeholder (parameters by their default)."""
+    """The dashboard JSON, with every ${...} of its !Sub replaced by a placeholder (parameters by their default,
+    the stack name by STACK_NAME)."""
     [dashboard] = of_type(resources, "AWS::CloudWatch::Dashboard").values()
     text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
     assert isinstance(text, str)
@@ -70,6 +90,8 @@ def dashboard_body(template: dict[str, Any], resources: dict[str, Any]) -> dict[
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name == "AWS::StackName":
+            return STACK_NAME
         if name in parameters:
             return str(parameters[name]["Default"])
         assert name.split(".")[0] in resources or name.startswith("AWS::"), f"dashboard refers to unknown {name}"
@@ -94,7 +116,22 @@ def dashboard_metrics(body: dict[str, Any]) -> tuple[list[tuple[str, str, dict[s
     return lines, expressions
 
 
-SEARCH = re.compile(r"\{([^}]+)\}\s+MetricName=\"(\w+)\"")
+SEARCH = re.compile(r"SEARCH\('\{([^}]+)\}([^']*)'")
+SEARCH_TERM = re.compile(r'(\w+)="([^"]*)"')
+
+
+def search_parts(expression: str) -> tuple[str, list[str], dict[str, str]]:
+    """Namespace, dimension names and search terms of a SEARCH('{Namespace,dims...} terms', ...) expression.
+
+    The terms must all be exact property matches (name="value"): no free text, partial match or boolean
+    operator, which could widen the search beyond one metric name of one stack."""
+    match = SEARCH.search(expression)
+    assert match, f"not a SEARCH expression: {expression}"
+    namespace, *dimensions = [part.strip() for part in match.group(1).split(",")]
+    terms = SEARCH_TERM.findall(match.group(2))
+    assert SEARCH_TERM.sub("", match.group(2)).strip() == "", f"only exact name=\"value\" terms: {expression}"
+    assert len({k for k, _ in terms}) == len(terms), f"a term repeated: {expression}"
+    return namespace, dimensions, dict(terms)
 
 
 # ------------------------------------------------------------------------------------------------ alarms
@@ -190,16 +227,45 @@ def test_alarms_and_dashboard_read_only_metrics_the_code_emits(
     for name, dims in read:
         spec = METRICS[Metric(name)]   # ValueError: not a declared metric
         assert set(dims) == spec.dimensions, f"{name} is filed under {sorted(spec.dimensions)}, read with {dims}"
-        assert dims["service"] == service, name
+        assert stack_value(dims["service"]) == service, f"{name} of service {dims['service']!r}, not this stack's"
         if "action" in dims:
             assert dims["action"] in ACTION_SLUGS, name
 
-    searched = [SEARCH.search(e) for e in expressions if "SEARCH(" in e]
-    assert searched and all(searched), expressions
-    for match in searched:
-        namespace, *dimensions = [part.strip() for part in match.group(1).split(",")]
-        assert namespace == NAMESPACE
-        assert set(dimensions) == METRICS[Metric(match.group(2))].dimensions, match.group(0)
+    searches = [e for e in expressions if "SEARCH(" in e]
+    assert searches, expressions
+    for expression in searches:
+        namespace, dimensions, terms = search_parts(expression)
+        assert namespace == NAMESPACE, expression
+        assert set(dimensions) == METRICS[Metric(terms["MetricName"])].dimensions, expression
+
+
+def test_alarms_read_only_this_stacks_metrics(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    service = service_name(template)
+    read = 0
+    for alarm, props in alarms(resources).items():
+        for metric in alarm_metrics(props):
+            if metric["Namespace"] == NAMESPACE:
+                dims = dimension_map(metric)
+                assert stack_value(dims.get("service")) == service, \
+                    f"{alarm} reads {metric['MetricName']} of service {dims.get('service')!r}, not this stack's"
+                read += 1
+    assert read >= 6   # the Qualtrics 429 rate: errors and calls of the three actions
+
+
+def test_dashboard_shows_only_this_stacks_metrics(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    service = service_name(template)
+    lines, expressions = dashboard_metrics(dashboard_body(template, resources))
+    ours = [(name, dims) for namespace, name, dims in lines if namespace == NAMESPACE]
+    assert len(ours) > 20
+    for name, dims in ours:
+        assert dims.get("service") == service, f"dashboard line {name} {dims}: not this stack's service"
+    searches = [e for e in expressions if "SEARCH(" in e]
+    assert len(searches) >= 6, expressions
+    assert len(searches) == len(expressions), "an expression that is no SEARCH: check it reads this stack only"
+    for expression in searches:
+        _, _, terms = search_parts(expression)
+        assert set(terms) == {"MetricName", "service"}, f"SEARCH without the stack filter: {expression}"
+        assert terms["service"] == service, f"SEARCH filtered on another service: {expression}"
 
 
 def _package_sources() -> dict[str, str]:
@@ -261,7 +327,7 @@ def test_tracer_imports_the_xray_sdk_only_when_tracing_is_on(disabled: str, expe
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POWERTOOLS_", "AWS_"))}
     env.update(PYTHONPATH=os.pathsep.join([str(ROOT / "layers" / "common"), str(ROOT)]),
                POWERTOOLS_TRACE_DISABLED=disabled, LAMBDA_TASK_ROOT="/var/task", AWS_REGION="us-east-1",
-               AWS_DEFAULT_REGION="us-east-1", POWERTOOLS_SERVICE_NAME="segment-qualtrics")
+               AWS_DEFAULT_REGION="us-east-1", POWERTOOLS_SERVICE_NAME="local")
     done = subprocess.run([sys.executable, "-c", IMPORT_CHECK], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[-2 if done.stdout.endswith("\n") else -1] == expected

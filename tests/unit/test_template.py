@@ -310,7 +310,8 @@ def test_worker_event_source_reports_partial_failures_and_caps_concurrency(
 def test_global_environment_contract(template: dict[str, Any], resources: dict[str, Any]) -> None:
     for name in of_type(resources, "AWS::Serverless::Function"):
         env = effective_env(template, name)
-        assert env["POWERTOOLS_SERVICE_NAME"] == "segment-qualtrics", name
+        # The stack name: the EMF dimension `service` keeps each stack's metrics (alarms, dashboard) apart.
+        assert env["POWERTOOLS_SERVICE_NAME"] == ref("AWS::StackName"), name
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "SegmentQualtrics", name
         assert env["POWERTOOLS_LOG_LEVEL"] == ref("LogLevel"), name
         assert env["QUALTRICS_BASE_URL"] == ref("QualtricsBaseUrl"), name

@@ -37,32 +37,34 @@ class SqsPublisher:
             unaccepted += self._send_chunk(url, chunk)
         return unaccepted
 
-    def _send_chunk(self, url: str, chunk: list[QueueMessage]) -> list[QueueMessage]:
-        pending = dict(zip(_ENTRY_IDS, chunk, strict=False))   # chunks hold at most 10
+    def _send_chunk(self, url: str, chunk: Sequence[QueueMessage]) -> list[QueueMessage]:
+        entries = [{"Id": i, "MessageBody": msg.to_json(), "MessageAttributes": msg.attributes()}
+                   for i, msg in zip(_ENTRY_IDS, chunk, strict=False)]   # chunks hold at most 10
         for attempt in range(PUBLISH_ATTEMPTS):
             if attempt:
                 self.sleep(0.05 * 2**attempt)
-            entries = [{"Id": i, "MessageBody": msg.to_json(), "MessageAttributes": msg.attributes()}
-                       for i, msg in pending.items()]
             try:
                 answer = self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
             except (ClientError, BotoCoreError):
                 continue
-            for ok in answer.get("Successful", []):
-                pending.pop(ok["Id"], None)
+            taken = {ok["Id"] for ok in answer.get("Successful", ())}
+            entries = [entry for entry in entries if entry["Id"] not in taken]   # the next try sends the rest
+            if not entries:
+                return []
             # SenderFault entries (bad input) will not pass on a retry either; stop early for them.
-            if not pending or any(f.get("SenderFault") for f in answer.get("Failed", [])):
+            if any(f.get("SenderFault") for f in answer.get("Failed", ())):
                 break
-        return list(pending.values())
+        left = {entry["Id"] for entry in entries}
+        return [msg for i, msg in zip(_ENTRY_IDS, chunk, strict=False) if i in left]
 
 
 _ENTRY_IDS = tuple(str(i) for i in range(SQS_BATCH_ENTRIES))   # batch entry ids, unique within a request
 
 
-def _chunks(messages: Sequence[QueueMessage]) -> list[list[QueueMessage]]:
+def _chunks(messages: Sequence[QueueMessage]) -> Sequence[Sequence[QueueMessage]]:
     """Up to 10 messages and SQS_BATCH_BYTES of bodies per SendMessageBatch."""
     if len(messages) <= SQS_BATCH_ENTRIES and sum(map(len, map(QueueMessage.to_json, messages))) <= SQS_BATCH_BYTES:
-        return [list(messages)] if messages else []   # the usual case, in one step
+        return (messages,) if messages else ()   # the usual case, in one step
     chunks: list[list[QueueMessage]] = []
     current: list[QueueMessage] = []
     size = 0
