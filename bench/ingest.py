@@ -173,11 +173,14 @@ def measure(pkg: SimpleNamespace, label: str, body: bytes, subs: list, **timing:
     router = pkg.ingest.Router(subs)   # as the ingest function does: once per cold start
     response = pkg.ingest.handle_ingest(request, router, credentials, publisher)
     events = len(pkg.events.split_body(body))
-    fns = {"request": lambda: pkg.ingest.handle_ingest(request, router, credentials, publisher),
+    # Older versions kept a cache of checked timestamps: every call starts with it empty, as a new batch
+    # with new timestamps would (the same body over and over would find all of them checked already).
+    forget = getattr(pkg.events, "_GOOD_TIMES", set()).clear
+    fns = {"request": lambda: (forget(), pkg.ingest.handle_ingest(request, router, credentials, publisher)),
            "loads": lambda: json.loads(body)}
     ingest_body = getattr(pkg.ingest, "ingest_body", None)   # absent from older versions
     if ingest_body is not None:
-        fns["pipeline"] = lambda: ingest_body(body, router, publisher)
+        fns["pipeline"] = lambda: (forget(), ingest_body(body, router, publisher))
     best = cpu_per_call(fns, **timing)
     return {"label": label, "bytes": len(body), "events": events, "status": response.status,
             "messages": len(response.queued), **{name: seconds / events for name, seconds in best.items()}}
@@ -186,6 +189,7 @@ def measure(pkg: SimpleNamespace, label: str, body: bytes, subs: list, **timing:
 def breakdown(pkg: SimpleNamespace, body: bytes, subs: list, **timing: Any) -> list[tuple[str, float]]:
     """Where the time of one body goes (per event), stage by stage, as ingest_body runs them."""
     events_module, ingest = pkg.events, pkg.ingest
+    forget = getattr(events_module, "_GOOD_TIMES", set()).clear   # as in measure()
     raws = events_module.split_body(body)
     events = [events_module.validate_event(r, from_json=True) for r in raws]
     router = ingest.Router(subs)
@@ -202,7 +206,7 @@ def breakdown(pkg: SimpleNamespace, body: bytes, subs: list, **timing: Any) -> l
         ("json.loads (baseline)", lambda: json.loads(body)),
         ("X-Signature HMAC-SHA1", lambda: hmac.new(secret, body, hashlib.sha1).hexdigest()),
         ("parse (split_body)", lambda: events_module.split_body(body)),
-        ("validate_event", lambda: [events_module.validate_event(r, from_json=True) for r in raws]),
+        ("validate_event", lambda: (forget(), [events_module.validate_event(r, from_json=True) for r in raws])),
         ("triggers (Router.matching)", lambda: [router.matching(e) for e in events]),
         (f"messages + JSON ({messages})", lambda: [ingest._messages(m, e, RECEIVED_AT) for m, e in pairs]),
         ("publish (SqsPublisher, counting)", lambda: [publisher.publish(a, ms) for a, ms in by_action.items()]),

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic_core import SchemaValidator, core_schema
 from pydantic_core import from_json as _fast_loads
 
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
@@ -73,17 +73,9 @@ _TYPES = frozenset(EVENT_TYPES)
 _TEXT_FIELDS = ("messageId", "userId", "anonymousId", "event", "groupId", "previousId")
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
-# Segment's timestamp forms: ISO 8601 with T, seconds, up to 6 decimals, and Z or a +hh:mm offset.
-# (datetime.fromisoformat then checks the date; it alone would accept forms pydantic does not, e.g. +00:60.)
-_SEGMENT_TIME = re.compile(
-    r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
-    re.ASCII,
-)
-_segment_time = _SEGMENT_TIME.fullmatch
-# Time texts found good lately (str only): the events of a batch often share one (sentAt), so most
-# repeats skip the regex and the parse. Kept small: cleared when full.
-_GOOD_TIMES: set[str] = set()
-_fromisoformat = datetime.fromisoformat
+# A time field's check is the model's own: pydantic-core's datetime validator (speedate, in Rust), the
+# rule of a ``datetime`` field, in a third of the time of a regex and datetime.fromisoformat.
+_valid_time = SchemaValidator(core_schema.datetime_schema()).validate_python
 _REQUIRED_BY_TYPE = {"track": "event", "group": "groupId", "alias": "previousId"}
 
 
@@ -104,20 +96,12 @@ def plainly_valid(raw: dict[str, Any], *, from_json: bool = False) -> bool:
         value = get(name)
         if value is None:
             continue
-        if type(value) is not str:
+        if type(value) is not str:   # epoch numbers and the rest: the model decides
             return False
-        if value not in _GOOD_TIMES:
-            # Segment's form (the regex), then the ranges: month 1-12, the day in its month, ...
-            # Inlined, not a helper function: two or three of these per event.
-            if _segment_time(value) is None:
-                return False
-            try:
-                _fromisoformat(value)
-            except ValueError:
-                return False
-            if len(_GOOD_TIMES) >= 1024:
-                _GOOD_TIMES.clear()
-            _GOOD_TIMES.add(value)
+        try:
+            _valid_time(value)
+        except ValidationError:
+            return False
     for name in _OBJECT_FIELDS:
         value = get(name)
         if value is not None and not (type(value) is dict and (from_json or _has_text_keys(value))):
