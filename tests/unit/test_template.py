@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import re
+import subprocess
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -13,6 +17,8 @@ from local.cfn_yaml import CfnYamlError, load_template, loads
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
+AWS_ADAPTERS = ROOT / "layers" / "common" / "segment_qualtrics" / "aws.py"
+SAM_PYTHON = ROOT / ".sam-venv" / "bin" / "python"
 
 RUNTIME = "python3.13"
 WORKER_QUEUE_VISIBILITY_FACTOR = 6  # AWS: queue VisibilityTimeout >= 6 x the consumer's Timeout
@@ -117,13 +123,122 @@ def parameter_int(template: dict[str, Any], value: Any, field: str) -> int:
     return int(value)
 
 
-def policies_by_template(template: dict[str, Any], function: str) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {}
-    for policy in template["Resources"][function]["Properties"].get("Policies", []):
-        assert isinstance(policy, dict), f"{function}: only SAM policy templates expected, got {policy!r}"
-        for name, args in policy.items():
-            found.setdefault(name, []).append(args)
-    return found
+class Grant(NamedTuple):
+    """One (action, resource) an IAM statement allows, under a template condition (None: always)."""
+
+    action: str  # as written, e.g. "sqs:SendMessage" (may be a pattern, e.g. "sqs:*")
+    resource: str  # json.dumps of the Resource entry (an ARN string or an intrinsic)
+    condition: str | None = None
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def resource_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def execution_role(template: dict[str, Any], function: str) -> str:
+    """The logical id of the AWS::IAM::Role the function names in Role (SAM generates no role then)."""
+    role = template["Resources"][function]["Properties"].get("Role")
+    assert isinstance(role, dict) and set(role) == {"Fn::GetAtt"}, f"{function}: Role must be !GetAtt <role>.Arn"
+    name, attribute = role["Fn::GetAtt"]
+    assert attribute == "Arn", function
+    assert template["Resources"][name]["Type"] == "AWS::IAM::Role", function
+    return name
+
+
+def role_policy_documents(template: dict[str, Any], role: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """(condition, policy document) of every policy that reaches `role`: its inline Policies (a conditional one as
+    !If [Condition, policy, !Ref AWS::NoValue]) and every RolePolicy/Policy/ManagedPolicy resource attached to it."""
+    documents: list[tuple[str | None, dict[str, Any]]] = []
+    for policy in template["Resources"][role]["Properties"].get("Policies", []):
+        condition = None
+        if "Fn::If" in policy:
+            condition, policy, otherwise = policy["Fn::If"]
+            assert otherwise == ref("AWS::NoValue"), f"{role}: a conditional policy must be !If [C, policy, NoValue]"
+        documents.append((condition, policy["PolicyDocument"]))
+    for res in template["Resources"].values():
+        props = res.get("Properties", {})
+        attached = props.get("RoleName") == ref(role) or ref(role) in as_list(props.get("Roles", []))
+        if res["Type"] in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and attached:
+            documents.append((res.get("Condition"), props["PolicyDocument"]))
+    return documents
+
+
+def role_grants(template: dict[str, Any], role: str) -> set[Grant]:
+    grants = set()
+    for condition, document in role_policy_documents(template, role):
+        for statement in as_list(document["Statement"]):
+            assert statement["Effect"] == "Allow", f"{role}: only Allow statements expected"
+            assert "NotAction" not in statement and "NotResource" not in statement, role
+            for action in as_list(statement["Action"]):
+                for resource in as_list(statement["Resource"]):
+                    grants.add(Grant(action, resource_key(resource), condition))
+    return grants
+
+
+def allowed_resources(grants: set[Grant], action: str) -> set[str]:
+    """Resources on which `action` is allowed, whatever the pattern that allows it (sqs:*, *, sqs:Receive*)."""
+    return {g.resource for g in grants if fnmatchcase(action.lower(), g.action.lower())}
+
+
+def functions(template: dict[str, Any]) -> list[str]:
+    return list(of_type(template["Resources"], "AWS::Serverless::Function"))
+
+
+def log_group_of(template: dict[str, Any], function: str) -> str:
+    """The logical id of the AWS::Logs::LogGroup named /aws/lambda/<function>."""
+    name = {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+    [group] = [n for n, r in of_type(template["Resources"], "AWS::Logs::LogGroup").items()
+               if r["Properties"]["LogGroupName"] == name]
+    return group
+
+
+def referenced(value: Any) -> set[str]:
+    """Logical ids a value names through Ref, Fn::GetAtt or Fn::Sub."""
+    names = set()
+    for node in walk(value):
+        if isinstance(node, dict) and "Ref" in node:
+            names.add(node["Ref"])
+        if isinstance(node, dict) and "Fn::GetAtt" in node:
+            names.add(node["Fn::GetAtt"][0])
+        if isinstance(node, dict) and "Fn::Sub" in node:
+            text = node["Fn::Sub"] if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"][0]
+            names |= {n.split(".")[0] for n in re.findall(r"\$\{([^!}][^}]*)\}", text)}
+    return names
+
+
+def arn(resource: str) -> str:
+    return resource_key(get_att(resource, "Arn"))
+
+
+XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+
+
+def common_grants(template: dict[str, Any], function: str) -> set[Grant]:
+    """What every function's role holds: its own log group's streams, and X-Ray when TracingEnabled=true."""
+    logs = {Grant(a, arn(log_group_of(template, function))) for a in ("logs:CreateLogStream", "logs:PutLogEvents")}
+    return logs | {Grant(a, resource_key("*"), "TracingOn") for a in XRAY_ACTIONS}
+
+
+def boto3_calls(class_name: str, attribute: str) -> set[str]:
+    """IAM actions of the `self.<attribute>.<method>(...)` calls in one class of aws.py (boto3 snake_case ->
+    CamelCase; an SQS *Batch call is authorized by its single-message action)."""
+    module = ast.parse(AWS_ADAPTERS.read_text())
+    [cls] = [n for n in module.body if isinstance(n, ast.ClassDef) and n.name == class_name]
+    service = attribute   # self.sqs / self.dynamodb: the boto3 client of that service
+    actions = set()
+    for node in ast.walk(cls):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == attribute):
+            name = "".join(part.capitalize() for part in node.func.attr.split("_"))
+            if service == "sqs" and name.endswith("Batch"):
+                name = name.removesuffix("Batch")
+            actions.add(f"{service}:{name}")
+    assert actions, f"no self.{attribute} call found in {class_name}"
+    return actions
 
 
 def sqs_consumers(template: dict[str, Any], queue: str) -> list[tuple[str, dict[str, Any]]]:
@@ -337,15 +452,150 @@ def test_worker_environment_contract(
     assert env["MAX_ATTEMPTS"] == ref("MaxReceiveCount")
 
 
+# ------------------------------------------------------------------------------------------------ permissions
+# Every function has an explicit role: SAM then generates none, so it attaches no managed policy (for an SQS event,
+# AWSLambdaSQSQueueExecutionRole: sqs:ReceiveMessage/DeleteMessage/GetQueueAttributes on every queue of the account).
+
+
+def test_every_function_has_its_own_explicit_role(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    assert "Role" not in function_globals(template) and "Policies" not in function_globals(template)
+    roles = {}
+    for name in functions(template):
+        props = resources[name]["Properties"]
+        assert "Policies" not in props, f"{name}: SAM ignores Policies next to Role; grant in the role itself"
+        roles[name] = execution_role(template, name)
+    assert len(set(roles.values())) == len(roles), f"functions share a role: {roles}"
+    assert set(roles.values()) == set(of_type(resources, "AWS::IAM::Role")), "a role no function uses"
+    for name, role in roles.items():
+        assert role == f"{name}Role", "keep SAM's logical id <Function>Role: an update then keeps the role"
+        trust = resources[role]["Properties"]["AssumeRolePolicyDocument"]
+        [statement] = as_list(trust["Statement"])
+        assert statement["Effect"] == "Allow" and statement["Action"] in ("sts:AssumeRole", ["sts:AssumeRole"])
+        assert as_list(statement["Principal"]["Service"]) == ["lambda.amazonaws.com"], role
+
+
+def test_no_managed_policies(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    for name, role in of_type(resources, "AWS::IAM::Role").items():
+        assert not role["Properties"].get("ManagedPolicyArns"), f"{name}: managed policies have broad resources"
+        assert "PermissionsBoundary" not in role["Properties"], name
+    assert not of_type(resources, "AWS::IAM::ManagedPolicy")
+    managed = [v for v in walk(template) if isinstance(v, str) and (":iam::aws:policy/" in v or "ExecutionRole" in v)]
+    assert managed == []
+
+
+def test_no_wildcard_actions_or_resources(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    for role in of_type(resources, "AWS::IAM::Role"):
+        for grant in role_grants(template, role):
+            assert "*" not in grant.action, f"{role}: wildcard action {grant.action}"
+            if grant.action.split(":")[0] in ("sqs", "dynamodb", "secretsmanager", "logs"):
+                assert "*" not in json.loads(grant.resource), f"{role}: {grant.action} on {grant.resource}"
+                assert grant.condition is None, f"{role}: {grant.action} must not depend on a condition"
+            else:
+                # X-Ray has no resource-level permissions: "*" is all it takes, and only when traced.
+                assert grant.action in XRAY_ACTIONS, f"{role}: unexpected {grant.action}"
+                assert grant.condition == "TracingOn", f"{role}: X-Ray only with TracingEnabled=true"
+    assert template["Conditions"]["TracingOn"] == {"Fn::Equals": [ref("TracingEnabled"), "true"]}
+
+
 @each_action
-def test_worker_policies_are_least_privilege(template: dict[str, Any], action: Action) -> None:
-    policies = policies_by_template(template, action.function)
-    assert policies == {
-        "SQSPollerPolicy": [{"QueueName": get_att(action.queue, "QueueName")}],
-        "SQSSendMessagePolicy": [{"QueueName": get_att(action.dlq, "QueueName")}],
-        "AWSSecretsManagerGetSecretValuePolicy": [{"SecretArn": ref("QualtricsSecret")}],
-        "DynamoDBCrudPolicy": [{"TableName": ref("IdempotencyTable")}],
+def test_worker_role_is_scoped_to_its_own_queue_dlq_secret_table_and_log_group(
+    template: dict[str, Any], action: Action
+) -> None:
+    grants = role_grants(template, execution_role(template, action.function))
+    expected = common_grants(template, action.function)
+    expected |= {Grant(a, arn(action.queue)) for a in
+                 ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility")}
+    expected |= {Grant("sqs:SendMessage", arn(action.dlq)),
+                 Grant("secretsmanager:GetSecretValue", resource_key(ref("QualtricsSecret")))}
+    expected |= {Grant(a, arn("IdempotencyTable")) for a in
+                 ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")}
+    assert grants == expected
+
+
+@each_action
+def test_a_worker_cannot_touch_another_actions_queues(template: dict[str, Any], action: Action) -> None:
+    grants = role_grants(template, execution_role(template, action.function))
+    # The event source mapping's calls, then the worker's own, each on the worker's queue only.
+    for sqs_action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                       "sqs:ChangeMessageVisibility"):
+        assert allowed_resources(grants, sqs_action) == {arn(action.queue)}, sqs_action
+    assert allowed_resources(grants, "sqs:SendMessage") == {arn(action.dlq)}
+    assert allowed_resources(grants, "sqs:PurgeQueue") == set()
+    others = {q for other in ACTIONS if other != action for q in (other.queue, other.dlq)}
+    for grant in grants:
+        named = referenced(json.loads(grant.resource)) & others
+        assert not named, f"{action.function}: {grant.action} on {named}"
+
+
+@each_action
+def test_worker_role_covers_every_aws_call_of_the_worker(template: dict[str, Any], action: Action) -> None:
+    """The calls aws.py makes for a worker, each allowed on the resource it targets."""
+    grants = role_grants(template, execution_role(template, action.function))
+    needed = {
+        arn(action.dlq): boto3_calls("SqsDeadLetterQueue", "sqs"),
+        arn(action.queue): boto3_calls("SqsVisibility", "sqs"),
+        arn("IdempotencyTable"): boto3_calls("DynamoIdempotencyStore", "dynamodb"),
+        resource_key(ref("QualtricsSecret")): {"secretsmanager:GetSecretValue"},   # parameters.get_secret
     }
+    for resource, actions in needed.items():
+        for needed_action in actions:
+            assert resource in allowed_resources(grants, needed_action), f"{needed_action} on {resource}"
+
+
+def test_ingest_role_sends_to_the_action_queues_and_reads_its_secret(template: dict[str, Any]) -> None:
+    grants = role_grants(template, execution_role(template, "IngestFunction"))
+    expected = common_grants(template, "IngestFunction")
+    expected |= {Grant("sqs:SendMessage", arn(action.queue)) for action in ACTIONS}
+    expected |= {Grant("secretsmanager:GetSecretValue", resource_key(ref("IngestSecret")))}
+    assert grants == expected
+    for sqs_action in boto3_calls("SqsPublisher", "sqs"):   # SendMessageBatch
+        assert allowed_resources(grants, sqs_action) == {arn(action.queue) for action in ACTIONS}
+    assert allowed_resources(grants, "secretsmanager:GetSecretValue") == {resource_key(ref("IngestSecret"))}
+
+
+def test_each_role_writes_only_its_own_log_group(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    for name in functions(template):
+        grants = role_grants(template, execution_role(template, name))
+        own = log_group_of(template, name)
+        logs = {g for g in grants if g.action.startswith("logs:")}
+        assert logs == {Grant(a, arn(own)) for a in ("logs:CreateLogStream", "logs:PutLogEvents")}, name
+        # The template creates the group (with retention); a role able to create it could race it.
+        assert allowed_resources(grants, "logs:CreateLogGroup") == set(), name
+
+
+@pytest.mark.skipif(not SAM_PYTHON.exists(), reason=".sam-venv (samtranslator) is not installed")
+def test_sam_generates_no_role_and_attaches_no_managed_policy(template: dict[str, Any]) -> None:
+    """Translate the template with SAM's own translator (offline) and read the roles it produces."""
+    script = """
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+class Policies:  # the managed policy map SAM would otherwise fetch from IAM
+    def load(self):
+        return {n: "arn:aws:iam::aws:policy/service-role/" + n for n in
+                ("AWSLambdaBasicExecutionRole", "AWSLambdaSQSQueueExecutionRole", "AWSXrayWriteOnlyAccess")}
+
+tpl = yaml_parse(open(sys.argv[1]).read())
+for res in tpl["Resources"].values():
+    for key in ("CodeUri", "ContentUri"):
+        if key in res.get("Properties", {}):
+            res["Properties"][key] = "s3://bucket/code.zip"
+print(json.dumps(transform(tpl, {}, Policies())))
+"""
+    env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
+    done = subprocess.run([str(SAM_PYTHON), "-c", script, str(TEMPLATE_PATH)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    output = json.loads(done.stdout)
+    generated = output["Resources"]
+    assert set(of_type(generated, "AWS::IAM::Role")) == set(of_type(template["Resources"], "AWS::IAM::Role"))
+    for name, role in of_type(generated, "AWS::IAM::Role").items():
+        assert "ManagedPolicyArns" not in role["Properties"], name
+    assert "AWSLambdaSQSQueueExecutionRole" not in done.stdout
+    assert ":iam::aws:policy/" not in done.stdout
+    for name in functions(template):
+        assert generated[name]["Properties"]["Role"] == get_att(f"{name}Role", "Arn"), name
 
 
 def test_ingest_function_contract(template: dict[str, Any], resources: dict[str, Any]) -> None:
@@ -357,11 +607,6 @@ def test_ingest_function_contract(template: dict[str, Any], resources: dict[str,
     for action in ACTIONS:
         assert env[action.ingest_var] == ref(action.queue)
     assert "QUALTRICS_SECRET_ARN" not in env
-    policies = policies_by_template(template, "IngestFunction")
-    assert policies == {
-        "SQSSendMessagePolicy": [{"QueueName": get_att(action.queue, "QueueName")} for action in ACTIONS],
-        "AWSSecretsManagerGetSecretValuePolicy": [{"SecretArn": ref("IngestSecret")}],
-    }
 
 
 def test_ingest_secret_generates_a_shared_secret(resources: dict[str, Any]) -> None:
