@@ -191,7 +191,7 @@ class Router:
         named = {t for sub in enabled for t in (sub.trigger.event_types or ())}
         self.by_type = {t: [sub for sub in enabled if sub.trigger.event_types is None or t in sub.trigger.event_types]
                         for t in named}
-        # For handle_ingest: per event type, then per event name, (test, target) of each candidate. The
+        # For matching: per event type, then per event name, (test, target) of each candidate. The
         # test leaves out the ``type``/``event`` conditions the index has checked (None: always true).
         self._routes = {t: _by_event_name(subs, {"type": t}) for t, subs in self.by_type.items()}
         self._any_type_routes = _by_event_name(self.any_type, {})
