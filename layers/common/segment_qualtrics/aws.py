@@ -38,7 +38,7 @@ class SqsPublisher:
         return unaccepted
 
     def _send_chunk(self, url: str, chunk: Sequence[QueueMessage]) -> list[QueueMessage]:
-        entries = [{"Id": i, "MessageBody": msg.json_text or msg.to_json(), "MessageAttributes": msg.attributes()}
+        entries = [{"Id": i, "MessageBody": msg.to_json(), "MessageAttributes": msg.attributes()}
                    for i, msg in zip(_ENTRY_IDS, chunk, strict=False)]   # chunks hold at most 10
         for attempt in range(PUBLISH_ATTEMPTS):
             if attempt:

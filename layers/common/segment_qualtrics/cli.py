@@ -23,7 +23,14 @@ from typing import Any, TextIO
 from .errors import DestinationError
 from .importer import ExportError, import_segment
 from .mapping import UNDEFINED
-from .subscriptions import ConfigError, Subscription, config_path, load_subscriptions, referenced_variables
+from .subscriptions import (
+    ConfigError,
+    Subscription,
+    config_path,
+    parse_subscriptions,
+    read_config,
+    referenced_variables,
+)
 
 
 def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.environ,
@@ -85,13 +92,15 @@ def _env_overrides(pairs: list[str]) -> dict[str, str]:
 # --- check-config -------------------------------------------------------------------------------
 
 def _check_config(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    path = args.file or config_path(env)
+    path = Path(args.file or config_path(env))
+    data: Any = None   # unset variables are only reported once the file is read
     try:
-        subscriptions = load_subscriptions(path, env)
+        data = read_config(path)
+        subscriptions = parse_subscriptions(data, str(path), env)
     except ConfigError as exc:
         print(exc, file=err)
         if exc.unset_variables:
-            print(_unset_hint(path, exc.unset_variables), file=err)
+            print(_unset_hint(data, exc.unset_variables), file=err)
         return 1
     enabled = sum(s.enabled for s in subscriptions)
     print(f"{path}: {len(subscriptions)} subscription(s), {enabled} enabled, no problems", file=out)
@@ -116,11 +125,8 @@ def _workflow_url_warnings(subscriptions: list[Subscription], base_url: str | No
             for name, url in urls.items() if not client.is_qualtrics_url(url)]
 
 
-def _unset_hint(path: Path, names: list[str]) -> str:
-    try:
-        used = referenced_variables(json.loads(Path(path).read_text()))
-    except (OSError, ValueError):
-        used = {}
+def _unset_hint(data: Any, names: list[str]) -> str:
+    used = referenced_variables(data)
     listing = "; ".join(f"{n} (used by {', '.join(repr(s) for s in used.get(n, []))})" if used.get(n) else n
                         for n in names)
     return (f"unset environment variable(s): {listing}. Set them, or pass --env NAME=VALUE "
@@ -145,17 +151,18 @@ def summary(sub: Subscription) -> str:
 def _preview(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
     from .preview import PreviewInputError, preview, read_events, render  # requests: only this command
 
-    path = args.config or config_path(env)
+    path = Path(args.config or config_path(env))
     try:
-        subscriptions = load_subscriptions(path, env, unset="keep")
+        data = read_config(path)
+        subscriptions = parse_subscriptions(data, str(path), env, unset="keep")
     except ConfigError as exc:
         print(exc, file=err)
         return 1
-    try:
-        raw_events = read_events(args.event.read_bytes())
-    except OSError as exc:
-        print(f"error: cannot read {args.event}: {exc.strerror or exc}", file=err)
+    body = _read_bytes(args.event, err)
+    if body is None:
         return 2
+    try:
+        raw_events = read_events(body)
     except PreviewInputError as exc:
         print(f"error: {args.event}: {exc}", file=err)
         return 2
@@ -165,7 +172,7 @@ def _preview(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
     except DestinationError as exc:   # a datacenter that is not ^[a-zA-Z0-9-]+$
         print(f"error: {exc.message}", file=err)
         return 2
-    unset = sorted(n for n in referenced_variables(json.loads(Path(path).read_text())) if n not in env)
+    unset = sorted(n for n in referenced_variables(data) if n not in env)
     if unset:
         result.warnings.append(f"not set, so left as written: {', '.join('${' + n + '}' for n in unset)} "
                                "(pass --env NAME=VALUE)")
@@ -178,14 +185,23 @@ def _preview(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
     return 0
 
 
+def _read_bytes(path: Path, err: TextIO) -> bytes | None:
+    """The file's bytes; None (with the reason on ``err``) when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {path}: {exc.strerror or exc}", file=err)
+        return None
+
+
 # --- import-segment -----------------------------------------------------------------------------
 
 def _import_segment(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    try:
-        data: Any = json.loads(args.file.read_bytes())
-    except OSError as exc:
-        print(f"error: cannot read {args.file}: {exc.strerror or exc}", file=err)
+    body = _read_bytes(args.file, err)
+    if body is None:
         return 2
+    try:
+        data: Any = json.loads(body)
     except ValueError as exc:
         print(f"error: {args.file} is not valid JSON: {exc}", file=err)
         return 2

@@ -70,15 +70,19 @@ def load_subscriptions(
     of reporting it.
     """
     source = Path(path) if path else config_path(environ)
+    return parse_subscriptions(read_config(source), str(source), environ, unset=unset)
+
+
+def read_config(source: Path) -> Any:
+    """The subscriptions file's JSON, not yet checked. Raises ConfigError when unreadable or not JSON."""
     try:
         text = source.read_text()
     except OSError as exc:
         raise ConfigError(str(source), [f"cannot read the file: {exc.strerror or exc}"]) from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise ConfigError(str(source), [f"not valid JSON: {exc}"]) from None
-    return parse_subscriptions(data, str(source), environ, unset=unset)
 
 
 def parse_subscriptions(
