@@ -32,7 +32,8 @@ def report_invalid(loaded: LoadedSubscriptions, function: str, batch: MetricBatc
     for sub in loaded.invalid:
         what = ("its events are dead-lettered as subscription_invalid" if sub.routed
                 else "it routes no events")
-        logger.error(f"subscription switched off: {sub.label}: {'; '.join(sub.problems)} ({what})",
+        problems = "; ".join(p.removeprefix(f"{sub.label}: ") for p in sub.problems)
+        logger.error(f"subscription switched off: {sub.label}: {problems} ({what})",
                      extra={"outcome": "subscription_invalid", "config": loaded.source, "subscription": sub.label,
                             "problems": list(sub.problems), "routed": sub.routed})
     batch.add(Metric.SUBSCRIPTIONS_INVALID, len(loaded.invalid), function=function)
