@@ -440,7 +440,8 @@ def emitted(capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
 
-def test_subscriptions_at_start_logs_each_switched_off_one_and_counts_them(tmp_path, capsys):
+def test_subscriptions_at_start_logs_each_switched_off_one_and_counts_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "stack-under-test")   # the template's service dimension
     path = write(tmp_path, [contact("Good"), contact("Broken", mapping={"directoryId": None, "phone": {"@nope": 1}}),
                             contact("Unparsable", trigger="((")])
     subs = subscriptions_at_start("ingest", environ={"DESTINATION_CONFIG": path})
@@ -457,6 +458,7 @@ def test_subscriptions_at_start_logs_each_switched_off_one_and_counts_them(tmp_p
     assert blob["SubscriptionsInvalid"] == [2.0] and blob["function"] == "ingest"
     [directive] = blob["_aws"]["CloudWatchMetrics"]
     assert set(directive["Dimensions"][0]) == set(METRICS[Metric.SUBSCRIPTIONS_INVALID].dimensions)
+    assert blob["service"] == "stack-under-test"
 
 
 def test_subscriptions_at_start_reports_zero_when_all_are_valid(tmp_path, capsys):
