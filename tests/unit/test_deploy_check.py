@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from local.deploy_check import PACKAGED, main
 
 ROOT = Path(__file__).resolve().parents[2]
