@@ -28,13 +28,15 @@ def subscriptions_at_start(function: str, environ: Mapping[str, str] = os.enviro
 def report_invalid(loaded: LoadedSubscriptions, function: str, batch: MetricBatch) -> None:
     for problem in loaded.file_problems:
         logger.error(f"subscriptions file problem: {problem}",
-                     extra={"outcome": "config_problem", "config": loaded.source, "problems": [problem]})
+                     extra={"outcome": "config_problem", "function": function, "config": loaded.source,
+                            "problems": [problem]})
     for sub in loaded.invalid:
         what = ("its events are dead-lettered as subscription_invalid" if sub.routed
                 else "it routes no events")
         problems = "; ".join(p.removeprefix(f"{sub.label}: ") for p in sub.problems)
         logger.error(f"subscription switched off: {sub.label}: {problems} ({what})",
-                     extra={"outcome": "subscription_invalid", "config": loaded.source, "subscription": sub.label,
+                     extra={"outcome": "subscription_invalid", "function": function, "config": loaded.source,
+                            "subscription": sub.label,
                             "problems": list(sub.problems), "routed": sub.routed})
     batch.add(Metric.SUBSCRIPTIONS_INVALID, len(loaded.invalid), function=function)
     batch.flush()   # now, at init: no invocation's metrics to wait for
