@@ -114,7 +114,7 @@ def parse_subscriptions(
 ) -> list[Subscription]:
     """Every subscription of a file without problems; else ConfigError listing every problem (the CLI, tests)."""
     checked, file_problems, unset_names = _check(data, source, environ, unset)
-    problems = file_problems[:1] + [p for _, found, _ in checked for p in found] + file_problems[1:]
+    problems = file_problems + [p for _, found, _ in checked for p in found]
     if problems:
         raise ConfigError(source, problems, unset_names)
     return [sub for _, _, sub in checked if sub is not None]
@@ -176,7 +176,7 @@ def _check(data: Any, source: str, environ: Mapping[str, str], unset: UnsetVaria
                     checked[first][1].append(f"{checked[first][0]}: the name {name.strip()!r} is used again by "
                                              f"{label}; names must be unique")
             names.setdefault(name.strip(), []).append(index)
-        if index >= MAX_SUBSCRIPTIONS:
+        if index >= MAX_SUBSCRIPTIONS and at_start:   # the file-level problem says it for check-config
             found.append(f"{label}: beyond the limit of {MAX_SUBSCRIPTIONS} subscriptions")
         checked.append((label, found, sub))
     return checked, file_problems, unset_names
