@@ -7,6 +7,8 @@ import logging
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from segment_qualtrics.actions import ACTIONS
 from segment_qualtrics.ingest import Router
 from segment_qualtrics.ingest_app import IngestStartupFailure
@@ -491,3 +493,40 @@ def test_the_ingest_answers_our_json_500_for_any_other_start_failure(capsys):
     assert answer["statusCode"] == 500
     assert json.loads(answer["body"])["error"]["code"] == "startup_failed"
     assert "INGEST_SECRET_ARN" not in answer["body"]
+
+
+BROKEN_VARIANTS = [
+    {"mapping": {"directoryId": None}},                          # required field without a mapping
+    {"mapping": {"directoryId": "POOL_1", "emial": "x"}},        # unknown field
+    {"mapping": {"directoryId": "${NOT_SET_ANYWHERE}"}},         # unset variable
+    {"mapping": {"directoryId": "POOL_1", "phone": {"@nope": 1}}},   # unknown directive
+    {"trigger": 'type = "identify'},                             # trigger that does not parse
+    {"actionSlug": "sendSms"},                                   # unknown action
+    {"enabled": "yes"},
+    {"mapping": {"directoryId": "POOL_1", "unsubscribed": "maybe"}},   # a fixed value that does not fit
+    {"extra": 1},
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 3).map(lambda i: ("good", i)),
+                          st.sampled_from(range(len(BROKEN_VARIANTS))).map(lambda i: ("broken", i))),
+                max_size=12))
+def test_property_bad_subscriptions_never_change_the_good_ones(tmp_path_factory, kinds):
+    triggers = ['type = "identify"', 'type = "track"', 'event = "Signed Up"', 'type = "identify" and traits.a = 1']
+    items = [contact(f"{kind}-{n}", **({"trigger": triggers[i]} if kind == "good" else BROKEN_VARIANTS[i]))
+             for n, (kind, i) in enumerate(kinds)]
+    path = tmp_path_factory.mktemp("p") / "subscriptions.json"
+    path.write_text(json.dumps({"subscriptions": items}))
+    loaded = load_at_start(path, environ={})
+    good = [item for item, (kind, _) in zip(items, kinds, strict=True) if kind == "good"]
+    def key(sub):
+        return sub.name, sub.enabled, sub.action.slug, sub.trigger.source, sub.mapping
+
+    assert [key(s) for s in loaded.subscriptions if not s.problems] == \
+        [key(s) for s in parse_subscriptions({"subscriptions": good}, environ={})]
+    assert len(loaded.invalid) == len(items) - len(good)
+    event = {"type": "identify", "userId": "u", "traits": {"a": 1}}
+    routed = [name for _, name, _ in Router(loaded.subscriptions).matching(event)]
+    assert [n for n in routed if n.startswith("good")] == \
+        [s.name for s in parse_subscriptions({"subscriptions": good}, environ={}) if s.trigger.matches(event)]
