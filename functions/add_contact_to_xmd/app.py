@@ -1,5 +1,7 @@
 """Worker: delivers the messages of one action queue to Qualtrics (ACTION_SLUG names the action)."""
 
+import os
+
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from segment_qualtrics.observability import logger, metrics
 from segment_qualtrics.startup import log_startup_failure
@@ -9,7 +11,7 @@ try:
     app = WorkerApp.from_environment()   # once per cold start: config, Qualtrics client, AWS clients
 except Exception as exc:
     # One clear line, then Lambda's init error: each invocation fails and its messages stay queued.
-    log_startup_failure(exc, "worker")
+    log_startup_failure(exc, os.environ.get("ACTION_SLUG") or "worker")
     raise
 
 

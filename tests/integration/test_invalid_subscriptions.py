@@ -126,3 +126,4 @@ def test_a_worker_with_an_unparsable_file_fails_and_its_messages_stay_queued(
     assert contacts_of(client, event["userId"]) == []
     failures = [line for line in json_lines(stack) if line.get("outcome") == "startup_failed"]
     assert len(failures) == 1 and failures[0]["level"] == "ERROR" and "not valid JSON" in failures[0]["message"]
+    assert failures[0]["function"] == "addContactToXmd"
