@@ -25,7 +25,7 @@ help:
 	@echo "make preview EVENT=f.json       what each subscription would do with an event (no AWS, no network)"
 	@echo "make import-segment FILE=f      convert a Segment Public API subscriptions export"
 	@echo "make dlq ARGS=\"list\"            dead letters with reasons (local stack, or --stack NAME)"
-	@echo "make deploy [ENV=prod]          sam build + sam deploy"
+	@echo "make deploy [ENV=prod]          check the subscriptions file, then sam build + sam deploy"
 	@echo "make smoke STACK=NAME           one signed test event to a deployed webhook"
 	@echo "make check-qualtrics STACK=NAME GET /API/v3/whoami with the deployed credentials"
 

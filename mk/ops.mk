@@ -5,7 +5,10 @@
 #   make dlq ARGS="list --stack NAME --json"     ... of a deployed stack
 #   make dlq ARGS="redrive --code qualtrics_rejected --stack NAME"
 #   make dlq ARGS="purge --older-than 7d --stack NAME"
-#   make deploy [ENV=prod]                       sam build + sam deploy --config-env ENV (samconfig.toml)
+#   make deploy [ENV=prod] [CONFIG=file]         check the subscriptions file the deploy packages (as the functions
+#                                                will see it, with ENV's parameter_overrides), then sam build + sam
+#                                                deploy --config-env ENV (samconfig.toml); stops on any problem
+#   make deploy-check [ENV=prod] [CONFIG=file]   that check alone (CONFIG: the local file DESTINATION_CONFIG stands for)
 #   make smoke URL=https://.../segment SECRET=... one signed test event to the webhook (or STACK=NAME)
 #   make check-qualtrics [STACK=NAME | SECRET_ARN=arn]   GET /API/v3/whoami with the Qualtrics credentials
 
@@ -15,19 +18,23 @@ OPS_PYTHONPATH := layers/common:.
 ENV := $(if $(filter command line,$(origin ENV)),$(ENV),default)
 ARGS ?=
 
-.PHONY: dlq deploy smoke check-qualtrics
+.PHONY: dlq deploy deploy-check smoke check-qualtrics
 
 dlq: $(VENV_STAMP)
 	PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m segment_qualtrics.cli_dlq $(ARGS)
 
-deploy: build
-	@grep -q '^\[$(ENV)\.deploy\.parameters\]' samconfig.toml || { \
-	  echo "samconfig.toml has no [$(ENV).deploy.parameters]: ENV must name one of its environments" >&2; exit 1; }
+# The check runs first: a file with problems never reaches sam build, nor the stack.
+deploy: deploy-check build
 	SAM_CLI_TELEMETRY=0 $(SAM) deploy --config-env $(ENV)
 	@stack=$$(awk -F'"' '/^\[/ {on = ($$0 == "[$(ENV).global.parameters]")} on && /^stack_name/ {print $$2}' \
 	  samconfig.toml); echo; echo "Deployed $${stack:-the stack} ($(ENV)). After the first deploy, set the secrets"; \
 	  echo "(README: Operating in production), then check:"; \
 	  echo "  make check-qualtrics STACK=$${stack:-NAME}"; echo "  make smoke STACK=$${stack:-NAME}"
+
+deploy-check: $(VENV_STAMP)
+	@grep -q '^\[$(ENV)\.deploy\.parameters\]' samconfig.toml || { \
+	  echo "samconfig.toml has no [$(ENV).deploy.parameters]: ENV must name one of its environments" >&2; exit 1; }
+	@PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m local.deploy_check --config-env $(ENV) $(if $(CONFIG),--config "$(CONFIG)")
 
 # The secret reaches the script through the environment and the line is not echoed: make prints recipes.
 smoke: $(VENV_STAMP)

@@ -1,10 +1,18 @@
 """Worker: delivers the messages of one action queue to Qualtrics (ACTION_SLUG names the action)."""
 
+import os
+
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from segment_qualtrics.observability import logger, metrics
+from segment_qualtrics.startup import log_startup_failure
 from segment_qualtrics.worker_app import WorkerApp
 
-app = WorkerApp.from_environment()   # once per cold start: config, Qualtrics client, AWS clients
+try:
+    app = WorkerApp.from_environment()   # once per cold start: config, Qualtrics client, AWS clients
+except Exception as exc:
+    # One clear line, then Lambda's init error: each invocation fails and its messages stay queued.
+    log_startup_failure(exc, os.environ.get("ACTION_SLUG") or "worker")
+    raise
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from segment_qualtrics.actions import ACTIONS
+from segment_qualtrics.ingest import Router
+from segment_qualtrics.ingest_app import IngestStartupFailure
+from segment_qualtrics.observability import METRICS, Metric, logger
+from segment_qualtrics.startup import subscriptions_at_start
 from segment_qualtrics.subscriptions import (
     DEFAULT_CONFIG,
     MAX_SUBSCRIPTIONS,
     ConfigError,
     config_path,
+    load_at_start,
     load_subscriptions,
     parse_subscriptions,
 )
+
+from tests.unit.test_worker import Setup as WorkerSetup
+from tests.unit.test_worker import delivery as worker_delivery
+from tests.unit.test_worker import message as worker_message
 
 ENVIRON = {"QUALTRICS_DIRECTORY_ID": "POOL_D", "QUALTRICS_MAILING_LIST_ID": "CG_M"}
 
@@ -278,3 +291,242 @@ def test_the_error_text_lists_every_problem():
     text = str(caught.value)
     assert text.startswith("subscriptions file conf.json has 2 problem(s):")
     assert all(f"  - {p}" in text for p in caught.value.problems)
+
+
+# --- at runtime: a bad subscription never takes down the good ones ---------------------------------
+
+def write(tmp_path, items, **top) -> str:
+    path = tmp_path / "subscriptions.json"
+    path.write_text(json.dumps({"subscriptions": items, **top}))
+    return str(path)
+
+
+def by_name(loaded) -> dict:
+    return {s.name: s for s in loaded.subscriptions}
+
+
+def test_at_start_a_broken_mapping_is_switched_off_and_still_routes(tmp_path):
+    broken = contact("Broken", mapping={"directoryId": None, "phone": {"@nope": 1}})
+    loaded = load_at_start(write(tmp_path, [contact("Good"), broken]), environ={})
+    subs = by_name(loaded)
+    assert subs["Good"].problems == () and subs["Good"].mapping["directoryId"] == "POOL_1"
+    assert subs["Broken"].enabled and subs["Broken"].problems and subs["Broken"].mapping == {}
+    [invalid] = loaded.invalid
+    assert invalid.label == "subscriptions[1] ('Broken')" and invalid.routed
+    # every problem of it, as check-config lists them
+    one_problem_with(list(invalid.problems), "required field 'directoryId'")
+    one_problem_with(list(invalid.problems), "@nope")
+    assert list(invalid.problems) == problems_of({"subscriptions": [contact("Good"), broken]})
+    # both route: the ingest queues the broken one's events for the worker to dead-letter
+    targets = Router(loaded.subscriptions).matching({"type": "identify", "userId": "u"})
+    assert [name for _, name, _ in targets] == ["Good", "Broken"]
+
+
+def test_at_start_a_trigger_that_does_not_parse_routes_nothing(tmp_path):
+    loaded = load_at_start(write(tmp_path, [contact("Good"), contact("Unparsable", trigger='type = "identify')]),
+                           environ={})
+    [invalid] = loaded.invalid
+    assert not invalid.routed and "trigger" in invalid.problems[0]
+    unparsable = by_name(loaded)["Unparsable"]
+    assert unparsable.enabled is False and unparsable.problems == invalid.problems   # the worker can name why
+    targets = Router(loaded.subscriptions).matching({"type": "identify", "userId": "u"})
+    assert [name for _, name, _ in targets] == ["Good"]
+
+
+def test_at_start_every_kind_of_problem_switches_off_only_its_subscription(tmp_path):
+    items = [
+        contact("Good"),
+        contact("Unknown action", actionSlug="sendSms"),
+        {"enabled": True, "actionSlug": "addContactToXmd", "trigger": 'type = "identify"'},   # no name
+        contact("Twice"), contact("Twice", trigger='type = "track"'),
+        contact("Unset", mapping={"directoryId": "${NOT_SET_ANYWHERE}"}),
+        contact("Disabled but broken", enabled=False, trigger="(("),
+        "not an object",
+    ]
+    loaded = load_at_start(write(tmp_path, items), environ={})
+    assert [s.name for s in loaded.subscriptions if not s.problems] == ["Good"]
+    routed = {i.label: i.routed for i in loaded.invalid}
+    assert routed == {
+        "subscriptions[1] ('Unknown action')": False, "subscriptions[2]": False,
+        "subscriptions[3] ('Twice')": True, "subscriptions[4] ('Twice')": True,
+        "subscriptions[5] ('Unset')": True, "subscriptions[6] ('Disabled but broken')": False,
+        "subscriptions[7]": False,
+    }
+    # both of a name used twice: a message naming it could be either's
+    assert "used again by subscriptions[4]" in " ".join(loaded.invalid[2].problems)
+    assert "used twice" in " ".join(loaded.invalid[3].problems)
+    assert "NOT_SET_ANYWHERE" in " ".join(loaded.invalid[4].problems)
+    assert [name for _, name, _ in Router(loaded.subscriptions).matching({"type": "identify", "userId": "u"})] == \
+        ["Good", "Twice", "Unset"]
+
+
+def test_at_start_the_files_own_problems_are_reported_but_do_not_stop_it(tmp_path):
+    items = [contact(f"S{i}") for i in range(MAX_SUBSCRIPTIONS + 1)]
+    loaded = load_at_start(write(tmp_path, items, comment="x"), environ={})
+    assert loaded.file_problems == [f"{MAX_SUBSCRIPTIONS + 1} subscriptions; at most {MAX_SUBSCRIPTIONS} are "
+                                    "allowed (as in Segment)", "unknown top-level key(s): comment"]
+    assert len([s for s in loaded.subscriptions if not s.problems]) == MAX_SUBSCRIPTIONS
+    [over] = loaded.invalid
+    assert over.label == f"subscriptions[{MAX_SUBSCRIPTIONS}] ('S{MAX_SUBSCRIPTIONS}')"
+    assert "beyond the limit" in over.problems[0]
+
+
+@pytest.mark.parametrize("text, needle", [
+    (None, "cannot read the file"),
+    ("{not json", "not valid JSON"),
+    ('{"subscription": []}', '"subscriptions" array'),
+    ("[]", '"subscriptions" array'),
+])
+def test_at_start_a_file_that_cannot_be_used_at_all_still_stops_the_function(tmp_path, text, needle):
+    path = tmp_path / "subscriptions.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_at_start(path, environ={})
+    assert needle in str(caught.value)
+
+
+def test_at_start_the_environment_names_the_file(tmp_path):
+    path = write(tmp_path, [contact("Good"), contact("Broken", mapping={"directoryId": None})])
+    loaded = load_at_start(environ={"DESTINATION_CONFIG": path})
+    assert loaded.source == path and len(loaded.invalid) == 1
+
+
+def test_the_worker_dead_letters_a_switched_off_subscriptions_messages_with_every_problem(tmp_path):
+    loaded = load_at_start(write(tmp_path, [contact("Good"), contact("Broken", mapping={"directoryId": None,
+                                                                                      "phone": {"@nope": 1}})]),
+                           environ={})
+    setup = WorkerSetup()
+    setup.worker.subscriptions = {s.name: s for s in loaded.subscriptions}
+    report = setup.process(worker_delivery(worker_message("m-good", subscription="Good")),
+                           worker_delivery(worker_message("m-broken", subscription="Broken")))
+    assert [d.message.message_id for d in report.delivered] == ["m-good"]
+    [(dead, error)] = report.dead_lettered
+    assert dead.message.message_id == "m-broken" and error.code == "subscription_invalid" and not error.retryable
+    [reason] = setup.dlq.reasons()
+    assert reason["errorCode"] == "subscription_invalid" and reason["subscription"] == "Broken"
+    assert "required field 'directoryId'" in reason["errorMessage"] and "@nope" in reason["errorMessage"]
+    assert setup.executor.executed == ["m-good"]   # nothing of the broken one reached Qualtrics
+
+
+def test_the_worker_names_why_for_a_subscription_that_cannot_route_any_more(tmp_path):
+    # Messages queued before its trigger broke: dead-lettered with the reason, not as an unknown name.
+    loaded = load_at_start(write(tmp_path, [contact("Contacts", trigger="((")]), environ={})
+    setup = WorkerSetup()
+    setup.worker.subscriptions = {s.name: s for s in loaded.subscriptions}
+    setup.process(worker_delivery(worker_message("m-1", subscription="Contacts")))
+    [reason] = setup.dlq.reasons()
+    assert reason["errorCode"] == "subscription_invalid" and "trigger" in reason["errorMessage"]
+
+
+# --- at start: the log line and the metric ---------------------------------------------------------
+
+@pytest.fixture
+def capsys(capsys):
+    """Log lines too, as the functions write them: the logger's own handler took sys.stdout at import."""
+    class Stdout:   # whatever sys.stdout is when a line is written: pytest swaps it in for the call only
+        def write(self, text: str) -> None:
+            sys.stdout.write(text)
+
+        def flush(self) -> None:
+            sys.stdout.flush()
+
+    handler = logging.StreamHandler(Stdout())
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    yield capsys
+    logger.removeHandler(handler)
+
+
+def emitted(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_subscriptions_at_start_logs_each_switched_off_one_and_counts_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "stack-under-test")   # the template's service dimension
+    path = write(tmp_path, [contact("Good"), contact("Broken", mapping={"directoryId": None, "phone": {"@nope": 1}}),
+                            contact("Unparsable", trigger="((")])
+    subs = subscriptions_at_start("ingest", environ={"DESTINATION_CONFIG": path})
+    assert [s.name for s in subs if not s.problems] == ["Good"]
+    lines = emitted(capsys)
+    errors = [line for line in lines if line.get("level") == "ERROR"]
+    assert [e["subscription"] for e in errors] == ["subscriptions[1] ('Broken')", "subscriptions[2] ('Unparsable')"]
+    broken = errors[0]
+    assert broken["outcome"] == "subscription_invalid" and broken["routed"] is True
+    assert "required field 'directoryId'" in broken["message"] and "@nope" in broken["message"]
+    assert len(broken["problems"]) == 2 and "subscription_invalid" in broken["message"]
+    assert errors[1]["routed"] is False and "routes no events" in errors[1]["message"]
+    [blob] = [line for line in lines if "_aws" in line]
+    assert blob["SubscriptionsInvalid"] == [2.0] and blob["function"] == "ingest"
+    [directive] = blob["_aws"]["CloudWatchMetrics"]
+    assert set(directive["Dimensions"][0]) == set(METRICS[Metric.SUBSCRIPTIONS_INVALID].dimensions)
+    assert blob["service"] == "stack-under-test"
+
+
+def test_subscriptions_at_start_reports_zero_when_all_are_valid(tmp_path, capsys):
+    subscriptions_at_start("addContactToXmd", environ={"DESTINATION_CONFIG": write(tmp_path, [contact()])})
+    lines = emitted(capsys)
+    assert not [line for line in lines if line.get("level") == "ERROR"]
+    [blob] = [line for line in lines if "_aws" in line]
+    assert blob["SubscriptionsInvalid"] == [0.0] and blob["function"] == "addContactToXmd"
+
+
+# --- a start that fails: the ingest answers our JSON 5xx --------------------------------------------
+
+def test_the_ingest_answers_our_json_503_when_the_file_cannot_be_used(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError) as caught:
+        subscriptions_at_start("ingest", environ={"DESTINATION_CONFIG": str(tmp_path / "bad.json")})
+    failure = IngestStartupFailure(caught.value)
+    answers = [failure.handle({"body": "{}", "headers": {}}) for _ in range(2)]
+    for answer in answers:
+        assert answer["statusCode"] == 503 and answer["headers"]["content-type"] == "application/json"
+        body = json.loads(answer["body"])
+        assert body["error"]["code"] == "subscriptions_unusable" and body["error"]["message"]
+        assert "bad.json" not in answer["body"]   # the caller may be anyone: no path
+    errors = [line for line in emitted(capsys) if line.get("level") == "ERROR"]
+    assert len(errors) == 1 and "not valid JSON" in errors[0]["message"]   # the reason, logged once
+
+
+def test_the_ingest_answers_our_json_500_for_any_other_start_failure(capsys):
+    answer = IngestStartupFailure(RuntimeError("INGEST_SECRET_ARN missing")).handle({})
+    assert answer["statusCode"] == 500
+    assert json.loads(answer["body"])["error"]["code"] == "startup_failed"
+    assert "INGEST_SECRET_ARN" not in answer["body"]
+
+
+BROKEN_VARIANTS = [
+    {"mapping": {"directoryId": None}},                          # required field without a mapping
+    {"mapping": {"directoryId": "POOL_1", "emial": "x"}},        # unknown field
+    {"mapping": {"directoryId": "${NOT_SET_ANYWHERE}"}},         # unset variable
+    {"mapping": {"directoryId": "POOL_1", "phone": {"@nope": 1}}},   # unknown directive
+    {"trigger": 'type = "identify'},                             # trigger that does not parse
+    {"actionSlug": "sendSms"},                                   # unknown action
+    {"enabled": "yes"},
+    {"mapping": {"directoryId": "POOL_1", "unsubscribed": "maybe"}},   # a fixed value that does not fit
+    {"extra": 1},
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 3).map(lambda i: ("good", i)),
+                          st.sampled_from(range(len(BROKEN_VARIANTS))).map(lambda i: ("broken", i))),
+                max_size=12))
+def test_property_bad_subscriptions_never_change_the_good_ones(tmp_path_factory, kinds):
+    triggers = ['type = "identify"', 'type = "track"', 'event = "Signed Up"', 'type = "identify" and traits.a = 1']
+    items = [contact(f"{kind}-{n}", **({"trigger": triggers[i]} if kind == "good" else BROKEN_VARIANTS[i]))
+             for n, (kind, i) in enumerate(kinds)]
+    path = tmp_path_factory.mktemp("p") / "subscriptions.json"
+    path.write_text(json.dumps({"subscriptions": items}))
+    loaded = load_at_start(path, environ={})
+    good = [item for item, (kind, _) in zip(items, kinds, strict=True) if kind == "good"]
+    def key(sub):
+        return sub.name, sub.enabled, sub.action.slug, sub.trigger.source, sub.mapping
+
+    assert [key(s) for s in loaded.subscriptions if not s.problems] == \
+        [key(s) for s in parse_subscriptions({"subscriptions": good}, environ={})]
+    assert len(loaded.invalid) == len(items) - len(good)
+    event = {"type": "identify", "userId": "u", "traits": {"a": 1}}
+    routed = [name for _, name, _ in Router(loaded.subscriptions).matching(event)]
+    assert [n for n in routed if n.startswith("good")] == \
+        [s.name for s in parse_subscriptions({"subscriptions": good}, environ={}) if s.trigger.matches(event)]

@@ -15,10 +15,19 @@ import boto3
 from aws_lambda_powertools.utilities import parameters
 
 from .aws import SqsPublisher
-from .ingest import IngestCredentials, IngestRequest, IngestResponse, Router, authenticate, handle_ingest
+from .ingest import (
+    IngestCredentials,
+    IngestRequest,
+    IngestResponse,
+    Router,
+    authenticate,
+    error_response,
+    handle_ingest,
+)
 from .observability import Metric, MetricBatch, add, logger, redact, tracer
 from .settings import IngestSettings
-from .subscriptions import Subscription, load_subscriptions
+from .startup import log_startup_failure, subscriptions_at_start
+from .subscriptions import ConfigError, Subscription
 
 FORCED_REFRESH_INTERVAL = 60.0   # at most one uncached secret read a minute, after a failed check
 
@@ -35,7 +44,7 @@ class IngestApp:
     @classmethod
     def from_environment(cls) -> IngestApp:
         settings = IngestSettings.from_environ()
-        subscriptions = load_subscriptions()
+        subscriptions = subscriptions_at_start("ingest")   # invalid ones switched off, logged, counted
         publisher = SqsPublisher(boto3.client("sqs"), settings.queue_urls())
         return cls(settings, subscriptions, publisher)
 
@@ -106,3 +115,27 @@ class IngestApp:
 def rejection_reason(error: str) -> str:
     """The EventsRejected dimension: a short code, not the free text (which names fields and values)."""
     return "event_too_large" if "larger than" in error else "invalid_event"
+
+
+class IngestStartupFailure:
+    """Stands in for IngestApp when it cannot start (the subscriptions file cannot be read or parsed, a
+    setting is missing): every request gets our JSON 5xx, never API Gateway's bare 500, and Segment retries.
+
+    The reason is logged once, at start; the answer names no file, path or setting (the caller may be anyone).
+    """
+
+    def __init__(self, exc: BaseException, batch: MetricBatch | None = None) -> None:
+        if isinstance(exc, ConfigError):
+            self.response = error_response(503, "subscriptions_unusable",
+                                           "the destination cannot start: its subscriptions file cannot be used; "
+                                           "the operator must fix it (see the ingest function's log)")
+        else:
+            self.response = error_response(500, "startup_failed",
+                                           "the destination cannot start (see the ingest function's log)")
+        self.batch = batch or MetricBatch()
+        log_startup_failure(exc, "ingest")
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.batch.add(Metric.REQUESTS_REJECTED, code=self.response.body["error"]["code"])
+        self.batch.flush()
+        return self.response.to_http_api_response()

@@ -153,6 +153,8 @@ class Metric(StrEnum):
     QUALTRICS_ERRORS = "QualtricsErrors"           # non-2xx answers by status ("429", "500"...; "no_response")
     CONTACT_LOOKUPS = "ContactLookups"             # upsertContactTransaction: contacts resolved by lookup
     CONTACT_CACHE_HITS = "ContactCacheHits"        # ... of which the contact cache answered
+    # every function, at each cold start
+    SUBSCRIPTIONS_INVALID = "SubscriptionsInvalid"  # subscriptions switched off for problems, by function
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ METRICS: dict[Metric, MetricSpec] = {
     Metric.QUALTRICS_ERRORS: _spec(_COUNT, "action", "status"),
     Metric.CONTACT_LOOKUPS: _spec(_COUNT, "action"),
     Metric.CONTACT_CACHE_HITS: _spec(_COUNT, "action"),
+    Metric.SUBSCRIPTIONS_INVALID: _spec(_COUNT, "function"),   # function: ingest or the worker's action
 }
 
 metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE)

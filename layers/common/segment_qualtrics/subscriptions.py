@@ -1,14 +1,18 @@
 """The subscriptions file: which action each event triggers, and how it is mapped.
 
-Format (DESIGN.md section 4), names as in Segment's subscription objects::
+Format, names as in Segment's subscription objects::
 
     {"subscriptions": [{"name": "...", "enabled": true, "actionSlug": "addContactToXmd",
                         "trigger": "type = \\"identify\\"", "mapping": {"directoryId": "${QUALTRICS_DIRECTORY_ID}"}}]}
 
 Fields missing from ``mapping`` take the action's default mapping; a field set to ``null`` is switched
 off. ``${VAR}`` in a string is replaced by that environment variable, so one file serves every stage.
-The file is checked once when a function starts (and by ``make check-config``); every problem is
-reported at once. Checked: the shape, at most 50 subscriptions, unique names, known actions and fields,
+The file is checked once when a function starts (and by ``make check-config`` and ``make deploy``);
+every problem is reported at once. At runtime (``load_at_start``) a subscription with problems is switched
+off and the others keep working: one that can still route (enabled, known action, trigger parses) keeps
+routing its events, which the worker dead-letters as ``subscription_invalid`` for a redrive after the fix.
+Only a file that cannot be read, is not JSON or has no "subscriptions" array stops a function.
+Checked: the shape, at most 50 subscriptions, unique names, known actions and fields,
 FQL triggers, mapping directives, the variables of enabled subscriptions, required fields, and mapped
 values that hold no directive (the same for every event) against the action's payload rules.
 """
@@ -19,7 +23,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +56,26 @@ class Subscription:
     action: Action
     trigger: Trigger
     mapping: dict[str, Any]   # the effective mapping: defaults merged with the file's, nulls removed
+    problems: tuple[str, ...] = ()   # not empty: switched off (load_at_start); its messages are dead-lettered
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidSubscription:
+    """One subscription switched off at start: what the log line and the metric report."""
+
+    label: str                 # subscriptions[3] ('Name')
+    problems: tuple[str, ...]
+    routed: bool               # its events still reach its queue, to be dead-lettered as subscription_invalid
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedSubscriptions:
+    """What a function runs with: the subscriptions (switched-off ones carry their problems) and the report."""
+
+    source: str
+    subscriptions: list[Subscription]
+    invalid: list[InvalidSubscription]
+    file_problems: list[str]   # problems of the file as a whole that do not stop it (unknown top-level keys)
 
 
 def config_path(environ: Mapping[str, str] = os.environ) -> Path:
@@ -88,34 +112,74 @@ def read_config(source: Path) -> Any:
 def parse_subscriptions(
     data: Any, source: str = "<config>", environ: Mapping[str, str] = os.environ, *, unset: UnsetVariables = "error"
 ) -> list[Subscription]:
+    """Every subscription of a file without problems; else ConfigError listing every problem (the CLI, tests)."""
+    checked, file_problems, unset_names = _check(data, source, environ, unset)
+    problems = file_problems + [p for _, found, _ in checked for p in found]
+    if problems:
+        raise ConfigError(source, problems, unset_names)
+    return [sub for _, _, sub in checked if sub is not None]
+
+
+def load_at_start(path: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> LoadedSubscriptions:
+    """The subscriptions a function runs with: a bad subscription never takes down the good ones.
+
+    Raises ConfigError only when the file cannot be read, is not JSON or has no "subscriptions" array. A
+    subscription with problems is switched off: kept with its ``problems`` (so the worker dead-letters its
+    messages as subscription_invalid), routed by the ingest only when enabled with a known action and a
+    trigger that parses; else kept disabled, under a trigger that matches nothing, for the worker's lookup.
+    """
+    source = str(Path(path) if path else config_path(environ))
+    checked, file_problems, _ = _check(read_config(Path(source)), source, environ, "error", at_start=True)
+    subscriptions, invalid = [], []
+    for label, problems, sub in checked:
+        if not problems:
+            if sub is not None:
+                subscriptions.append(sub)
+            continue
+        routed = sub is not None and sub.enabled
+        invalid.append(InvalidSubscription(label, tuple(problems), routed))
+        if sub is not None:
+            subscriptions.append(replace(sub, problems=tuple(problems), mapping={}))
+    return LoadedSubscriptions(source, subscriptions, invalid, file_problems)
+
+
+def _check(data: Any, source: str, environ: Mapping[str, str], unset: UnsetVariables, at_start: bool = False
+           ) -> tuple[list[tuple[str, list[str], Subscription | None]], list[str], set[str]]:
+    """Per subscription (label, problems, Subscription or None), the file's own problems, unset variables.
+
+    The Subscription of one with problems is the one the runtime would route (see ``_parse_one``).
+    """
     if not isinstance(data, dict) or not isinstance(data.get("subscriptions"), list):
         raise ConfigError(source, ['the top level must be an object with a "subscriptions" array'])
     items = data["subscriptions"]
-    problems: list[str] = []
+    file_problems: list[str] = []
     if len(items) > MAX_SUBSCRIPTIONS:
-        problems.append(f"{len(items)} subscriptions; at most {MAX_SUBSCRIPTIONS} are allowed (as in Segment)")
+        file_problems.append(f"{len(items)} subscriptions; at most {MAX_SUBSCRIPTIONS} are allowed (as in Segment)")
     unknown_top = sorted(set(data) - {"subscriptions"})
     if unknown_top:
-        problems.append(f"unknown top-level key(s): {', '.join(unknown_top)}")
-    subscriptions, seen = [], set()
+        file_problems.append(f"unknown top-level key(s): {', '.join(unknown_top)}")
+    checked: list[tuple[str, list[str], Subscription | None]] = []
+    names: dict[str, list[int]] = {}
     unset_names: set[str] = set()
     for index, item in enumerate(items):
         label = f"subscriptions[{index}]"
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             label += f" ({item['name']!r})"
         found, sub = _parse_one(item, label, environ, unset_names if unset == "error" else None)
-        problems += found
         name = item.get("name") if isinstance(item, dict) else None
         if isinstance(name, str) and name.strip():
             # Checked for every subscription, also one with other problems: every problem at once.
-            if name.strip() in seen:
-                problems.append(f"{label}: the name {name.strip()!r} is used twice; names must be unique")
-            seen.add(name.strip())
-        if sub is not None:
-            subscriptions.append(sub)
-    if problems:
-        raise ConfigError(source, problems, unset_names)
-    return subscriptions
+            if name.strip() in names:
+                found.append(f"{label}: the name {name.strip()!r} is used twice; names must be unique")
+                for first in names[name.strip()][:1] if at_start else ():
+                    # At runtime the first one is switched off too: its messages could be either's.
+                    checked[first][1].append(f"{checked[first][0]}: the name {name.strip()!r} is used again by "
+                                             f"{label}; names must be unique")
+            names.setdefault(name.strip(), []).append(index)
+        if index >= MAX_SUBSCRIPTIONS and at_start:   # the file-level problem says it for check-config
+            found.append(f"{label}: beyond the limit of {MAX_SUBSCRIPTIONS} subscriptions")
+        checked.append((label, found, sub))
+    return checked, file_problems, unset_names
 
 
 def referenced_variables(data: Any) -> dict[str, list[str]]:
@@ -130,11 +194,14 @@ def referenced_variables(data: Any) -> dict[str, list[str]]:
 
 
 _KEYS = {"name", "enabled", "actionSlug", "trigger", "mapping"}
+_NEVER = compile_trigger("false")   # the trigger of a switched-off subscription that cannot route
 
 
 def _parse_one(item: Any, label: str, environ: Mapping[str, str],
                unset_names: set[str] | None) -> tuple[list[str], Subscription | None]:
-    """The problems of one subscription, and the Subscription when it has none.
+    """The problems of one subscription, and its Subscription: when it has no problems, or when it has
+    some but can still route (a usable name, a known action, a trigger that parses; disabled when not
+    ``enabled: true``, with a trigger that never matches when its own does not parse).
 
     ``unset_names`` collects the variables that are not set; None keeps their references as written.
     """
@@ -180,9 +247,12 @@ def _parse_one(item: Any, label: str, environ: Mapping[str, str],
         problems += [f"{label}: the required field {k!r} is mapped to an empty string (is the variable it uses empty?)"
                      for k, f in action.fields.items() if f.required and effective.get(k) == ""]
         problems += _constant_value_problems(action, mapping, label)
-    if problems or trigger is None:
-        return problems, None
-    return problems, Subscription(name.strip(), enabled, action, trigger, effective)
+    if not problems and trigger is not None:
+        return problems, Subscription(name.strip(), enabled, action, trigger, effective)
+    if not isinstance(name, str) or not name.strip():
+        return problems, None   # its messages cannot name it
+    routes = enabled is True and trigger is not None
+    return problems, Subscription(name.strip(), routes, action, trigger if routes else _NEVER, {})
 
 
 def _substitute_env(value: Any, environ: Mapping[str, str], where: str, problems: list[str],

@@ -1,6 +1,6 @@
 """The worker core: deliver one SQS batch of queue messages to Qualtrics, with the error model.
 
-Every message ends in exactly one outcome (DESIGN.md section 3):
+Every message ends in exactly one outcome:
 - delivered (or a duplicate of a delivered one): deleted by Lambda as a batch success;
 - dead-lettered: a permanent error, or a transient one on the last allowed attempt; sent to the DLQ
   with its reason in message attributes, then reported as a success so Lambda deletes it;
@@ -164,6 +164,9 @@ class Worker:
                                   f"no {self.action} subscription named {delivery.message.subscription!r} "
                                   "in the subscriptions file")
         delivery.subscription = subscription
+        if subscription.problems:   # switched off at start: kept in the DLQ until the file is fixed
+            return PermanentError("subscription_invalid", f"the subscription {subscription.name!r} is switched "
+                                  f"off for problems in the subscriptions file: {'; '.join(subscription.problems)}")
         try:
             delivery.payload = subscription.action.build_payload(subscription.mapping, delivery.message.event)
         except DestinationError as exc:

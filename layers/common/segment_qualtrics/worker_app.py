@@ -34,7 +34,7 @@ from .observability import (
 )
 from .qualtrics import QualtricsClient, QualtricsCredentials
 from .settings import WorkerSettings
-from .subscriptions import load_subscriptions
+from .startup import subscriptions_at_start
 from .worker import Delivery, RetryPolicy, Worker
 
 
@@ -119,7 +119,8 @@ class WorkerApp:
         settings = WorkerSettings.from_environ()
         if settings.ACTION_SLUG not in EXECUTORS:
             raise RuntimeError(f"ACTION_SLUG {settings.ACTION_SLUG!r} is not one of {', '.join(EXECUTORS)}")
-        subscriptions = {s.name: s for s in load_subscriptions() if s.action.slug == settings.ACTION_SLUG}
+        subscriptions = {s.name: s for s in subscriptions_at_start(settings.ACTION_SLUG)
+                         if s.action.slug == settings.ACTION_SLUG}   # switched-off ones too: dead-lettered
         observer = WorkerObserver(settings.ACTION_SLUG)
         set_process_keys(action=settings.ACTION_SLUG)   # on every line, the raw event's included
 
