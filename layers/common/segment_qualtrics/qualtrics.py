@@ -110,16 +110,18 @@ def _read_origin(url: str) -> tuple[Origin | None, str]:
     start = _URL_START.match(url)
     if start is None:
         return None, "the URL does not start with scheme://host[:port] followed by /, ? or # (no userinfo, no escapes)"
+    scheme = start["scheme"].lower()
+    if scheme not in DEFAULT_PORTS:
+        return None, f"scheme {_shown(scheme)} is not https"
+    raw_port = int(start["port"]) if start["port"] else DEFAULT_PORTS[scheme]
+    if not 0 < raw_port < 65536:
+        return None, f"the URL's port {raw_port} is out of range"
     try:
         parsed = parse_url(url)
         split = urlsplit(url)
         split_port = split.port
     except (LocationParseError, ValueError) as exc:
         return None, f"the URL does not parse ({type(exc).__name__})"
-    scheme = start["scheme"].lower()
-    raw_port = int(start["port"]) if start["port"] else DEFAULT_PORTS.get(scheme)
-    if raw_port is None or not 0 < raw_port < 65536:
-        return None, "the URL has no valid port"
     host = start["host"].lower().strip("[]")
     readings = {
         (scheme, host, raw_port),
@@ -142,10 +144,12 @@ def _location_host(location: str | None) -> str:
     if not location:
         return "no Location"
     try:
-        host = parse_url(location).host
+        parsed = parse_url(location)
     except (LocationParseError, ValueError):
-        host = None
-    return f"Location host {_shown(host)}" if host else f"a Location without a host ({_shown(location)})"
+        return f"an unreadable Location ({_shown(location)})"
+    if not parsed.host:
+        return f"a Location without a host ({_shown(location)})"
+    return f"Location host {_shown(parsed.host + (f':{parsed.port}' if parsed.port else ''))}"
 
 
 @dataclass(frozen=True)
