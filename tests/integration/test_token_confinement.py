@@ -265,3 +265,15 @@ def test_a_backslash_workflow_url_is_dead_lettered_and_sends_nothing(stack: Loca
     [dead] = client.dead_letters("TriggerXflowWorkflowDeadLetterQueue")
     assert dead["errorCode"] == "workflow_url_not_allowed" and "backslash" in dead["errorMessage"]
     assert client.workflow_runs() == [] and foreign.received() == []
+
+
+def test_the_sandbox_redirect_fault_is_validated(sandbox: str) -> None:
+    refused = requests.post(sandbox + "/_sandbox/faults", timeout=5,
+                            json={"pathPattern": "/whoami$", "status": 302, "location": "http://x/\r\nSet-Cookie: a"})
+    assert refused.status_code == 400 and "location" in refused.text
+    fault(sandbox, pathPattern="/whoami$", status=302, location="https://elsewhere.example/")
+    [pending] = requests.get(sandbox + "/_sandbox/faults", timeout=5).json()["faults"]
+    assert pending["location"] == "https://elsewhere.example/"
+    answer = requests.get(sandbox + "/API/v3/whoami", headers={"X-API-TOKEN": SANDBOX_TOKEN}, timeout=5,
+                          allow_redirects=False)
+    assert (answer.status_code, answer.headers["Location"]) == (302, "https://elsewhere.example/")
