@@ -194,7 +194,7 @@ class QualtricsClient:
                                  "^[a-zA-Z0-9-]+$")
         return f"https://{credentials.datacenter}.qualtrics.com"
 
-    def is_qualtrics_url(self, url: str, credentials: QualtricsCredentials | None = None) -> bool:
+    def is_qualtrics_url(self, url: str) -> bool:
         """Whether the API token may go to ``url`` (``token_url_refusal``, with QUALTRICS_BASE_URL's origin)."""
         return token_url_refusal(url, self._base_origin) is None
 
