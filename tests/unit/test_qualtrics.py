@@ -231,3 +231,12 @@ def test_the_datacenter_must_be_one_name() -> None:
     with pytest.raises(PermanentError) as refused:
         client.whoami()
     assert refused.value.code == "qualtrics_not_configured"
+
+
+def test_a_body_that_is_not_json_is_a_payload_error_and_sends_nothing(qualtrics: QualtricsClient,
+                                                                      sandbox: QualtricsSandbox) -> None:
+    with pytest.raises(PermanentError) as refused:
+        qualtrics.trigger_workflow(sandbox.base_url + "/inbound-event/v1/events/json/triggers?urlTokenId=t",
+                                   {"total": float("nan")})
+    assert refused.value.code == "invalid_payload"
+    assert requests.get(sandbox.base_url + "/_sandbox/requests", timeout=5).json()["requests"] == []

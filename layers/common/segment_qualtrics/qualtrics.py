@@ -282,6 +282,8 @@ class QualtricsClient:
         if problem is None:
             try:
                 prepared = self._session.prepare_request(requests.Request(method, url, json=body, headers=headers))
+            except requests.exceptions.InvalidJSONError as exc:   # NaN, Infinity: retrying cannot help
+                raise PermanentError("invalid_payload", f"{operation}: the request body is not JSON ({exc})") from None
             except (requests.RequestException, ValueError) as exc:
                 problem = f"requests cannot prepare it ({type(exc).__name__})"
             else:
