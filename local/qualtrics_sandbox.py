@@ -1,8 +1,8 @@
 """Local stand-in for the Qualtrics REST API v3 endpoints the destination uses.
 
 Standard library only, so it runs anywhere the repo's Python runs (local stack, integration tests,
-benchmarks). It follows the project's Qualtrics reference (qualtrics-api.md), not any client: where
-the reference is silent the chosen behaviour is marked "Interpretation:" in a comment.
+benchmarks). It follows Qualtrics' API v3 documentation (the "reference" in comments), not any client:
+where the documentation is silent the chosen behaviour is marked "Interpretation:" in a comment.
 
 Served endpoints (all need ``X-API-TOKEN``):
     GET  /API/v3/whoami
@@ -27,12 +27,13 @@ Admin endpoints (no token, plain JSON, not recorded in the request log):
     GET    /_sandbox/faults       pending faults
     POST   /_sandbox/faults       {"pathPattern" (re.search on the path), "status", "method"?,
                                   "times"?: 1, "retryAfter"?, "delaySeconds"?: 0,
-                                  "when"?: "before"|"after", "body"?}
+                                  "when"?: "before"|"after", "body"?, "location"?}
     DELETE /_sandbox/faults       drop all faults
 
 A fault hits the next `times` matching API requests. "before" answers `status` without applying the
 request; "after" applies it, then answers `status` (a response lost after Qualtrics accepted).
-Status 0 leaves the answer alone, so status 0 + delaySeconds is a slow success.
+Status 0 leaves the answer alone, so status 0 + delaySeconds is a slow success. "location" sets the
+Location header: with a 3xx status it is a redirect (to test that clients do not follow one).
 
 CLI: ``python -m local.qualtrics_sandbox --port 8765 --token TOKEN`` (Ctrl-C stops it).
 """
@@ -664,7 +665,7 @@ def validate_transaction_data(entry: dict[str, Any]) -> dict[str, Any]:
 # Faults
 # --------------------------------------------------------------------------------------------
 
-FAULT_KEYS = ("method", "pathPattern", "status", "times", "retryAfter", "delaySeconds", "when", "body")
+FAULT_KEYS = ("method", "pathPattern", "status", "times", "retryAfter", "delaySeconds", "when", "body", "location")
 
 
 @dataclass
@@ -677,6 +678,7 @@ class Fault:
     delay_seconds: float = 0
     when: str = "before"
     body: dict[str, Any] | None = None
+    location: str | None = None
 
     def matches(self, req: Request) -> bool:
         method_ok = self.method is None or self.method == req.method
@@ -686,6 +688,8 @@ class Fault:
         headers = {}
         if self.retry_after is not None:
             headers["Retry-After"] = stringify(self.retry_after)
+        if self.location is not None:
+            headers["Location"] = self.location
         if self.body is not None:
             return Response(self.status, copy.deepcopy(self.body), headers)
         if self.status < 400:
@@ -704,6 +708,7 @@ class Fault:
             "delaySeconds": self.delay_seconds,
             "when": self.when,
             "body": self.body,
+            "location": self.location,
         }
 
 
@@ -733,6 +738,9 @@ def parse_fault(spec: dict[str, Any]) -> Fault:
     body = spec.get("body")
     if body is not None and not isinstance(body, dict):
         raise ApiError(400, "'body' must be a JSON object.")
+    location = spec.get("location")
+    if location is not None and (not isinstance(location, str) or not location.isprintable()):
+        raise ApiError(400, "'location' must be a string without control characters.")
     return Fault(
         path_pattern=compiled,
         status=status,
@@ -742,6 +750,7 @@ def parse_fault(spec: dict[str, Any]) -> Fault:
         delay_seconds=_non_negative(spec, "delaySeconds", 0),
         when=when,
         body=body,
+        location=location,
     )
 
 

@@ -15,6 +15,7 @@ import requests
 import responses
 from segment_qualtrics import cli_ops
 from segment_qualtrics.health import check_whoami
+from segment_qualtrics.qualtrics import QualtricsClient
 
 from local.stack import SANDBOX_TOKEN, LocalStack
 
@@ -27,10 +28,10 @@ def state_file(stack: LocalStack, tmp_path: Path) -> Path:
 
 
 def test_whoami_against_the_sandbox(stack: LocalStack) -> None:
-    good = check_whoami(stack.sandbox.base_url, SANDBOX_TOKEN)
+    good = check_whoami(QualtricsClient.with_token(SANDBOX_TOKEN, base_url=stack.sandbox.base_url))
     assert (good.ok, good.status, good.datacenter) == (True, 200, "sandbox")
     assert "email" not in json.dumps(good.log_fields()) and "userName" not in good.log_fields()
-    bad = check_whoami(stack.sandbox.base_url, "not-the-token")
+    bad = check_whoami(QualtricsClient.with_token("not-the-token", base_url=stack.sandbox.base_url))
     assert (bad.ok, bad.status) == (False, 401)
     assert "apiToken" in bad.problems[0]
 
@@ -41,13 +42,13 @@ def test_whoami_warns_about_a_proxied_datacenter_and_never_raises() -> None:
         "result": {"brandId": "acme", "datacenter": "sjc1"},
         "meta": {"httpStatus": "200 - OK", "requestId": "r1",
                  "notice": "Request proxied. For faster response times, use this host instead: sjc1.qualtrics.com"}})
-    report = check_whoami("https://iad1.qualtrics.com", "token", expected_datacenter="iad1")
+    report = check_whoami(QualtricsClient.with_token("token", "iad1"), expected_datacenter="iad1")
     assert report.status == 200 and not report.ok
     assert any("sjc1.qualtrics.com" in p for p in report.problems)
     assert any("the secret says datacenter 'iad1'" in p for p in report.problems)
 
     responses.get("https://down.qualtrics.com/API/v3/whoami", body=requests.ConnectionError("refused"))
-    down = check_whoami("https://down.qualtrics.com", "token")
+    down = check_whoami(QualtricsClient.with_token("token", "down"))
     assert (down.ok, down.status) == (False, None) and "could not reach" in down.problems[0]
 
 

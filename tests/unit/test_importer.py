@@ -177,6 +177,14 @@ def test_a_workflow_url_outside_qualtrics_is_noted():
     assert any("hooks.example.com" in note and "workflow_url_not_allowed" in note for note in result.notes)
 
 
+def test_the_workflow_url_note_uses_the_workers_rule():
+    # urlsplit reads the host as iad1.qualtrics.com; the HTTP client would connect to evil.example.
+    item = {**WORKFLOW, "settings": {"workflowUrl": "https://evil.example\\@iad1.qualtrics.com/x"}}
+    assert any("backslash" in note and "workflow_url_not_allowed" in note for note in import_segment([item], {}).notes)
+    item = {**WORKFLOW, "settings": {"workflowUrl": "https://iad1.qualtrics.com/inbound-event/v1/events/json"}}
+    assert not any("workflowUrl" in note for note in import_segment([item], {}).notes)
+
+
 def test_a_misspelt_slug_case_and_a_missing_name_are_fixed_and_noted():
     item = {**CONTACT, "actionSlug": "AddContactToXmd", "name": ""}
     result = import_segment([item], {})

@@ -29,7 +29,9 @@ import requests
 
 from .cli_dlq import DEFAULT_STATE, resolve_target
 from .dlq import DlqError, read_state
+from .errors import DestinationError
 from .health import check_whoami
+from .qualtrics import QualtricsClient, QualtricsCredentials
 
 SMOKE_USER = "segment-qualtrics-smoke-test"
 
@@ -120,9 +122,15 @@ def _check_qualtrics(args: argparse.Namespace, out: TextIO) -> int:
     if not token or not datacenter:
         raise DlqError("no Qualtrics credentials: set QUALTRICS_API_TOKEN and QUALTRICS_DATACENTER, or pass "
                        "--secret-arn or --stack")
-    base_url = args.base_url or os.environ.get("QUALTRICS_BASE_URL") or f"https://{datacenter}.qualtrics.com"
-    report = check_whoami(base_url, token, expected_datacenter=None if args.base_url or
-                          os.environ.get("QUALTRICS_BASE_URL") else datacenter)
+    override = args.base_url or os.environ.get("QUALTRICS_BASE_URL") or None
+    try:
+        # The worker's client: the datacenter checked as the worker checks it, the token sent only where the
+        # worker would send it (docs/security.md), no redirects followed.
+        client = QualtricsClient.with_token(token, datacenter, override)
+        base_url = client.base_url(QualtricsCredentials(token, datacenter))
+    except DestinationError as exc:
+        raise DlqError(f"{exc.message} (from {source})") from None
+    report = check_whoami(client, expected_datacenter=None if override else datacenter)
     print(f"GET {base_url}/API/v3/whoami with the credentials of {source} -> {report.status or 'no answer'}", file=out)
     if report.datacenter or report.brand_id:
         print(f"      brand {report.brand_id or '?'}, datacenter {report.datacenter or '?'}, account type "

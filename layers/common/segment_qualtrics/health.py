@@ -1,10 +1,11 @@
 """The Qualtrics credentials check: GET /API/v3/whoami, and what its answer says about the configuration.
 
 Used by the worker once per execution environment (worker_app.py) and by ``make check-qualtrics``
-(cli_ops.py). It never raises: every problem becomes a line in ``WhoamiReport.problems``.
+(cli_ops.py). It never raises: every problem becomes a line in ``WhoamiReport.problems``. The call goes
+through ``QualtricsClient`` like every other request with the API token: the same URL rule, no redirects.
 
 A datacenter other than the brand's still answers GETs, but ``meta.notice`` says the request was proxied,
-and POSTs through that proxy have been seen failing with 400 (reference qualtrics-api.md section 2).
+and POSTs through that proxy have been seen failing with 400.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
+from .errors import DestinationError
+from .qualtrics import QualtricsClient
 
 WHOAMI_PATH = "/API/v3/whoami"
 TIMEOUT = (2.0, 3.0)   # connect, read: a check must stay cheap; the real calls have their own timeouts
@@ -42,36 +44,31 @@ class WhoamiReport:
         return {k: v for k, v in fields.items() if v is not None}
 
 
-def check_whoami(base_url: str, api_token: str, *, expected_datacenter: str | None = None,
-                 session: requests.Session | None = None, timeout: tuple[float, float] = TIMEOUT) -> WhoamiReport:
+def check_whoami(client: QualtricsClient, *, expected_datacenter: str | None = None,
+                 timeout: tuple[float, float] = TIMEOUT) -> WhoamiReport:
     report = WhoamiReport(expected_datacenter=expected_datacenter)
-    url = base_url.rstrip("/") + WHOAMI_PATH
     try:
-        response = (session or requests).get(url, headers={"X-API-TOKEN": api_token, "Accept": "application/json"},
-                                             timeout=timeout)
-    except requests.RequestException as exc:
-        report.problems.append(f"could not reach Qualtrics at {base_url}: {type(exc).__name__}")
+        data = client.whoami(timeout=timeout)
+        report.status = 200
+    except DestinationError as exc:
+        report.status, report.request_id = exc.status, exc.request_id
+        if exc.status == 401:
+            report.problems.append("Qualtrics rejected the API token (401): set apiToken in the Qualtrics secret")
+        elif exc.status == 403:
+            report.problems.append("the API token may not call whoami (403): check the user's API permission")
+        elif exc.status is not None and exc.code != "qualtrics_redirect":
+            report.problems.append(f"whoami answered {exc.status}")
+        else:   # no answer, a redirect, a URL the token may not go to, unusable credentials
+            report.problems.append(exc.message)
         return report
-    report.status = response.status_code
-    try:
-        data = response.json()
-    except ValueError:
-        data = {}
-    data = data if isinstance(data, dict) else {}
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
     result = data.get("result") if isinstance(data.get("result"), dict) else {}
-    report.request_id = meta.get("requestId")
-    report.notice = meta.get("notice") or None
-    report.datacenter = result.get("datacenter") or None
-    report.brand_id = result.get("brandId") or None
-    report.account_type = result.get("accountType") or None
+    report.request_id = _text(meta.get("requestId"))
+    report.notice = _text(meta.get("notice"))
+    report.datacenter = _text(result.get("datacenter"))
+    report.brand_id = _text(result.get("brandId"))
+    report.account_type = _text(result.get("accountType"))
 
-    if response.status_code == 401:
-        report.problems.append("Qualtrics rejected the API token (401): set apiToken in the Qualtrics secret")
-    elif response.status_code == 403:
-        report.problems.append("the API token may not call whoami (403): check the user's API permission")
-    elif not 200 <= response.status_code < 300:
-        report.problems.append(f"whoami answered {response.status_code}")
     if report.notice:
         report.problems.append(f"Qualtrics notice: {report.notice!r}; the datacenter in the secret is probably "
                                "not the brand's, and POSTs through the proxy may fail with 400")
@@ -80,6 +77,11 @@ def check_whoami(base_url: str, api_token: str, *, expected_datacenter: str | No
         report.problems.append(f"the secret says datacenter {expected_datacenter!r} but the brand's is "
                                f"{report.datacenter!r}: set datacenter in the Qualtrics secret")
     return report
+
+
+def _text(value: Any) -> str | None:
+    # The answer is not trusted to have the documented types: a non-string is treated as absent.
+    return value if isinstance(value, str) and value else None
 
 
 def _datacenter(value: str) -> str:

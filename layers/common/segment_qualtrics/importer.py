@@ -24,7 +24,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from .actions import ACTIONS, Action
 from .mapping import UNDEFINED, MappingError, validate_mapping
@@ -182,14 +181,13 @@ def _mapping(item: dict[str, Any], action: Action, label: str, result: ImportRes
 
 
 def _note_foreign_workflow_url(url: Any, label: str, result: ImportResult) -> None:
-    try:
-        host = (urlsplit(url).hostname or "") if isinstance(url, str) else ""
-    except ValueError:
-        return
-    if host and host != "qualtrics.com" and not host.endswith(".qualtrics.com"):
-        result.notes.append(f"{label}: the workflowUrl's host {host} is not Qualtrics: the workers send the API "
-                            "token only to qualtrics.com or QUALTRICS_BASE_URL's origin, so they refuse it "
-                            "(workflow_url_not_allowed) unless QUALTRICS_BASE_URL points there")
+    from .qualtrics import token_url_refusal  # the workers' rule (requests: only when there is a URL to check)
+
+    problem = token_url_refusal(url) if isinstance(url, str) and url else None
+    if problem:
+        result.notes.append(f"{label}: the workflowUrl may not receive the API token ({problem}): the workers "
+                            "send it only to https://qualtrics.com or a subdomain, or QUALTRICS_BASE_URL's origin, "
+                            "so they refuse it (workflow_url_not_allowed) unless QUALTRICS_BASE_URL points there")
 
 
 def _unique(name: str, taken: set[str], label: str, result: ImportResult) -> str:

@@ -3,6 +3,10 @@
 Errors come out as ``PermanentError`` / ``RetryableError`` (errors.py) carrying the HTTP status and
 the Qualtrics requestId. On a 401 the credentials are fetched once more (a rotated token) before
 the call fails.
+
+The API token goes only to Qualtrics: every request leaves through ``QualtricsClient._send``, which
+asks ``token_url_refusal`` (the one rule, see docs/security.md) about the exact URL requests prepared,
+and never follows a redirect (a 3xx is the permanent error ``qualtrics_redirect``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from .errors import DestinationError, PermanentError, RetryableError, error_from_response
 
-DATACENTER = re.compile(r"^[a-zA-Z0-9-]+$")
+DATACENTER = re.compile(r"^[a-zA-Z0-9-]+$")   # applied with fullmatch: "$" alone lets a final newline through
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 10.0   # Segment's framework default per request
 USER_AGENT = "segment-qualtrics-destination/0.1"
@@ -34,7 +40,7 @@ class QualtricsCredentials:
         token, datacenter = value.get("apiToken"), value.get("datacenter") or "iad1"
         if not token or not isinstance(token, str):
             raise PermanentError("qualtrics_not_configured", "the Qualtrics secret has no apiToken")
-        if not isinstance(datacenter, str) or not DATACENTER.match(datacenter):
+        if not isinstance(datacenter, str) or not DATACENTER.fullmatch(datacenter):
             raise PermanentError("qualtrics_not_configured",
                                  f"the Qualtrics datacenter {datacenter!r} is not of the form ^[a-zA-Z0-9-]+$")
         return cls(token, datacenter)
@@ -42,6 +48,108 @@ class QualtricsCredentials:
 
 # Fetches the credentials; force=True bypasses any cache (after a 401).
 CredentialsProvider = Callable[[bool], QualtricsCredentials]
+
+
+# --- where the API token may go -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_URL_LENGTH = 8192
+# The start of a URL as the rule accepts it: scheme://host[:port] and then /, ?, # or the end. No userinfo,
+# no percent-escapes, no backslash, nothing but ASCII letters, digits, dots and hyphens in the host (or a
+# bracketed IPv6 literal, for a QUALTRICS_BASE_URL on ::1).
+_URL_START = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
+                        r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?(?=[/?#]|\Z)")
+# qualtrics.com or a subdomain of it: DNS labels only (no empty label, so no trailing dot).
+_QUALTRICS_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*qualtrics\.com")
+
+
+def token_url_refusal(url: str, base_origin: Origin | None = None) -> str | None:
+    """Why the API token may not be sent to ``url``; None when it may. The one rule, used for every request.
+
+    Allowed: https on the default port to qualtrics.com or a subdomain, and QUALTRICS_BASE_URL's exact
+    origin (``base_origin``). The URL is read three ways: a strict pattern on the raw text, urllib3's
+    ``parse_url`` (what requests prepares the URL with) and ``urllib.parse.urlsplit`` (what requests'
+    adapter picks the connection's host and port with). Unless all three name the same scheme, host
+    and port, the URL is refused, so the host checked is the host connected to.
+    """
+    origin, problem = _read_origin(url)
+    if origin is None:
+        return problem
+    if origin == base_origin:
+        return None
+    if origin.scheme != "https":
+        return f"scheme {origin.scheme!r} is not https"
+    if origin.port != DEFAULT_PORTS["https"]:
+        return f"port {origin.port} is not 443"
+    if not _QUALTRICS_HOST.fullmatch(origin.host):
+        return f"host {_shown(origin.host)} is not qualtrics.com or a subdomain of it"
+    return None
+
+
+def origin_of(url: str | None) -> Origin | None:
+    """QUALTRICS_BASE_URL's origin, read as the rule reads any URL (None: no override, or one that no URL matches)."""
+    return _read_origin(url)[0] if url else None
+
+
+def _read_origin(url: str) -> tuple[Origin | None, str]:
+    if not isinstance(url, str) or not url:
+        return None, "the URL is empty"
+    if len(url) > MAX_URL_LENGTH:
+        return None, f"the URL is longer than {MAX_URL_LENGTH} characters"
+    if not url.isascii() or not url.isprintable():
+        return None, "the URL has non-ASCII or control characters"
+    if " " in url or "\\" in url:
+        return None, "the URL has a space or a backslash"
+    start = _URL_START.match(url)
+    if start is None:
+        return None, "the URL does not start with scheme://host[:port] followed by /, ? or # (no userinfo, no escapes)"
+    scheme = start["scheme"].lower()
+    if scheme not in DEFAULT_PORTS:
+        return None, f"scheme {_shown(scheme)} is not https"
+    raw_port = int(start["port"]) if start["port"] else DEFAULT_PORTS[scheme]
+    if not 0 < raw_port < 65536:
+        return None, f"the URL's port {raw_port} is out of range"
+    try:
+        parsed = parse_url(url)
+        split = urlsplit(url)
+        split_port = split.port
+    except (LocationParseError, ValueError) as exc:
+        return None, f"the URL does not parse ({type(exc).__name__})"
+    host = start["host"].lower().strip("[]")
+    readings = {
+        (scheme, host, raw_port),
+        ((parsed.scheme or "").lower(), (parsed.host or "").lower().strip("[]"),
+         parsed.port or DEFAULT_PORTS.get(scheme)),
+        (split.scheme.lower(), (split.hostname or "").lower(), split_port or DEFAULT_PORTS.get(scheme)),
+    }
+    if len(readings) != 1 or parsed.auth is not None or split.username is not None:
+        return None, "the URL's host reads differently to different parsers"
+    return Origin(scheme, host, raw_port), ""
+
+
+def _shown(text: str | None, limit: int = 80) -> str:
+    """A hostile string, safe in an error message: repr (escapes control characters), cut short."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _location_host(location: str | None) -> str:
+    if not location:
+        return "no Location"
+    try:
+        parsed = parse_url(location)
+    except (LocationParseError, ValueError):
+        return f"an unreadable Location ({_shown(location)})"
+    if not parsed.host:
+        return f"a Location without a host ({_shown(location)})"
+    return f"Location host {_shown(parsed.host + (f':{parsed.port}' if parsed.port else ''))}"
 
 
 @dataclass(frozen=True)
@@ -65,27 +173,34 @@ class QualtricsClient:
     ) -> None:
         self._credentials = credentials
         self._base_override = base_url.rstrip("/") if base_url else None
+        self._base_origin = origin_of(self._base_override)
         self._session = session or requests.Session()
         self._on_call = on_call   # observability hook: (operation, status or None, seconds)
 
+    @classmethod
+    def with_token(cls, api_token: str, datacenter: str = "iad1", base_url: str | None = None,
+                   **kwargs: Any) -> QualtricsClient:
+        """A client on fixed credentials (the ops tools), checked as the worker checks its secret."""
+        credentials = QualtricsCredentials.from_secret({"apiToken": api_token, "datacenter": datacenter})
+        return cls(lambda force: credentials, base_url, **kwargs)
+
     # --- URLs -------------------------------------------------------------------------------------
     def base_url(self, credentials: QualtricsCredentials) -> str:
-        return self._base_override or f"https://{credentials.datacenter}.qualtrics.com"
-
-    def is_qualtrics_url(self, url: str, credentials: QualtricsCredentials | None = None) -> bool:
-        """The API token may go only to qualtrics.com (or a subdomain) or to QUALTRICS_BASE_URL's origin."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme == "https" and (host == "qualtrics.com" or host.endswith(".qualtrics.com")):
-            return True
         if self._base_override:
-            base = urlsplit(self._base_override)
-            return (parts.scheme, host, parts.port) == (base.scheme, (base.hostname or "").lower(), base.port)
-        return False
+            return self._base_override
+        if not DATACENTER.fullmatch(credentials.datacenter):
+            raise PermanentError("qualtrics_not_configured",
+                                 f"the Qualtrics datacenter {_shown(credentials.datacenter)} is not of the form "
+                                 "^[a-zA-Z0-9-]+$")
+        return f"https://{credentials.datacenter}.qualtrics.com"
+
+    def is_qualtrics_url(self, url: str) -> bool:
+        """Whether the API token may go to ``url`` (``token_url_refusal``, with QUALTRICS_BASE_URL's origin)."""
+        return token_url_refusal(url, self._base_origin) is None
 
     # --- calls ------------------------------------------------------------------------------------
-    def whoami(self) -> dict[str, Any]:
-        return self._call("whoami", "GET", "/API/v3/whoami")
+    def whoami(self, timeout: tuple[float, float] | None = None) -> dict[str, Any]:
+        return self._call("whoami", "GET", "/API/v3/whoami", timeout=timeout)
 
     def create_contact(self, directory_id: str, contact: dict[str, Any]) -> str:
         data = self._call("create_contact", "POST", f"/API/v3/directories/{_seg(directory_id)}/contacts", contact)
@@ -121,51 +236,69 @@ class QualtricsClient:
             next_page = result.get("nextPage")
             if not next_page:
                 return elements
-            if urlsplit(next_page).scheme:   # a whole URL: the token goes there only if it is Qualtrics
-                if not self.is_qualtrics_url(next_page):
-                    raise PermanentError("qualtrics_bad_response",
-                                         f"list transactions: nextPage points outside Qualtrics "
-                                         f"({urlsplit(next_page).hostname}); the token is not sent there")
-                data = self._call("list_transactions", "GET", next_page, absolute=True)
-            else:
-                data = self._call("list_transactions", "GET", next_page)
+            if not isinstance(next_page, str):
+                raise PermanentError("qualtrics_bad_response", "list transactions: nextPage is not a string")
+            # A whole URL is sent as it is; anything else must be a path ("/..."), joined to the base URL.
+            # Either way the rule in _send decides whether the token may go there.
+            absolute = "://" in next_page
+            if not absolute and not (next_page.startswith("/") and not next_page.startswith("//")):
+                raise PermanentError("qualtrics_bad_response",
+                                     f"list transactions: nextPage {_shown(next_page)} points outside Qualtrics: "
+                                     "neither a URL nor a path; the token is not sent there")
+            data = self._call("list_transactions", "GET", next_page, absolute=absolute,
+                              refused=("qualtrics_bad_response", "list transactions: nextPage points outside "
+                                       "Qualtrics"))
         # Not read to the end, the list cannot prove a transaction absent: stop rather than risk a duplicate.
         raise PermanentError("too_many_transactions",
                              f"contact {contact_id} has more than {MAX_TRANSACTION_PAGES} pages of transactions; "
                              "could not check whether an earlier attempt recorded this one")
 
     def trigger_workflow(self, url: str, payload: dict[str, Any] | None) -> None:
-        credentials = self._credentials(False)
-        if not self.is_qualtrics_url(url, credentials):
-            raise PermanentError("workflow_url_not_allowed",
-                                 f"the workflow URL {urlsplit(url).scheme}://{urlsplit(url).hostname} is not "
-                                 "Qualtrics; the API token is sent only to https://*.qualtrics.com or to "
-                                 "QUALTRICS_BASE_URL")
-        self._call("trigger_workflow", "POST", url, payload, absolute=True)
+        self._call("trigger_workflow", "POST", url, payload, absolute=True,
+                   refused=("workflow_url_not_allowed", "the workflow URL is not Qualtrics"))
 
     # --- plumbing ---------------------------------------------------------------------------------
-    def _call(self, operation: str, method: str, path: str, body: Any = None, *, absolute: bool = False) -> dict:
+    def _call(self, operation: str, method: str, path: str, body: Any = None, *, absolute: bool = False,
+              refused: tuple[str, str] | None = None, timeout: tuple[float, float] | None = None) -> dict:
         credentials = self._credentials(False)
         try:
-            return self._send(operation, method, path, body, credentials, absolute)
+            return self._send(operation, method, path, body, credentials, absolute, refused, timeout)
         except DestinationError as exc:
             if exc.status != 401:
                 raise
         # The token may have been rotated since it was cached: fetch it once more, then give up.
         fresh = self._credentials(True)
-        return self._send(operation, method, path, body, fresh, absolute)
+        return self._send(operation, method, path, body, fresh, absolute, refused, timeout)
 
-    def _send(self, operation: str, method: str, path: str, body: Any,
-              credentials: QualtricsCredentials, absolute: bool) -> dict:
+    def _send(self, operation: str, method: str, path: str, body: Any, credentials: QualtricsCredentials,
+              absolute: bool, refused: tuple[str, str] | None, timeout: tuple[float, float] | None) -> dict:
+        """The only place a request with the API token leaves: the rule checked on the prepared URL, no redirects."""
         url = path if absolute else self.base_url(credentials) + path
         headers = {"X-API-TOKEN": credentials.api_token, "User-Agent": USER_AGENT, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        prepared: requests.PreparedRequest | None = None
+        problem = token_url_refusal(url, self._base_origin)
+        if problem is None:
+            try:
+                prepared = self._session.prepare_request(requests.Request(method, url, json=body, headers=headers))
+            except requests.exceptions.InvalidJSONError as exc:   # NaN, Infinity: retrying cannot help
+                raise PermanentError("invalid_payload", f"{operation}: the request body is not JSON ({exc})") from None
+            except (requests.RequestException, ValueError) as exc:
+                problem = f"requests cannot prepare it ({type(exc).__name__})"
+            else:
+                # What requests made of it (and of the session's settings) is what goes on the wire: ask again.
+                problem = token_url_refusal(prepared.url or "", self._base_origin)
+        if problem is not None or prepared is None:
+            code, what = refused or ("qualtrics_url_not_allowed", f"{operation}: the URL is not Qualtrics")
+            raise PermanentError(code, f"{what} ({_origin_text(url)}: {problem}); the API token is sent only "
+                                       "to https://qualtrics.com or a subdomain, or to QUALTRICS_BASE_URL's origin")
         started = time.perf_counter()
         status: int | None = None
         try:
-            response = self._session.request(method, url, json=body, headers=headers,
-                                             timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            settings = self._session.merge_environment_settings(prepared.url, {}, None, None, None)
+            response = self._session.send(prepared, allow_redirects=False,
+                                          timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT), **settings)
             status = response.status_code
         except requests.Timeout as exc:
             raise RetryableError("qualtrics_timeout",
@@ -175,6 +308,12 @@ class QualtricsClient:
         finally:
             if self._on_call:
                 self._on_call(operation, status, time.perf_counter() - started)
+        if 300 <= response.status_code < 400:
+            # requests would keep X-API-TOKEN on a redirect to another host: never follow one.
+            raise PermanentError("qualtrics_redirect",
+                                 f"{operation}: Qualtrics answered {response.status_code} with "
+                                 f"{_location_host(response.headers.get('Location'))}; redirects are not followed, "
+                                 "so the API token stays with Qualtrics", status=response.status_code)
         if not 200 <= response.status_code < 300:
             raise error_from_response(response.status_code, response.content, dict(response.headers))
         if not response.content:
@@ -184,6 +323,17 @@ class QualtricsClient:
         except ValueError:
             return {}
         return data if isinstance(data, dict) else {}
+
+
+def _origin_text(url: str) -> str:
+    """scheme://host of a refused URL as urllib3 reads it, for the error message (never the path: it may hold ids)."""
+    if not isinstance(url, str):
+        return f"a {type(url).__name__}"
+    try:
+        parsed = parse_url(url)
+    except (LocationParseError, ValueError):
+        return _shown(url)
+    return _shown(f"{parsed.scheme}://{parsed.host}" if parsed.host else url)
 
 
 def _seg(value: str) -> str:

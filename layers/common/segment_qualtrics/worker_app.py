@@ -201,8 +201,8 @@ def qualtrics_startup_check(credentials: Callable[[bool], QualtricsCredentials],
         logger.warning("Qualtrics startup check: no usable credentials",
                        extra={"check": "whoami", "errorCode": exc.code, "reason": exc.message})
         return
-    report = check_whoami(client.base_url(found), found.api_token,
-                          expected_datacenter=None if base_url_override else found.datacenter)
+    # Through the worker's own client: the same URL rule and no redirects as every delivery call.
+    report = check_whoami(client, expected_datacenter=None if base_url_override else found.datacenter)
     fields = {"check": "whoami", **report.log_fields()}
     if report.ok:
         logger.info("Qualtrics startup check passed", extra=fields)
