@@ -42,6 +42,27 @@ def sqs_attribute_text(value: str) -> str:
     return SQS_REFUSED.sub("\ufffd", value) or "-"
 
 
+SQS_MAX_MESSAGE_BYTES = 1024 * 1024   # body and attributes (names, types, values) together
+
+
+def sqs_entry_problem(body: str, attributes: dict[str, dict[str, str]]) -> str | None:
+    """What SQS would refuse in one SendMessage entry (its documented rules, which a local moto server does
+    not all enforce), or None. For tests and checks: the ingest's messages are built to pass it."""
+    if not body:
+        return "an empty body"
+    if bad := SQS_REFUSED.search(body):
+        return f"the body holds {bad[0]!a}"
+    size = len(body.encode())
+    for name, attribute in attributes.items():
+        value = attribute.get("StringValue")
+        if not value:
+            return f"attribute {name} is empty"
+        if bad := SQS_REFUSED.search(value):
+            return f"attribute {name} holds {bad[0]!a}"
+        size += len(name.encode()) + len(attribute["DataType"].encode()) + len(value.encode())
+    return f"{size} bytes, over {SQS_MAX_MESSAGE_BYTES}" if size > SQS_MAX_MESSAGE_BYTES else None
+
+
 def encode_event(event: dict[str, Any]) -> str:
     """An event's compact JSON text, non-ASCII kept: the ingest encodes each event once for all its messages.
 
