@@ -30,15 +30,20 @@ def sqs_safe(json_text: str) -> str:
     """JSON text with every character SQS refuses written as a ``\\uXXXX`` escape: the same JSON value.
 
     In JSON text such characters (U+FFFE, U+FFFF, a lone surrogate) can only be inside strings, where an
-    escape means the same character; C0 controls are escaped by every JSON encoder already.
+    escape means the same character; C0 controls are escaped by every JSON encoder (and refused raw by every
+    JSON parser) already, so ``json_text`` must be valid JSON text or pieces of it.
     """
-    if SQS_REFUSED.search(json_text) is None:   # the usual case: one C scan, no copy
+    # The usual cases, no copy: ASCII JSON text (a flag of the str) holds no raw control but JSON's whitespace;
+    # printable text holds none of the refused characters.
+    if json_text.isascii() or json_text.isprintable() or SQS_REFUSED.search(json_text) is None:
         return json_text
     return SQS_REFUSED.sub(lambda m: f"\\u{ord(m[0]):04x}", json_text)
 
 
 def sqs_attribute_text(value: str) -> str:
     """An attribute value SQS takes (non-empty, no refused character); the body keeps the exact value."""
+    if value.isprintable() and value:   # the usual case (printable text holds no refused character)
+        return value
     return SQS_REFUSED.sub("\ufffd", value) or "-"
 
 
