@@ -108,7 +108,8 @@ def _event(rng: random.Random) -> str:
     fields = {"type": json.dumps(rng.choice(["identify", "track", "page", "group", "alias", "delete", "x"])),
               "userId": '"u-1"', "event": '"Order Completed"', "groupId": '"g"', "previousId": '"p"'}
     if rng.random() < 0.8:
-        fields["messageId"] = rng.choice(['"m-1"', '"m-2"', '"m-3"', '"ajs-next-0f"', json.dumps("m" * rng.choice([1023, 1024, 1025, 3000])),
+        long_id = json.dumps("m" * rng.choice([1023, 1024, 1025, 3000]))
+        fields["messageId"] = rng.choice(['"m-1"', '"m-2"', '"m-3"', '"ajs-next-0f"', long_id,
                                           '"m\\ufffe"', '"m\\ud800"', '"m\\u0001"', '"m\\t"', '""', "1", "null"])
     for _ in range(rng.choice([0, 0, 1, 1, 2, 4])):   # wrong or hostile values at any field
         fields[rng.choice(_FIELDS)] = _value(rng, rng.randint(0, 3))

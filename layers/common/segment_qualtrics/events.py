@@ -264,11 +264,7 @@ def _constant(name: str) -> Any:
 # A number that may overflow a double has an exponent of 3 digits or more, or 309 digits in a row: seen in
 # the body with digits as "0", e/E as "e", "+" kept and the rest as spaces (one C pass, then substring
 # searches). A gate only: a match (also one inside a string) sends the events to the exact check.
-_NUMBER_SHAPE = bytes.maketrans(b"0123456789eE+", b"0000000000ee+").translate(
-    bytes.maketrans(bytes(b for b in range(256) if b not in b"0123456789eE+"),
-                    b" " * (256 - 13)))
-
-
+_NUMBER_SHAPE = bytes(48 if b in b"0123456789" else 101 if b in b"eE" else b if b == 43 else 32 for b in range(256))
 _DIGITS_309 = b"0" * 309
 
 
@@ -290,9 +286,10 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
     surrogate escape).
 
     Refused (BodyError): nesting deeper than MAX_BODY_DEPTH (checked on the bytes before parsing, so no
-    parser recurses on it), not UTF-8, not strict JSON (NaN, Infinity), a number beyond a double's range, more
-    than MAX_EVENTS_PER_REQUEST events (413), and a one-event body that is too deep or not text. In a
-    batch, such an event alone is refused: it comes back as a ``Refused``, which validate_event rejects.
+    parser recurses on it), not UTF-8, not strict JSON (NaN, Infinity), more than MAX_EVENTS_PER_REQUEST
+    events (413), and a one-event body nested deeper than MAX_EVENT_DEPTH, holding a lone surrogate or a
+    number beyond a double's range. In a batch, such an event alone is refused: it comes back as a
+    ``Refused``, which validate_event rejects.
     """
     # Before parsing: json.loads recurses (RecursionError past about 1,000 levels), pydantic-core stops at 200.
     within = nesting_limit(body)
@@ -312,7 +309,7 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
             raise BodyError("invalid_json", f"the body is not UTF-8 text: {exc}") from None
         try:
             data = json.loads(text, parse_constant=_constant)   # 1e400 reads as inf: checked below
-        except RecursionError:   # only when ``within`` is None: too deep for the limit anyway
+        except RecursionError:   # broken JSON nested past what nesting_limit could pair up: too deep anyway
             raise _too_deep() from None
         except ValueError as exc:
             raise BodyError("invalid_json", f"the body is not valid JSON: {exc}") from None
