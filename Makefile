@@ -62,6 +62,9 @@ bench: $(VENV_STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/api_calls.py
 
+fuzz: $(VENV_STAMP)
+	INGEST_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests/unit/test_ingest_fuzz.py -q
+
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack
 

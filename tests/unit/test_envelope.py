@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from segment_qualtrics.envelope import ENVELOPE_VERSION, EnvelopeError, QueueMessage
+from segment_qualtrics.envelope import ENVELOPE_VERSION, EnvelopeError, QueueMessage, sqs_entry_problem, sqs_safe
 
 EVENT = {"type": "identify", "messageId": "seg-1", "userId": "user-1", "traits": {"name": "Zoë"}}
 MESSAGE = QueueMessage("addContactToXmd", "Contacts", "seg-1", "2024-01-01T00:00:00.250Z", EVENT)
@@ -76,3 +76,52 @@ def test_bad_bodies_are_an_envelope_error(text, needle):
 def test_a_body_that_is_not_utf8_is_an_envelope_error():
     with pytest.raises(EnvelopeError):
         QueueMessage.from_json(b"\xff\xfe")
+
+
+# --- what SQS and DynamoDB take ---------------------------------------------------------------------
+
+def test_the_idempotency_key_of_a_normal_id_keeps_its_format():
+    assert MESSAGE.idempotency_key == "addContactToXmd#Contacts#seg-1"
+    long_normal = QueueMessage("addContactToXmd", "Contacts", "m" * 900, "", EVENT)
+    assert long_normal.idempotency_key == "addContactToXmd#Contacts#" + "m" * 900   # 925 bytes: still plain
+
+
+@pytest.mark.parametrize("message_id", ["m" * 3000, "é" * 600, "\U0001f600" * 300, "m" * 10**6, "\ud800" * 2000])
+def test_a_long_idempotency_key_is_hashed_below_dynamodbs_limit(message_id):
+    message = QueueMessage("addContactToXmd", "Contacts", message_id, "", EVENT)
+    key = message.idempotency_key
+    assert key.startswith("sha256#") and len(key.encode()) <= 2048
+    assert key == QueueMessage("addContactToXmd", "Contacts", message_id, "x", {}).idempotency_key   # stable
+    assert key != QueueMessage("addContactToXmd", "Other", message_id, "", EVENT).idempotency_key
+    assert QueueMessage.from_json(message.to_json()).message_id == message_id   # the id stays in the message
+
+
+def test_characters_sqs_refuses_are_escaped_in_the_body_and_replaced_in_attributes():
+    event = {"type": "identify\ufffe", "userId": "a\uffffb\ud800", "x\ufffe": ["\x01", "\U0001fffe"]}
+    message = QueueMessage("addContactToXmd", "Contacts \ufffe", "id\ufffe\x00", "", event)
+    text = message.to_json()
+    assert sqs_entry_problem(text, message.attributes()) is None
+    assert "\\ufffe" in text and "\\uffff" in text and "\\ud800" in text
+    assert QueueMessage.from_json(text) == message   # the same values
+    assert message.attributes()["segmentMessageId"]["StringValue"] == "id\ufffd\ufffd"
+
+
+def test_sqs_safe_leaves_acceptable_text_alone():
+    text = '{"a":"\\u0001 \t é \U0001f600 \ufffd"}'
+    assert sqs_safe(text) is text
+
+
+def test_an_empty_attribute_value_is_replaced():
+    message = QueueMessage("addContactToXmd", "Contacts", "", "", {"type": ""})
+    assert sqs_entry_problem(message.to_json(), message.attributes()) is None
+
+
+@pytest.mark.parametrize("body,attributes,problem", [
+    ("", {}, "an empty body"),
+    ("\ufffe", {}, "the body holds '\\ufffe'"),
+    ("{}", {"a": {"DataType": "String", "StringValue": ""}}, "attribute a is empty"),
+    ("{}", {"a": {"DataType": "String", "StringValue": "\x08"}}, "attribute a holds '\\x08'"),
+    ("x" * (1024 * 1024), {"a": {"DataType": "String", "StringValue": "v"}}, "1048584 bytes, over 1048576"),
+])
+def test_sqs_entry_problem_names_what_sqs_would_refuse(body, attributes, problem):
+    assert sqs_entry_problem(body, attributes) == problem

@@ -5,7 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from segment_qualtrics.events import EVENT_TYPES, BodyError, derived_message_id, split_body, validate_event
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from segment_qualtrics.events import (
+    EVENT_TYPES,
+    MAX_BODY_DEPTH,
+    MAX_EVENT_DEPTH,
+    BodyError,
+    derived_message_id,
+    nesting_limit,
+    split_body,
+    validate_event,
+)
 
 IDENTIFY = {"type": "identify", "messageId": "m-1", "userId": "user-1", "traits": {"email": "ada@example.com"}}
 TRACK = {"type": "track", "messageId": "m-2", "event": "Transaction Created", "anonymousId": "anon-1"}
@@ -224,3 +235,69 @@ def test_the_derived_message_id_depends_on_the_content():
     one = {"type": "track", "userId": "u", "event": "E", "properties": {"a": 1}}
     assert derived_message_id(one) != derived_message_id({**one, "properties": {"a": 2}})
     assert derived_message_id(one) != derived_message_id({**one, "userId": "v"})
+
+
+# --- nesting, read from the bytes -------------------------------------------------------------------
+
+def _reference_depth(body: bytes) -> int:
+    """The deepest running count of open brackets outside strings, byte by byte (slow and plain)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+_PIECES = st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b'\\"', b"\\\\", b'"[', b']"', b'"\\"', b"1", b","])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=40), st.integers(0, MAX_BODY_DEPTH + 3))
+def test_nesting_limit_agrees_with_a_byte_by_byte_count(pieces, depth):
+    body = b"[" * depth + b"".join(pieces) + b"]" * depth
+    limit = nesting_limit(body)
+    try:
+        json.loads(body)
+    except RecursionError:
+        pass
+    except ValueError:   # not JSON: read_body refuses it, and no parser gets to recurse past the limit
+        with pytest.raises(BodyError):
+            split_body(body)
+        return
+    reference = _reference_depth(body)   # valid JSON: exact
+    assert limit == (MAX_EVENT_DEPTH if reference <= MAX_EVENT_DEPTH else
+                     MAX_BODY_DEPTH if reference <= MAX_BODY_DEPTH else None)
+
+
+@pytest.mark.parametrize("body,limit", [
+    (b"[" * MAX_EVENT_DEPTH + b"]" * MAX_EVENT_DEPTH, MAX_EVENT_DEPTH),
+    (b"[" * MAX_BODY_DEPTH + b"]" * MAX_BODY_DEPTH, MAX_BODY_DEPTH),
+    (b"[" * (MAX_BODY_DEPTH + 1) + b"]" * (MAX_BODY_DEPTH + 1), None),
+    (b"[" * 1_000_000 + b"]" * 1_000_000, None),
+    (b'["' + b"[" * 100 + b'"]', MAX_EVENT_DEPTH),                 # brackets in a string do not count
+    (b'["\\"' + b"[" * 100 + b'"]', MAX_EVENT_DEPTH),              # nor after an escaped quote
+    (b'["\\\\"' + b",[" * 70 + b"]" * 70 + b"]", None),          # an escaped backslash ends no string
+    (b"{}" * 1000, MAX_EVENT_DEPTH),                                # many, none deep
+    (b'[{"a":' * 40 + b"1" + b"}]" * 40, None),                   # 80 levels, objects and arrays mixed
+])
+def test_nesting_limit(body, limit):
+    assert nesting_limit(body) == limit
+
+
+def test_a_deep_body_is_too_deep_before_any_parser_recurses():
+    with pytest.raises(BodyError) as caught:
+        split_body(b"\xef\xbb\xbf" + b"[" * 100_000 + b"]" * 100_000)   # a BOM: json.loads would read it
+    assert caught.value.code == "too_deep"

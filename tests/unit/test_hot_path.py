@@ -2,7 +2,8 @@
 
 - ``plainly_valid`` may only accept what the SegmentEvent model accepts; ``validate_event`` gives the
   model's answer and the model's words either way.
-- ``split_body`` (pydantic-core's parser first) gives the events and errors of ``json.loads`` alone.
+- ``split_body`` (pydantic-core's parser first) gives the events and errors of ``json.loads`` alone, except
+  what it refuses by rule: too deep, not strict JSON (NaN, Infinity, 1e400), lone surrogates, not UTF-8.
 - ``encode_event`` (pydantic-core's serializer first) and ``QueueMessage.to_json`` write the JSON value of
   the event and of the envelope; the ingest's messages carry exactly ``to_json``'s text.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 from datetime import UTC, datetime
 
@@ -20,10 +22,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from pydantic_core import from_json
-from segment_qualtrics.envelope import ENVELOPE_VERSION, QueueMessage, encode_event
+from segment_qualtrics.envelope import ENVELOPE_VERSION, SQS_REFUSED, QueueMessage, encode_event
 from segment_qualtrics.events import (
     EVENT_TYPES,
+    MAX_EVENT_DEPTH,
+    MAX_EVENTS_PER_REQUEST,
     BodyError,
+    Refused,
     SegmentEvent,
     derived_message_id,
     describe_validation_error,
@@ -160,18 +165,66 @@ def _json_loads_split(body: bytes):
     return events if events else ("empty_batch", "the batch holds no events")
 
 
+def _depth(value) -> int:
+    if isinstance(value, dict | list):
+        return 1 + max(map(_depth, value.values() if isinstance(value, dict) else value), default=0)
+    return 0
+
+
+def _not_queueable(value) -> bool:
+    """What read_body refuses in what json.loads reads: NaN, Infinity, a lone surrogate, a number past a double."""
+    if isinstance(value, dict):
+        return any(map(_not_queueable, value)) or any(map(_not_queueable, value.values()))
+    if isinstance(value, list):
+        return any(map(_not_queueable, value))
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, int):
+        return value.bit_length() > 1024
+    return isinstance(value, str) and re.search("[\ud800-\udfff]", value) is not None
+
+
+def _refused(value) -> bool:
+    return _depth(value) > MAX_EVENT_DEPTH or _not_queueable(value)
+
+
 def _same_as_json_loads(body: bytes) -> None:
+    """read_body reads what json.loads reads, except what it refuses by its documented rules (events.py)."""
     expected = _json_loads_split(body)
     try:
         events, text = read_body(body)
     except BodyError as exc:
-        assert (exc.code, exc.message) == expected
+        if (exc.code, exc.message) == expected:
+            return
+        if exc.code == "too_deep":
+            assert isinstance(expected, tuple) or _depth(json.loads(body)) > MAX_EVENT_DEPTH
+        elif exc.code == "too_many_events":
+            assert len(expected) > MAX_EVENTS_PER_REQUEST
+        else:   # strict JSON, UTF-8, text: json.loads took it, or refused it in its own words
+            assert exc.code in ("invalid_json", "invalid_characters")
+            assert isinstance(expected, tuple) or _not_queueable(expected) or not _is_utf8_json(body)
         return
+    assert not isinstance(expected, tuple), expected
     # repr, not ==: NaN != NaN, and 1 == 1.0 == True would hide a changed type.
-    assert repr(events) == repr(expected) == repr(split_body(body))
+    assert len(events) == len(expected)
+    for event, reference in zip(events, expected, strict=True):
+        if isinstance(event, Refused):
+            assert _refused(reference)
+        else:   # a number or a string is no event: validate_event rejects it whatever it holds
+            assert repr(event) == repr(reference)
+            assert not (isinstance(reference, dict | list) and _refused(reference))
     if text is not None:   # the body is one event object: its text is that event's JSON
         assert len(events) == 1 and type(events[0]) is dict and "batch" not in events[0]
         assert repr(json.loads(text)) == repr(events[0]) and text == text.strip()
+
+
+def _is_utf8_json(body: bytes) -> bool:
+    """json.loads also reads UTF-16 and UTF-32 (it guesses from the bytes); read_body takes UTF-8 only."""
+    try:
+        json.loads(body.decode("utf-8-sig"))
+    except ValueError:   # UnicodeDecodeError too
+        return False
+    return True
 
 
 @settings(max_examples=300, deadline=None)
@@ -215,8 +268,7 @@ def test_numbers_and_strings_parse_as_json_loads_parses_them(texts):
     _same_as_json_loads(("[" + ",".join(texts) + "]").encode("utf-8", "surrogatepass"))
 
 
-@pytest.mark.parametrize("body", [b'{"batch": [{"a": 1}]}', b"[{}]", '{"a": 1}'.encode("utf-16"),
-                                  b'\xef\xbb\xbf{"a": 1}'])
+@pytest.mark.parametrize("body", [b'{"batch": [{"a": 1}]}', b"[{}]", b'\xef\xbb\xbf{"a": 1}'])
 def test_only_a_single_event_body_read_by_the_fast_parser_gives_its_text(body):
     assert read_body(body)[1] is None
 
@@ -279,7 +331,8 @@ def test_to_json_is_made_once_and_does_not_change_equality():
 _VALID_EVENTS = st.fixed_dictionaries(
     {"type": st.sampled_from(["identify", "track", "page"]), "userId": st.text(min_size=1, max_size=5),
      "event": st.text(min_size=1, max_size=5)},
-    optional={"messageId": st.text(max_size=5), "traits": st.dictionaries(st.text(max_size=4), _ANY_JSON, max_size=3),
+    optional={"messageId": st.text(max_size=5).filter(lambda t: not SQS_REFUSED.search(t)),   # else invalid
+              "traits": st.dictionaries(st.text(max_size=4), _ANY_JSON, max_size=3),
               "properties": st.dictionaries(st.text(max_size=4), _ANY_JSON, max_size=3)},
 )
 

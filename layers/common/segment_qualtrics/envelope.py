@@ -1,12 +1,14 @@
 """The queue message envelope: what the ingest puts on an action queue and a worker reads back.
 
 A message keeps the raw Segment event and the subscription name, not the mapped payload, so a
-mapping fixed after a failure applies when the dead-letter queue is redriven (DESIGN.md section 2).
+mapping fixed after a failure applies when the dead-letter queue is redriven.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +19,61 @@ ENVELOPE_VERSION = 1
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _encode_str = json.encoder.encode_basestring   # what _ENCODER.encode calls for a str (ensure_ascii off)
 
+# The characters SQS refuses in a message body or attribute value. It accepts only #x9 #xA #xD
+# #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF, and one refused character fails the whole send.
+SQS_REFUSED = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# A DynamoDB hash key holds at most 2048 bytes: keys longer than this are hashed.
+MAX_PLAIN_KEY_BYTES = 1024
+
+
+def sqs_safe(json_text: str) -> str:
+    """JSON text with every character SQS refuses written as a ``\\uXXXX`` escape: the same JSON value.
+
+    In JSON text such characters (U+FFFE, U+FFFF, a lone surrogate) can only be inside strings, where an
+    escape means the same character; C0 controls are escaped by every JSON encoder (and refused raw by every
+    JSON parser) already, so ``json_text`` must be valid JSON text or pieces of it.
+    """
+    # The usual cases, no copy: ASCII JSON text (a flag of the str) holds no raw control but JSON's whitespace;
+    # printable text holds none of the refused characters.
+    if json_text.isascii() or json_text.isprintable() or SQS_REFUSED.search(json_text) is None:
+        return json_text
+    return SQS_REFUSED.sub(lambda m: f"\\u{ord(m[0]):04x}", json_text)
+
+
+def sqs_attribute_text(value: str) -> str:
+    """An attribute value SQS takes (non-empty, no refused character); the body keeps the exact value."""
+    if value.isprintable() and value:   # the usual case (printable text holds no refused character)
+        return value
+    return SQS_REFUSED.sub("\ufffd", value) or "-"
+
+
+SQS_MAX_MESSAGE_BYTES = 1024 * 1024   # body and attributes (names, types, values) together
+
+
+def sqs_entry_problem(body: str, attributes: dict[str, dict[str, str]]) -> str | None:
+    """What SQS would refuse in one SendMessage entry (its documented rules, which a local moto server does
+    not all enforce), or None. For tests and checks: the ingest's messages are built to pass it."""
+    if not body:
+        return "an empty body"
+    if bad := SQS_REFUSED.search(body):
+        return f"the body holds {bad[0]!a}"
+    size = len(body.encode())
+    for name, attribute in attributes.items():
+        value = attribute.get("StringValue")
+        if not value:
+            return f"attribute {name} is empty"
+        if bad := SQS_REFUSED.search(value):
+            return f"attribute {name} holds {bad[0]!a}"
+        size += len(name.encode()) + len(attribute["DataType"].encode()) + len(value.encode())
+    return f"{size} bytes, over {SQS_MAX_MESSAGE_BYTES}" if size > SQS_MAX_MESSAGE_BYTES else None
+
 
 def encode_event(event: dict[str, Any]) -> str:
     """An event's compact JSON text, non-ASCII kept: the ingest encodes each event once for all its messages.
 
     pydantic-core's serializer (Rust, part of pydantic) writes it in about a third of the json module's
     time. It refuses what UTF-8 cannot carry (a lone surrogate, which ``json.loads`` accepts as ``\\ud800``);
-    the json module then writes it escaped. Either way the same JSON value.
+    the json module then writes it. Either way the same JSON value (``envelope_tail`` escapes what SQS refuses).
     """
     try:
         return _rust_to_json(event).decode()
@@ -38,14 +88,18 @@ def _text(value: str) -> str:
 
 def envelope_head(action: str, subscription: str) -> str:
     """The start of a message's JSON, the same for every message of one subscription."""
-    return f'{{"version":{ENVELOPE_VERSION},"action":{_text(action)},"subscription":{_text(subscription)},"messageId":'
+    return sqs_safe(
+        f'{{"version":{ENVELOPE_VERSION},"action":{_text(action)},"subscription":{_text(subscription)},"messageId":')
 
 
 def envelope_tail(message_id: str, received_at: str, event_json: str) -> str:
-    """The rest of a message's JSON after ``envelope_head``, the same for every message of one event."""
+    """The rest of a message's JSON after ``envelope_head``, the same for every message of one event.
+
+    ``event_json`` may be the event's text as sent: the characters SQS refuses are escaped here.
+    """
     if type(message_id) is str and type(received_at) is str:   # as the ingest's always are: no _text calls
-        return f'{_encode_str(message_id)},"receivedAt":{_encode_str(received_at)},"event":{event_json}}}'
-    return f'{_text(message_id)},"receivedAt":{_text(received_at)},"event":{event_json}}}'
+        return sqs_safe(f'{_encode_str(message_id)},"receivedAt":{_encode_str(received_at)},"event":{event_json}}}')
+    return sqs_safe(f'{_text(message_id)},"receivedAt":{_text(received_at)},"event":{event_json}}}')
 
 
 class EnvelopeError(ValueError):
@@ -67,8 +121,14 @@ class QueueMessage:
 
     @property
     def idempotency_key(self) -> str:
-        # Segment's messageId, not the SQS one: a re-post of the same event gets a new SQS id.
-        return f"{self.action}#{self.subscription}#{self.message_id}"
+        """``action#subscription#messageId``: Segment's messageId, not the SQS one (a re-post of the same event
+        gets a new SQS id). Over MAX_PLAIN_KEY_BYTES (a DynamoDB hash key holds 2048), ``sha256#`` and the
+        hex SHA-256 of that text instead: the same for every copy of the message, and the id stays in it."""
+        key = f"{self.action}#{self.subscription}#{self.message_id}"
+        if len(key) * 4 <= MAX_PLAIN_KEY_BYTES:   # surely short enough, whatever the characters
+            return key
+        data = key.encode("utf-8", "surrogatepass")
+        return key if len(data) <= MAX_PLAIN_KEY_BYTES else "sha256#" + hashlib.sha256(data).hexdigest()
 
     def to_json(self) -> str:
         """``{"version", "action", "subscription", "messageId", "receivedAt", "event"}`` as compact JSON.
@@ -82,11 +142,12 @@ class QueueMessage:
 
     def attributes(self) -> dict[str, dict[str, str]]:
         """SQS message attributes: readable in the console and by the DLQ tool without parsing bodies."""
+        # SQS refuses an empty value or one refused character: each value is made safe (the body keeps them).
         return {
-            "action": {"DataType": "String", "StringValue": self.action},
-            "subscription": {"DataType": "String", "StringValue": self.subscription},
-            "segmentMessageId": {"DataType": "String", "StringValue": self.message_id},
-            "eventType": {"DataType": "String", "StringValue": str(self.event.get("type", ""))},
+            "action": {"DataType": "String", "StringValue": sqs_attribute_text(self.action)},
+            "subscription": {"DataType": "String", "StringValue": sqs_attribute_text(self.subscription)},
+            "segmentMessageId": {"DataType": "String", "StringValue": sqs_attribute_text(str(self.message_id))},
+            "eventType": {"DataType": "String", "StringValue": sqs_attribute_text(str(self.event.get("type", "")))},
         }
 
     @classmethod

@@ -19,13 +19,16 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from .envelope import QueueMessage, encode_event, envelope_head, envelope_tail
-from .events import BodyError, read_body, validate_event
+from .events import BodyError, Refused, read_body, validate_event
 from .subscriptions import Subscription
 
 # Below API Gateway's 10 MB and Lambda's 6 MB synchronous payload limits, with room for base64.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # One event must fit in one SQS message with its envelope; Segment's own cap is 32 KB per event.
 MAX_EVENT_BYTES = 256 * 1024
+# What an invalid event's entry in an answer may hold: its error text, its messageId (as JSON, in ASCII).
+MAX_ERROR_CHARS = 300
+MAX_ECHOED_ID_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -250,8 +253,8 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
     """
     try:
         raw_events, body_text = read_body(body)
-    except BodyError as exc:
-        return error_response(400, exc.code, exc.message)
+    except BodyError as exc:   # 400, or 413 for too many events
+        return error_response(exc.status, exc.code, exc.message)
 
     if received_at is None:
         received_at = _utc_now_text()
@@ -314,7 +317,13 @@ def _utc_now_text() -> str:
 
 
 def _invalid(index: int, raw: Any, error: str) -> dict[str, Any]:
+    # Bounded, so that an answer listing MAX_EVENTS_PER_REQUEST invalid events stays far below the 6 MB a
+    # Lambda function may return (over it, API Gateway would answer 5xx).
+    if len(error) > MAX_ERROR_CHARS:
+        error = error[:MAX_ERROR_CHARS] + "..."
     entry: dict[str, Any] = {"index": index, "error": error}
-    if isinstance(raw, dict) and isinstance(raw.get("messageId"), str):
-        entry["messageId"] = raw["messageId"]
+    message_id = raw.message_id if isinstance(raw, Refused) else raw.get("messageId") if isinstance(raw, dict) else None
+    # Echoed as the client sent it when it is short: the index names the event anyway.
+    if isinstance(message_id, str) and len(json.dumps(message_id)) <= MAX_ECHOED_ID_BYTES:
+        entry["messageId"] = message_id
     return entry
