@@ -45,7 +45,10 @@ NAMESPACE = "SegmentQualtrics"   # the default; template.yaml sets POWERTOOLS_ME
 # Every pattern here runs on caller text (a logged event, an echoed value) and costs time linear in its length:
 # possessive quantifiers (no backtracking) and no pattern that can scan far, fail, and be retried from the next
 # character. What a pattern cannot say is judged in Python on each match, which is short.
-_EMAIL_DOMAIN = re.compile(r"@((?:[A-Za-z0-9-]++\.)++[A-Za-z]{2,}+)")
+# A domain: a run of letters, digits, dots and dashes holding a dot then a letter (the lookahead stops where
+# the run does, and runs after different "@"s do not overlap).
+_EMAIL_DOMAIN = re.compile(r"@(?=[A-Za-z0-9.-]*?\.[A-Za-z])([A-Za-z0-9.-]++)")
+_TLD = re.compile(r"[A-Za-z]{2,}+")
 _EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _LOCAL_LIMIT = 64   # an email's local part is at most 64 characters: the backwards scan stops there
 # A phone candidate: up to 6 digit groups, each maybe in parentheses, one space or dash between them; not inside
@@ -68,13 +71,22 @@ def _mask_emails(text: str) -> str:
     out: list[str] = []
     done = 0   # text[:done] is in ``out``
     for match in _EMAIL_DOMAIN.finditer(text):
+        domain = match.group(1)
+        # The domain ends with its last label that starts with two letters ("example.com" of "example.com.",
+        # "example.com123"), as the address regex this replaces read it.
+        last = domain.rfind(".")
+        while last > 0 and not _TLD.match(domain, last + 1):
+            last = domain.rfind(".", 0, last)
+        if last <= 0:
+            continue
+        domain = domain[:_TLD.match(domain, last + 1).end()]
         at = match.start()
         start, floor = at, max(done, at - _LOCAL_LIMIT)
         while start > floor and text[start - 1] in _EMAIL_LOCAL:   # backwards, never past the last address
             start -= 1
         if start < at:
-            out += [text[done:start + 1], "***@", match.group(1)]
-            done = match.end()
+            out += [text[done:start + 1], "***@", domain]
+            done = at + 1 + len(domain)
     return "".join(out) + text[done:] if out else text
 
 
