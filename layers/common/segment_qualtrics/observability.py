@@ -51,9 +51,9 @@ _EMAIL_DOMAIN = re.compile(r"@(?=[A-Za-z0-9.-]*?\.[A-Za-z])([A-Za-z0-9.-]++)")
 _TLD = re.compile(r"[A-Za-z]{2,}+")
 _EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _LOCAL_LIMIT = 64   # an email's local part is at most 64 characters: the backwards scan stops there
-# A phone candidate: up to 6 digit groups, each maybe in parentheses, one space or dash between them; not inside
-# a word, an id, a decimal, an IP or a URL (after ":" only as "tel:+...").
-_PHONE = re.compile(r"(?:(?<![\w./:])|(?<=:)(?=\+))\+?\(?\d++\)?(?:[ -]?\(?\d++\)?){0,5}+")
+# A phone candidate: up to 6 digit groups, each maybe in parentheses, one space or dash between them. It starts
+# with a character class, so the regex engine skips other text in C; what precedes it is judged in Python.
+_PHONE = re.compile(r"[+(]?\d++\)?(?:[ -]?\(?\d++\)?){0,5}+")
 _DIGITS = re.compile(r"\d++")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Bare digits are a phone number only right after a word that says so ("phone: 4155550142").
@@ -95,6 +95,12 @@ def _joined(after: str) -> bool:
     return bool(after) and (after[0].isalnum() or after[0] in "_:/" or (after[0] == "." and after[1:2].isalnum()))
 
 
+def _free_start(text: str, start: int) -> bool:
+    """Not inside a word, an id, a decimal, an IP, a time or a URL; after ":" only as "tel:+..."."""
+    before = text[start - 1] if start else ""
+    return not before or not (before.isalnum() or before in "_./" or (before == ":" and text[start] != "+"))
+
+
 def _phone_shaped(text: str, groups: list[re.Match[str]], start: int, end: int) -> bool:
     """text[start:end] (7 to 15 digits in ``groups``) is written as a phone number, or named as one."""
     if _joined(text[end:end + 2]):
@@ -126,6 +132,8 @@ def _phones(text: str, match: re.Match[str]) -> list[tuple[int, int]]:
             start, end = groups[first].start(), groups[last].end()
             while start > match.start() and text[start - 1] in "+(":
                 start -= 1
+            if not _free_start(text, start):
+                break
             if end < match.end() and text[end] == ")" and text.count("(", start, end) > text.count(")", start, end):
                 end += 1
             if _phone_shaped(text, groups[first:last + 1], start, end):
