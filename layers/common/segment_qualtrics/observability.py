@@ -48,7 +48,9 @@ NAMESPACE = "SegmentQualtrics"   # the default; template.yaml sets POWERTOOLS_ME
 # A domain: a run of letters, digits, dots and dashes holding a dot then a letter (the lookahead stops where
 # the run does, and runs after different "@"s do not overlap).
 _EMAIL_DOMAIN = re.compile(r"@(?=[A-Za-z0-9.-]*?\.[A-Za-z])([A-Za-z0-9.-]++)")
-_TLD = re.compile(r"[A-Za-z]{2,}+")
+# Within one domain run, where the address regex this replaces ended it: after its last ".xx" label (letters).
+# One anchored match: the greedy ".+" backtracks once over the run, in C.
+_DOMAIN_END = re.compile(r".+\.[A-Za-z]{2,}", re.DOTALL)
 _EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _LOCAL_LIMIT = 64   # an email's local part is at most 64 characters: the backwards scan stops there
 # A phone candidate: up to 6 digit groups, each maybe in parentheses, one space or dash between them. It starts
@@ -71,15 +73,10 @@ def _mask_emails(text: str) -> str:
     out: list[str] = []
     done = 0   # text[:done] is in ``out``
     for match in _EMAIL_DOMAIN.finditer(text):
-        domain = match.group(1)
-        # The domain ends with its last label that starts with two letters ("example.com" of "example.com.",
-        # "example.com123"), as the address regex this replaces read it.
-        last = domain.rfind(".")
-        while last > 0 and not _TLD.match(domain, last + 1):
-            last = domain.rfind(".", 0, last)
-        if last <= 0:
+        end = _DOMAIN_END.match(match.group(1))   # "example.com" of "example.com." or "example.com123"
+        if end is None:
             continue
-        domain = domain[:_TLD.match(domain, last + 1).end()]
+        domain = end.group(0)
         at = match.start()
         start, floor = at, max(done, at - _LOCAL_LIMIT)
         while start > floor and text[start - 1] in _EMAIL_LOCAL:   # backwards, never past the last address
@@ -167,8 +164,9 @@ _secrets: set[str] = set()
 
 
 def mask(text: str) -> str:
-    """Mask emails (j***@example.com) and phone numbers (***) in free text (time linear in its length)."""
-    return _mask_phones(_mask_emails(text))
+    """Free text for a log line: secrets replaced, cut to LOG_TEXT_LIMIT, emails (j***@example.com) and phone
+    numbers (***) masked."""
+    return _clean_text(text, free_text=True)
 
 
 def redact(*values: str | None) -> None:
