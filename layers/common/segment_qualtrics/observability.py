@@ -53,9 +53,11 @@ _EMAIL_DOMAIN = re.compile(r"@(?=[A-Za-z0-9.-]*?\.[A-Za-z])([A-Za-z0-9.-]++)")
 _DOMAIN_END = re.compile(r".+\.[A-Za-z]{2,}", re.DOTALL)
 _EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _LOCAL_LIMIT = 64   # an email's local part is at most 64 characters: the backwards scan stops there
-# A phone candidate: up to 6 digit groups, each maybe in parentheses, one space or dash between them. It starts
-# with a character class, so the regex engine skips other text in C; what precedes it is judged in Python.
-_PHONE = re.compile(r"[+(]?\d++\)?(?:[ -]?\(?\d++\)?){0,5}+")
+# A phone candidate: up to 6 digit groups, each maybe in parentheses, one space or dash between them; not inside
+# a word, an id, a decimal, an IP or a URL (after ":" only as "tel:+..."). It starts with a character class, so
+# the engine skips other text in C, and the lookbehinds (after that first character) reject "a1" there too.
+_PHONE = re.compile(r"[+(\d](?<![\w./][+(\d])(?<!:[(\d])(?:(?<=\d)\d*+|(?<=\+)\(?\d++|(?<=\()\d++)"
+                    r"\)?(?:[ -]?\(?\d++\)?){0,5}+")
 _DIGITS = re.compile(r"\d++")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Bare digits are a phone number only right after a word that says so ("phone: 4155550142").
@@ -114,6 +116,9 @@ def _phone_shaped(text: str, groups: list[re.Match[str]], start: int, end: int) 
 
 def _phones(text: str, match: re.Match[str]) -> list[tuple[int, int]]:
     """The spans of phone numbers among a candidate's digit groups: from the left, the longest first."""
+    candidate = match.group(0)
+    if len(candidate) - sum(candidate.count(c) for c in " -()+") < 7:
+        return []   # fewer than 7 digits: most candidates end here, without a Python loop
     groups = list(_DIGITS.finditer(text, match.start(), match.end()))
     sums = [0]
     for group in groups:
