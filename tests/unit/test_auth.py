@@ -214,3 +214,11 @@ def test_a_short_content_type_is_echoed_whole():
     response = handle_ingest(IngestRequest({"content-type": "text/plain"}, b"{}"), SUBSCRIPTIONS,
                              IngestCredentials(SECRET), Publisher(), now=NOW)
     assert response.body["error"]["message"] == "Content-Type must be application/json, got 'text/plain'"
+
+
+@pytest.mark.parametrize("body", [b'["\\udfff"]', b"[" * 20_000 + b"]" * 20_000, b'[{"a": "\\ud800"}, 1]'])
+def test_a_hostile_batch_with_the_switch_on_is_a_401_not_a_500(body):
+    credentials = IngestCredentials(SECRET, batch_first_element=True)
+    response = handle_ingest(request(body, **{"x-signature": "0" * 40}), SUBSCRIPTIONS, credentials, Publisher(),
+                             now=NOW)
+    assert (response.status, code(response)) == (401, "bad_signature")

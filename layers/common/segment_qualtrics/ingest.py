@@ -146,19 +146,21 @@ def signature_matches(secret: str, body: bytes, signature: str, batch_first_elem
     if hmac.compare_digest(_hmac_sha1(secret, body), signature):
         return True
     if batch_first_element and body.lstrip()[:1] == b"[":
+        # A hostile first element is a mismatch, not a 500: nesting too deep for the decoder (RecursionError),
+        # a lone surrogate escape ("\udfff") that cannot be re-encoded as UTF-8 (UnicodeEncodeError).
         try:
             text = body.decode("utf-8")
             start = text.index("[") + 1
             while start < len(text) and text[start] in " \t\r\n":
                 start += 1
             first, end = json.JSONDecoder().raw_decode(text, start)
-        except ValueError:
+            # The first element's own text: Segment's JSON.stringify writes numbers as JavaScript does
+            # (0.00001, 1e-7), which Python's json.dumps would re-write differently (1e-05, 1e-07).
+            if hmac.compare_digest(_hmac_sha1(secret, text[start:end].encode()), signature):
+                return True
+            compact = json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
+        except (ValueError, RecursionError):   # UnicodeError is a ValueError
             return False
-        # The first element's own text: Segment's JSON.stringify writes numbers as JavaScript does
-        # (0.00001, 1e-7), which Python's json.dumps would re-write differently (1e-05, 1e-07).
-        if hmac.compare_digest(_hmac_sha1(secret, text[start:end].encode()), signature):
-            return True
-        compact = json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
         return hmac.compare_digest(_hmac_sha1(secret, compact), signature)
     return False
 
