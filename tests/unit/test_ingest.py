@@ -110,34 +110,35 @@ def test_a_webhooks_actions_batch_is_signed_over_its_first_element_only():
     events = [IDENTIFY, TRANSACTION]
     data = json.dumps(events, separators=(",", ":")).encode()
     first = json.dumps(events[0], separators=(",", ":")).encode()
-    assert signature_matches(SECRET, data, sign(first))
-    assert not signature_matches(SECRET, data, sign(json.dumps(events[1], separators=(",", ":")).encode()))
+    assert signature_matches(SECRET, data, sign(first), batch_first_element=True)
+    assert not signature_matches(SECRET, data, sign(json.dumps(events[1], separators=(",", ":")).encode()),
+                                 batch_first_element=True)
 
 
 def test_a_batch_signature_uses_the_first_elements_text_as_javascript_wrote_it():
     # JSON.stringify writes 0.00001 and 1e-7; Python's json.dumps would write 1e-05 and 1e-07.
     first = '{"type":"track","event":"Rate","userId":"u","properties":{"rate":0.00001,"tiny":1e-7,"name":"Zoë"}}'
     data = f"[{first},{json.dumps(IDENTIFY, separators=(',', ':'))}]".encode()
-    assert signature_matches(SECRET, data, sign(first.encode()))
+    assert signature_matches(SECRET, data, sign(first.encode()), batch_first_element=True)
 
 
 def test_a_batch_with_non_ascii_text_is_signed_as_utf8_without_escapes():
     events = [{**IDENTIFY, "traits": {"name": "Zoë Åström"}}]
     data = json.dumps(events, separators=(",", ":"), ensure_ascii=False).encode()
     assert signature_matches(SECRET, data, sign(json.dumps(events[0], separators=(",", ":"),
-                                                          ensure_ascii=False).encode()))
+                                                          ensure_ascii=False).encode()), batch_first_element=True)
 
 
 @pytest.mark.parametrize("data", [b"[]", b"[", b"[\xff]", b"[,1]"])
 def test_broken_arrays_do_not_match_and_do_not_raise(data):
-    assert not signature_matches(SECRET, data, sign(b"1"))
+    assert not signature_matches(SECRET, data, sign(b"1"), batch_first_element=True)
 
 
 def test_a_batch_broken_after_its_signed_first_element_is_still_a_400():
     first = json.dumps(IDENTIFY, separators=(",", ":"))
     data = f"[{first},{{oops".encode()
     request = IngestRequest({"content-type": "application/json", "x-signature": sign(first.encode())}, data)
-    response = ingest(request)
+    response = ingest(request, credentials=IngestCredentials(SECRET, batch_first_element=True))
     assert (response.status, response.body["error"]["code"]) == (400, "invalid_json")
 
 

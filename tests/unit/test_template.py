@@ -671,3 +671,75 @@ def test_code_folders_exist(resources: dict[str, Any]) -> None:
         # BuildMethod python3.x copies ContentUri into python/: packages must sit directly under it.
         assert not (content / "python").exists(), f"{name}: would end up as python/python/"
         assert (content / "requirements.txt").is_file(), name
+
+
+# --- the public endpoint: signature form, throttling, reserved concurrency ------------------------------
+
+def parameter_defaults(template: dict[str, Any]) -> dict[str, str]:
+    """Parameters as the local stack and CloudFormation see them when nothing is passed: their defaults."""
+    return {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}
+
+
+def test_the_batch_first_element_signature_is_off_by_default_and_says_what_it_gives_up(
+        template: dict[str, Any]) -> None:
+    from segment_qualtrics.settings import IngestSettings
+
+    from local.stack import Intrinsics
+    parameter = template["Parameters"]["AcceptBatchFirstElementSignature"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("false", ["false", "true"])
+    assert "first element" in parameter["Description"] and "replay" in parameter["Description"]
+    env = effective_env(template, "IngestFunction")
+    assert env["ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE"] == ref("AcceptBatchFirstElementSignature")
+    # The local stack resolves the Ref to the default, and the ingest reads it as off.
+    value = Intrinsics(template, parameter_defaults(template)).resolve(env["ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE"])
+    settings = IngestSettings.from_environ({"INGEST_SECRET_ARN": "arn", "ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE": value})
+    assert settings.ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE is False
+
+
+def test_the_http_api_throttles_every_route(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    route_settings = resources["HttpApi"]["Properties"]["DefaultRouteSettings"]
+    assert route_settings == {"ThrottlingRateLimit": ref("IngestRateLimit"),
+                              "ThrottlingBurstLimit": ref("IngestBurstLimit")}
+    rate, burst = (template["Parameters"][name] for name in ("IngestRateLimit", "IngestBurstLimit"))
+    assert rate["Type"] == burst["Type"] == "Number"
+    assert rate["MinValue"] >= 1 and burst["MinValue"] >= 1
+    assert burst["Default"] >= rate["Default"] > 0
+    assert "429" in rate["Description"]
+
+
+def test_the_ingest_has_reserved_concurrency_unless_set_to_zero(
+        template: dict[str, Any], resources: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["IngestReservedConcurrency"]
+    assert parameter["Type"] == "Number" and parameter["MinValue"] == 0 and parameter["Default"] >= 1
+    assert "workers" in parameter["Description"] and "0" in parameter["Description"]
+    assert resources["IngestFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["IngestConcurrencyReserved", ref("IngestReservedConcurrency"), ref("AWS::NoValue")]}
+    assert template["Conditions"]["IngestConcurrencyReserved"] == {
+        "Fn::Not": [{"Fn::Equals": [ref("IngestReservedConcurrency"), 0]}]}
+
+
+@pytest.mark.skipif(not SAM_PYTHON.exists(), reason=".sam-venv (samtranslator) is not installed")
+def test_sam_puts_the_throttling_on_the_http_apis_stage(template: dict[str, Any]) -> None:
+    script = """
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+class Policies:
+    def load(self):
+        return {}
+
+tpl = yaml_parse(open(sys.argv[1]).read())
+for res in tpl["Resources"].values():
+    for key in ("CodeUri", "ContentUri"):
+        if key in res.get("Properties", {}):
+            res["Properties"][key] = "s3://bucket/code.zip"
+print(json.dumps(transform(tpl, {}, Policies())))
+"""
+    env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
+    done = subprocess.run([str(SAM_PYTHON), "-c", script, str(TEMPLATE_PATH)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    stages = of_type(json.loads(done.stdout)["Resources"], "AWS::ApiGatewayV2::Stage")
+    assert [s["Properties"]["DefaultRouteSettings"] for s in stages.values()] == [
+        {"ThrottlingRateLimit": ref("IngestRateLimit"), "ThrottlingBurstLimit": ref("IngestBurstLimit")}]

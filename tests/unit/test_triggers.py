@@ -1,5 +1,6 @@
 """Subscription triggers: Segment's FQL (see the module docstring for the grammar and interpretations)."""
 
+import json
 import math
 import pickle
 from collections.abc import Iterator, Mapping
@@ -7,7 +8,15 @@ from collections.abc import Iterator, Mapping
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_qualtrics.triggers import MAX_NESTING, Trigger, TriggerSyntaxError, compile_trigger
+from segment_qualtrics.triggers import (
+    MAX_EVENT_GLOB,
+    MAX_NESTING,
+    Trigger,
+    TriggerSyntaxError,
+    _glob,
+    _glob_regex,
+    compile_trigger,
+)
 
 IDENTIFY_DEFAULT = 'type = "identify"'
 TRANSACTION_DEFAULT = 'type = "track" and event = "Transaction Created"'
@@ -748,3 +757,35 @@ def test_nan_is_not_equal_to_itself():
     event = {"properties": {"x": math.nan}}
     assert not matches("properties.x = properties.x", event)
     assert not matches("properties.x < 1", event)
+
+
+# --- the glob matcher: the regex translation's meaning, without its backtracking -------------------------
+
+GLOB_PATTERNS = st.lists(st.sampled_from(["a", "b", "*", "?", "[ab]", "[^a]", "[a-b]", "\\*", "\\?", "**", "\n"]),
+                         max_size=8).map("".join)
+GLOB_TEXTS = st.text(alphabet="ab*?\n", max_size=12)
+
+
+@settings(max_examples=600, deadline=None)
+@given(GLOB_PATTERNS, GLOB_TEXTS)
+def test_the_glob_matcher_agrees_with_the_regex_translation(pattern, text):
+    regex, _ = _glob_regex(pattern)
+    assert regex is not None
+    assert _glob(pattern).matches(text) is (regex.fullmatch(text) is not None), (pattern, text)
+    assert matches(f"match(event, {json.dumps(pattern)})", {"event": text}) is (regex.fullmatch(text) is not None)
+
+
+def test_many_stars_do_not_backtrack():
+    # A regex .*a.*a.*a.*b took seconds on 600 characters; this is the matcher's answer, not its time.
+    text = "a" * 20_000
+    assert not matches('match(event, "*a*a*a*a*a*a*a*b")', {"event": text})
+    assert matches('match(event, "*a*a*a*a*a*a*a*")', {"event": text})
+    assert not matches("match(event, properties.p)", {"event": text, "properties": {"p": "*a" * 20 + "*b"}})
+
+
+def test_a_pattern_from_the_event_longer_than_the_limit_never_matches():
+    text = "a" * (MAX_EVENT_GLOB + 1)
+    longest, too_long = "a" * (MAX_EVENT_GLOB - 1) + "*", "a" * MAX_EVENT_GLOB + "*"
+    assert matches("match(event, properties.p)", {"event": text, "properties": {"p": longest}})
+    assert not matches("match(event, properties.p)", {"event": text, "properties": {"p": too_long}})
+    assert matches(f'match(event, "{too_long}")', {"event": text})   # a literal pattern is the operator's: no limit

@@ -33,12 +33,54 @@ MAX_ECHOED_ID_BYTES = 200
 
 @dataclass(frozen=True)
 class IngestCredentials:
+    """What the ingest secret holds, plus the batch-signature switch (a template parameter, not the secret).
+
+    The secret: ``{"sharedSecret": "..."}`` and/or ``{"bearerToken": "..."}``. During a rotation it also
+    holds the value being replaced, ``previousSharedSecret`` / ``previousBearerToken``, accepted until
+    ``previousValidUntil`` (ISO 8601 with a time zone; unreadable: the previous values are refused) or, without
+    it, until they are removed. ``"requireBoth": true`` requires a signature and a bearer token on each request.
+    """
+
     shared_secret: str | None = None
     bearer_token: str | None = None
+    previous_shared_secret: str | None = None
+    previous_bearer_token: str | None = None
+    previous_valid_until: datetime | None = None   # None: no end; the previous values go when removed
+    require_both: bool = False
+    batch_first_element: bool = False   # accept Webhooks (Actions)' batch signature over the first element only
 
     @classmethod
-    def from_secret(cls, value: Mapping[str, Any]) -> IngestCredentials:
-        return cls(value.get("sharedSecret") or None, value.get("bearerToken") or None)
+    def from_secret(cls, value: Any, *, batch_first_element: bool = False) -> IngestCredentials:
+        if not isinstance(value, Mapping):   # a secret that is not a JSON object configures nothing (a 500)
+            value = {}
+        return cls(_text(value.get("sharedSecret")), _text(value.get("bearerToken")),
+                   _text(value.get("previousSharedSecret")), _text(value.get("previousBearerToken")),
+                   _instant(value.get("previousValidUntil")), value.get("requireBoth") is True,
+                   batch_first_element)
+
+    def accepted(self, now: datetime | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The shared secrets and bearer tokens a request may use at ``now``: current first, then previous."""
+        grace = self.previous_valid_until is None or (now or datetime.now(UTC)) < self.previous_valid_until
+        secrets = (self.shared_secret, self.previous_shared_secret if grace else None)
+        tokens = (self.bearer_token, self.previous_bearer_token if grace else None)
+        return tuple(s for s in secrets if s), tuple(t for t in tokens if t)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _instant(value: Any) -> datetime | None:
+    """``previousValidUntil``: an aware datetime; anything unreadable ends the grace (fail closed)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment
 
 
 @dataclass
@@ -94,59 +136,90 @@ def _keyed_hmac(secret: str) -> hmac.HMAC:
     return hmac.new(secret.encode(), digestmod=hashlib.sha1)
 
 
-def signature_matches(secret: str, body: bytes, signature: str) -> bool:
+def signature_matches(secret: str, body: bytes, signature: str, batch_first_element: bool = False) -> bool:
     """Segment's X-Signature: hex HMAC-SHA1 of the body.
 
-    For a JSON-array batch, Webhooks (Actions) signs only the compact JSON of the first element
-    (reference section 11.2), so that form is accepted too.
+    With ``batch_first_element``, a JSON-array body also passes with the HMAC of its first element alone:
+    Segment's Webhooks (Actions) signs batches that way. That signature covers nothing after the first
+    element, so anyone holding one signed batch can replay it with other events appended: off by default
+    (template parameter AcceptBatchFirstElementSignature).
     """
     # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a 500 instead of a 401).
     signature = signature.strip().lower().encode()
     if hmac.compare_digest(_hmac_sha1(secret, body), signature):
         return True
-    if body.lstrip()[:1] == b"[":
+    if batch_first_element and body.lstrip()[:1] == b"[":
+        # A hostile first element is a mismatch, not a 500: nesting too deep for the decoder (RecursionError),
+        # a lone surrogate escape ("\udfff") that cannot be re-encoded as UTF-8 (UnicodeEncodeError).
         try:
             text = body.decode("utf-8")
             start = text.index("[") + 1
             while start < len(text) and text[start] in " \t\r\n":
                 start += 1
             first, end = json.JSONDecoder().raw_decode(text, start)
-        except ValueError:
+            # The first element's own text: Segment's JSON.stringify writes numbers as JavaScript does
+            # (0.00001, 1e-7), which Python's json.dumps would re-write differently (1e-05, 1e-07).
+            if hmac.compare_digest(_hmac_sha1(secret, text[start:end].encode()), signature):
+                return True
+            compact = json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
+        except (ValueError, RecursionError):   # UnicodeError is a ValueError
             return False
-        # The first element's own text: Segment's JSON.stringify writes numbers as JavaScript does
-        # (0.00001, 1e-7), which Python's json.dumps would re-write differently (1e-05, 1e-07).
-        if hmac.compare_digest(_hmac_sha1(secret, text[start:end].encode()), signature):
-            return True
-        compact = json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
         return hmac.compare_digest(_hmac_sha1(secret, compact), signature)
     return False
 
 
-def authenticate(request: IngestRequest, credentials: IngestCredentials) -> IngestResponse | None:
-    """None when the request is authentic, else the 401 (or 500 when nothing is configured)."""
-    if not (credentials.shared_secret or credentials.bearer_token):
+def _bearer_matches(authorization: str, tokens: Sequence[str]) -> bool:
+    scheme, _, token = authorization.partition(" ")
+    given = token.strip().encode()
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(given, t.encode()) for t in tokens)
+
+
+SIGNATURE_HEADER, BEARER_HEADER = "an X-Signature header", "an Authorization: Bearer header"
+
+
+def authenticate(request: IngestRequest, credentials: IngestCredentials,
+                 now: datetime | None = None) -> IngestResponse | None:
+    """None when the request is authentic, else the 401 (or 500 when nothing usable is configured).
+
+    A shared secret or a bearer token, each the current value or, during a rotation's grace, the previous one.
+    A request carrying a signature is judged by it (a bad one is refused even with a good token). With
+    ``requireBoth``, both must be present and right.
+    """
+    c = credentials
+    if not (c.shared_secret or c.bearer_token):
         return error_response(500, "auth_not_configured",
                               "the ingest secret holds neither sharedSecret nor bearerToken")
-    signature = request.headers.get("x-signature")
-    if credentials.shared_secret and signature:
-        if signature_matches(credentials.shared_secret, request.body, signature):
-            return None
+    if c.require_both and not (c.shared_secret and c.bearer_token):
+        return error_response(500, "auth_not_configured",
+                              "the ingest secret sets requireBoth but lacks sharedSecret or bearerToken")
+    secrets, tokens = c.accepted(now)
+    signature = request.headers.get("x-signature") if c.shared_secret else None
+    authorization = request.headers.get("authorization") if c.bearer_token else None
+    signed = bool(signature) and any(signature_matches(s, request.body, signature, c.batch_first_element)
+                                     for s in secrets)
+    if signature and not signed:
         return error_response(401, "bad_signature", "X-Signature does not match the body and the shared secret")
-    authorization = request.headers.get("authorization", "")
-    if credentials.bearer_token and authorization:
-        scheme, _, token = authorization.partition(" ")
-        expected = credentials.bearer_token.encode()
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected):
-            return None
+    bearer = bool(authorization) and _bearer_matches(authorization, tokens)
+    if authorization and not bearer and (c.require_both or not signed):
         return error_response(401, "bad_token", "the Authorization bearer token is not the configured one")
-    wanted = " or ".join(
-        name for name, on in (("an X-Signature header", credentials.shared_secret),
-                              ("an Authorization: Bearer header", credentials.bearer_token)) if on
-    )
-    return error_response(401, "unauthenticated", f"the request needs {wanted}")
+    if (signed and bearer) or ((signed or bearer) and not c.require_both):
+        return None
+    wanted = [name for name, on in ((SIGNATURE_HEADER, c.shared_secret), (BEARER_HEADER, c.bearer_token)) if on]
+    return error_response(401, "unauthenticated",
+                          f"the request needs {(' and ' if c.require_both else ' or ').join(wanted)}")
 
 
 # --- the whole request ----------------------------------------------------------------------------
+
+ECHO_LIMIT = 100   # characters of a caller's value an error message quotes; the rest is cut, not processed
+
+
+def _echo(value: str | None) -> str:
+    """A caller's value quoted in an answer (and so in the logs): cut before quoting, so it costs nothing."""
+    if value is None or len(value) <= ECHO_LIMIT:
+        return repr(value)
+    return f"{value[:ECHO_LIMIT]!r}... ({len(value)} characters)"
+
 
 def _is_json(content_type: str | None) -> bool:
     if not content_type:
@@ -236,10 +309,11 @@ def handle_ingest(
     if len(request.body) > MAX_BODY_BYTES:
         return error_response(413, "payload_too_large",
                               f"the body is {len(request.body)} bytes; the limit is {MAX_BODY_BYTES}")
-    if not _is_json(request.headers.get("content-type")):
+    content_type = request.headers.get("content-type")
+    if not _is_json(content_type):
         return error_response(415, "unsupported_media_type",
-                              f"Content-Type must be application/json, got {request.headers.get('content-type')!r}")
-    denied = authenticate(request, credentials)
+                              f"Content-Type must be application/json, got {_echo(content_type)}")
+    denied = authenticate(request, credentials, now)
     if denied is not None:
         return denied
     router = subscriptions if isinstance(subscriptions, Router) else Router(subscriptions)

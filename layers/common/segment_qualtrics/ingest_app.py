@@ -50,8 +50,10 @@ class IngestApp:
 
     def credentials(self, force: bool = False) -> IngestCredentials:
         value = parameters.get_secret(self.settings.INGEST_SECRET_ARN, transform="json", force_fetch=force)
-        credentials = IngestCredentials.from_secret(value or {})
-        redact(credentials.shared_secret, credentials.bearer_token)
+        credentials = IngestCredentials.from_secret(
+            value or {}, batch_first_element=self.settings.ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE)
+        redact(credentials.shared_secret, credentials.bearer_token,
+               credentials.previous_shared_secret, credentials.previous_bearer_token)
         return credentials
 
     @tracer.capture_method(capture_response=False)

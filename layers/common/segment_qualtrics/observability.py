@@ -42,17 +42,121 @@ NAMESPACE = "SegmentQualtrics"   # the default; template.yaml sets POWERTOOLS_ME
 
 # ------------------------------------------------------------------------------------------------ masking
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-# A phone: 7+ digits with spaces, dashes or parentheses; not part of an IP, a URL, a time or a date.
-_PHONE = re.compile(r"(?<![\w.:/])\+?\(?\d[\d ()-]{5,}\d(?![\w:/]|\.\w)")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Every pattern here runs on caller text (a logged event, an echoed value) and costs time linear in its length:
+# possessive quantifiers (no backtracking) and no pattern that can scan far, fail, and be retried from the next
+# character. What a pattern cannot say is judged in Python on each match, which is short.
+# A domain: a run of letters, digits, dots and dashes holding a dot then a letter (the lookahead stops where
+# the run does, and runs after different "@"s do not overlap).
+_EMAIL_DOMAIN = re.compile(r"@(?=[A-Za-z0-9.-]*?\.[A-Za-z])([A-Za-z0-9.-]++)")
+# Within one domain run, where the address regex this replaces ended it: after its last ".xx" label (letters).
+# One anchored match: the greedy ".+" backtracks once over the run, in C.
+_DOMAIN_END = re.compile(r".+\.[A-Za-z]{2,}", re.DOTALL)
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+_LOCAL_LIMIT = 64   # an email's local part is at most 64 characters: the backwards scan stops there
+# A phone candidate: up to 6 digit groups, each maybe in parentheses, one space or dash between them; not inside
+# a word, an id, a decimal, an IP or a URL (after ":" only as "tel:+..."). It starts with a character class, so
+# the engine skips other text in C, and the lookbehinds (after that first character) reject "a1" there too.
+_PHONE = re.compile(r"[+(\d](?<![\w./][+(\d])(?<!:[(\d])(?:(?<=\d)\d*+|(?<=\+)\(?\d++|(?<=\()\d++)"
+                    r"\)?(?:[ -]?\(?\d++\)?){0,5}+")
+_DIGITS = re.compile(r"\d++")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Bare digits are a phone number only right after a word that says so ("phone: 4155550142").
+_PHONE_WORD = re.compile(r"(?:phone|mobile|cell|tel|telephone|fax|sms|whatsapp)(?:[ _-]?(?:number|no))?[\"' :=#]{0,4}$",
+                         re.IGNORECASE)
+# Keys whose values are phone numbers whatever their shape: masked whole.
+_PHONE_KEY = re.compile(r"phone|mobile|^(tel|telephone|cell|fax|sms|whatsapp)$", re.IGNORECASE)
+_KEY_LIMIT = 64   # longer keys are nobody's field names: their values are treated as free text
 
 
-def _phone(match: re.Match[str]) -> str:
-    text = match.group(0)
-    if sum(c.isdigit() for c in text) < 7 or _DATE.match(text):
+def _mask_emails(text: str) -> str:
+    """j***@example.com: the first character of the local part, then ***, then the domain."""
+    if "@" not in text:
         return text
-    return "***"
+    out: list[str] = []
+    done = 0   # text[:done] is in ``out``
+    for match in _EMAIL_DOMAIN.finditer(text):
+        end = _DOMAIN_END.match(match.group(1))   # "example.com" of "example.com." or "example.com123"
+        if end is None:
+            continue
+        domain = end.group(0)
+        at = match.start()
+        start, floor = at, max(done, at - _LOCAL_LIMIT)
+        while start > floor and text[start - 1] in _EMAIL_LOCAL:   # backwards, never past the last address
+            start -= 1
+        if start < at:
+            out += [text[done:start + 1], "***@", domain]
+            done = at + 1 + len(domain)
+    return "".join(out) + text[done:] if out else text
+
+
+def _joined(after: str) -> bool:
+    """The next characters continue a word, an id, a time or a URL: what precedes is not a number alone."""
+    return bool(after) and (after[0].isalnum() or after[0] in "_:/" or (after[0] == "." and after[1:2].isalnum()))
+
+
+def _free_start(text: str, start: int) -> bool:
+    """Not inside a word, an id, a decimal, an IP, a time or a URL; after ":" only as "tel:+..."."""
+    before = text[start - 1] if start else ""
+    return not before or not (before.isalnum() or before in "_./" or (before == ":" and text[start] != "+"))
+
+
+def _phone_shaped(text: str, groups: list[re.Match[str]], start: int, end: int) -> bool:
+    """text[start:end] (7 to 15 digits in ``groups``) is written as a phone number, or named as one."""
+    if _joined(text[end:end + 2]):
+        return False
+    candidate = text[start:end]
+    if _DATE.fullmatch(candidate):
+        return False
+    if candidate[0] == "+" or ("(" in candidate and ")" in candidate):
+        return True
+    if len(groups) >= 2:   # 555-010-1234, 1 800 555 0199: groups of 2+ digits after the first
+        return all(g.end() - g.start() >= 2 for g in groups[1:])
+    return _PHONE_WORD.search(text, max(0, start - 24), start) is not None
+
+
+def _phones(text: str, match: re.Match[str]) -> list[tuple[int, int]]:
+    """The spans of phone numbers among a candidate's digit groups: from the left, the longest first."""
+    candidate = match.group(0)
+    if len(candidate) - sum(candidate.count(c) for c in " -()+") < 7:
+        return []   # fewer than 7 digits: most candidates end here, without a Python loop
+    groups = list(_DIGITS.finditer(text, match.start(), match.end()))
+    sums = [0]
+    for group in groups:
+        sums.append(sums[-1] + group.end() - group.start())
+    if sums[-1] < 7:
+        return []
+    spans: list[tuple[int, int]] = []
+    first = 0
+    while first < len(groups):
+        for last in range(len(groups) - 1, first - 1, -1):
+            if not 7 <= sums[last + 1] - sums[first] <= 15:
+                continue
+            start, end = groups[first].start(), groups[last].end()
+            while start > match.start() and text[start - 1] in "+(":
+                start -= 1
+            if not _free_start(text, start):
+                break
+            if end < match.end() and text[end] == ")" and text.count("(", start, end) > text.count(")", start, end):
+                end += 1
+            if _phone_shaped(text, groups[first:last + 1], start, end):
+                spans.append((start, end))
+                first = last
+                break
+        first += 1
+    return spans
+
+
+def _mask_phones(text: str) -> str:
+    """*** for phone numbers; sizes, limits, counts, ids, dates, times, IPs and URLs are left alone."""
+    out: list[str] = []
+    done = 0
+    for match in _PHONE.finditer(text):
+        for start, end in _phones(text, match):
+            out += [text[done:start], "***"]
+            done = end
+    return "".join(out) + text[done:] if out else text
+
+
 REDACTED = "[REDACTED]"
 # Keys whose values are never logged, at any depth (a logged event's headers, a secret's JSON...).
 SENSITIVE_KEY = re.compile(r"token|secret|signature|password|passwd|authorization|api[-_]?key|cookie|credential",
@@ -65,9 +169,9 @@ _secrets: set[str] = set()
 
 
 def mask(text: str) -> str:
-    """Mask emails (j***@example.com) and phone numbers (***) in free text."""
-    text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
-    return _PHONE.sub(_phone, text)
+    """Free text for a log line: secrets replaced, cut to LOG_TEXT_LIMIT, emails (j***@example.com) and phone
+    numbers (***) masked."""
+    return _clean_text(text, free_text=True)
 
 
 def redact(*values: str | None) -> None:
@@ -77,17 +181,37 @@ def redact(*values: str | None) -> None:
             _secrets.add(value)
 
 
+# A logged string longer than this is cut (after secrets are replaced, before masking): CloudWatch keeps 256 KB
+# of a line anyway, and masking a caller's 4 MB body on every line would cost the function its time.
+LOG_TEXT_LIMIT = 32 * 1024
+
+
+def _cut(text: str) -> str:
+    """The first LOG_TEXT_LIMIT characters, back to a space so no email or phone number is cut in half."""
+    if len(text) <= LOG_TEXT_LIMIT:
+        return text
+    head = text[:LOG_TEXT_LIMIT]
+    head = head[:max(head.rfind(" "), LOG_TEXT_LIMIT - 256)]
+    return f"{head}... [{len(text) - len(head)} characters cut]"
+
+
 def _clean_text(text: str, free_text: bool) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
-    return _PHONE.sub(_phone, text) if free_text else text
+    text = _mask_emails(_cut(text))
+    return _mask_phones(text) if free_text else text
 
 
 def _clean(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
-        return _clean_text(value, free_text=not _NOT_FREE_TEXT.search(key))
+        free_text = len(key) > _KEY_LIMIT or not _NOT_FREE_TEXT.search(key)
+        if value and free_text and len(key) <= _KEY_LIMIT and _PHONE_KEY.search(key):
+            return "***"
+        return _clean_text(value, free_text)
+    if isinstance(value, int | float) and not isinstance(value, bool) and len(key) <= _KEY_LIMIT \
+            and _PHONE_KEY.search(key):
+        return "***"
     if isinstance(value, dict):
         return {k: REDACTED if isinstance(k, str) and SENSITIVE_KEY.search(k) and v not in (None, "")
                 else _clean(v, str(k)) for k, v in value.items()}

@@ -35,6 +35,8 @@ class IngestSettings(_Settings):
     ADD_CONTACT_TO_XMD_QUEUE_URL: str | None = None
     UPSERT_CONTACT_TRANSACTION_QUEUE_URL: str | None = None
     TRIGGER_XFLOW_WORKFLOW_QUEUE_URL: str | None = None
+    # Template parameter AcceptBatchFirstElementSignature: "true" accepts a batch signed over its first element.
+    ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE: bool = False
 
     def queue_urls(self) -> dict[str, str]:
         return {a: getattr(self, v) for a, v in ACTION_QUEUE_VARIABLES.items() if getattr(self, v)}

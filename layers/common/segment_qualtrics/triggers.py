@@ -54,8 +54,10 @@ subscriptions of action destinations such as Qualtrics. Where they are silent or
   string counts UTF-8 bytes, as documented. ``typeof`` returns the docs' names "string", "number",
   "bool", "null", "list", plus "object" for maps (the docs name none) and "unknown" for non-JSON values.
   ``match(s, pattern)`` is a full, case-sensitive glob: ``*`` ``?`` ``[abc]`` ``[a-z]`` ``[^abc]``
-  ``\\x``. A malformed literal pattern is a syntax error; a malformed pattern read from the event makes
-  ``match`` false. (One docs example swaps the arguments; we follow the documented signature.)
+  ``\\x``. A malformed literal pattern is a syntax error; a malformed pattern read from the event, or one
+  longer than 256 characters, makes ``match`` false. Matching never backtracks: its time is at most the
+  text's length times the pattern's, whatever the number of stars. (One docs example swaps the
+  arguments; we follow the documented signature.)
 - Error positions are 0-based indexes into the source; "end of input" is at ``len(source)``.
   Nesting (parentheses, ``!``, calls) is limited to 64 levels so no input can exhaust the stack.
 """
@@ -64,6 +66,7 @@ import json
 import operator
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, NoReturn
 
 __all__ = ["Trigger", "TriggerSyntaxError", "compile_trigger"]
@@ -794,6 +797,88 @@ def _glob_class(pattern: str, i: int) -> tuple[str | None, int]:
     return "[" + ("^" if negate else "") + "".join(items) + "]", j + 1
 
 
+class _Glob:
+    """A glob as its star-free segments, matched left to right without backtracking.
+
+    ``a*b*c``: the text starts with ``a``, ends with ``c``, and between them holds ``b``; each middle segment is
+    taken at its leftmost place, which is never worse for the segments after it. A segment is found by
+    ``str.find`` (all literal) or by a regex without quantifiers (``?`` and classes), so a match costs at most
+    the text's length times the longest segment's, whatever the number of stars (a regex ``.*a.*a.*b``
+    backtracks polynomially in the number of stars).
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.segments: list[tuple[int, str | None, re.Pattern[str] | None]] = []   # (length, literal, regex)
+        self.starred = False
+        tokens: list[tuple[str, str]] = []   # (literal char or "", regex text) of one segment
+        i, n = 0, len(pattern)
+        while i <= n:
+            c = pattern[i] if i < n else "*"
+            if c == "*":
+                self.starred |= i < n
+                self._add(tokens)
+                tokens = []
+                i += 1
+                continue
+            if c == "?":
+                tokens.append(("", "."))
+            elif c == "\\":
+                i += 1
+                tokens.append((pattern[i], re.escape(pattern[i])))
+            elif c == "[":
+                cls, i = _glob_class(pattern, i)
+                tokens.append(("", cls or ""))
+                continue
+            else:
+                tokens.append((c, re.escape(c)))
+            i += 1
+
+    def _add(self, tokens: list[tuple[str, str]]) -> None:
+        if all(literal for literal, _ in tokens):
+            self.segments.append((len(tokens), "".join(literal for literal, _ in tokens), None))
+        else:
+            self.segments.append((len(tokens), None, re.compile("".join(r for _, r in tokens), re.DOTALL)))
+
+    @staticmethod
+    def _at(segment: tuple[int, str | None, re.Pattern[str] | None], text: str, pos: int) -> bool:
+        size, literal, regex = segment
+        if literal is not None:
+            return text.startswith(literal, pos)
+        return regex.match(text, pos, pos + size) is not None
+
+    def matches(self, text: str) -> bool:
+        segments = self.segments
+        if not self.starred:
+            return len(text) == segments[0][0] and self._at(segments[0], text, 0)
+        first, last = segments[0], segments[-1]
+        pos, end = first[0], len(text) - last[0]
+        if end < pos or not self._at(first, text, 0) or not self._at(last, text, end):
+            return False
+        for size, literal, regex in segments[1:-1]:
+            if size == 0:
+                continue
+            if literal is not None:
+                found = text.find(literal, pos, end)
+            else:
+                hit = regex.search(text, pos, end)
+                found = hit.start() if hit else -1
+            if found < 0:
+                return False
+            pos = found + size
+        return True
+
+
+# A pattern read from the event (``match(event, properties.pattern)``) longer than this never matches: the
+# matcher's worst case is the text's length times the pattern's, and both would be the caller's.
+MAX_EVENT_GLOB = 256
+
+
+@lru_cache(maxsize=256)
+def _glob(pattern: str) -> _Glob | None:
+    """The matcher of a well-formed glob (None when malformed), built once per pattern."""
+    return _Glob(pattern) if _glob_regex(pattern)[0] is not None else None
+
+
 def _contains(text: Any, part: Any) -> bool:
     return isinstance(text, str) and isinstance(part, str) and part in text
 
@@ -801,8 +886,8 @@ def _contains(text: Any, part: Any) -> bool:
 def _match(text: Any, pattern: Any) -> bool:
     if not (isinstance(text, str) and isinstance(pattern, str)):
         return False
-    regex, _ = _glob_regex(pattern)
-    return regex is not None and regex.fullmatch(text) is not None
+    glob = _glob(pattern) if len(pattern) <= MAX_EVENT_GLOB else None
+    return glob is not None and glob.matches(text)
 
 
 def _length(value: Any) -> Any:
@@ -884,15 +969,15 @@ _FUNCTIONS: dict[str, tuple[int, bool, Callable[..., Any]]] = {
 _KNOWN_FUNCTIONS = ", ".join(sorted(_FUNCTIONS))
 
 
-def _call_fn(name: str, args: list[_Node], regex: "re.Pattern[str] | None") -> _Fn:
+def _call_fn(name: str, args: list[_Node], glob: "_Glob | None") -> _Fn:
     implementation = _FUNCTIONS[name][2]
     if len(args) == 1:
         get = args[0].fn
         return lambda event: implementation(get(event))
     get_first, get_second = args[0].fn, args[1].fn
-    if regex is not None:  # match() with a literal pattern: compiled once, here
-        full = regex.fullmatch
-        return lambda event: isinstance(text := get_first(event), str) and full(text) is not None
+    if glob is not None:  # match() with a literal pattern: compiled once, here
+        matches = glob.matches
+        return lambda event: isinstance(text := get_first(event), str) and matches(text)
     return lambda event: implementation(get_first(event), get_second(event))
 
 
@@ -1017,13 +1102,14 @@ class _Parser:
         if closing.kind != ")":
             self.fail(f"')' ({name} takes {arity} {plural})")
         self.advance()
-        regex = None
+        glob = None
         if name == "match" and isinstance(args[1], _Literal) and isinstance(args[1].value, str):
             regex, problem = _glob_regex(args[1].value)
             if regex is None:
                 pattern = args[1]
                 raise TriggerSyntaxError(self.source, pattern.start, problem, pattern.text(self.source))
-        return _Call(name_token.start, closing.end, name, args, _call_fn(name, args, regex))
+            glob = _Glob(args[1].value)
+        return _Call(name_token.start, closing.end, name, args, _call_fn(name, args, glob))
 
     def parse_list(self) -> _Node:
         opening = self.advance()
