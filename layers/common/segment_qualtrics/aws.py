@@ -102,10 +102,12 @@ class SqsVisibility:
 class DynamoIdempotencyStore:
     """The claim protocol of idempotency.py with conditional writes. Table: key ``id``, TTL ``expiration``."""
 
-    def __init__(self, dynamodb: Any, table: str, keep_seconds: int = 7 * 24 * 3600, clock=time.time) -> None:
+    def __init__(self, dynamodb: Any, table: str, keep_seconds: int = 19 * 24 * 3600, clock=time.time) -> None:
         self.dynamodb = dynamodb
         self.table = table
-        self.keep_seconds = keep_seconds   # longer than Segment's 4 h retry window, and a redrive's
+        # Longer than a message can live: the DLQ's retention plus a redriven message's stay in its source
+        # queue (the worker passes WorkerSettings.idempotency_keep_seconds(); 14 + 5 days by default).
+        self.keep_seconds = keep_seconds
         self.clock = clock
 
     def claim(self, key: str, lease_seconds: int) -> Claim:
