@@ -439,7 +439,7 @@ def test_a_recovering_message_found_is_reported_delivered():
 
 def test_no_call_starts_without_time_for_it():
     client = FakeQualtrics()
-    left = iter([20.0, 5.0, 5.0])   # time for the first call only
+    left = iter([5.0, 5.0])   # the first call of an invocation always starts; then no time for another
     batch = [delivery(f"m-{i}", contact_id="CID_1", directory=f"POOL_{i}") for i in range(3)]
     progress = Progress(remaining_seconds=lambda: next(left), call_seconds=16)
     errors = TransactionExecutor(client).execute(batch, progress)
@@ -450,8 +450,10 @@ def test_no_call_starts_without_time_for_it():
 def test_a_search_that_cannot_finish_in_time_is_not_started():
     client = FakeQualtrics()
     progress = Progress(remaining_seconds=lambda: 1.0, call_seconds=16)
-    assert TransactionExecutor(client).execute([delivery("m-1")], progress) == {}
-    assert client.calls == [] and progress.delivered_ids == set()
+    batch = [delivery("m-1", email="a@example.com"), delivery("m-2", email="b@example.com")]
+    assert TransactionExecutor(client).execute(batch, progress) == {}
+    assert client.count("search") == 1 and client.posted() == []
+    assert progress.delivered_ids == set()   # both left unreported: the worker hands them back
 
 
 # --- unexpected exceptions fail only their own message -----------------------------------------------

@@ -678,7 +678,7 @@ class Countdown:
 
 def test_no_call_starts_that_cannot_finish_before_the_timeout():
     s = Setup()
-    s.worker.remaining_seconds = Countdown(start=30, per_call=10)   # 30, 20, 10, 0 ...
+    s.worker.remaining_seconds = Countdown(start=20, per_call=10)   # (first call: always), 20, 10, 0 ...
     s.worker.call_seconds = 16
     report = s.process(*(delivery(message(f"seg-{i}")) for i in range(4)))
     assert [d.message.message_id for d in report.delivered] == ["seg-0", "seg-1"]
@@ -698,7 +698,7 @@ def test_a_deferred_recovering_message_stays_uncertain():
     s.process(delivery(message("seg-1")))
     s.worker.remaining_seconds = lambda: 1.0
     s.worker.call_seconds = 16
-    report = s.process(delivery(message("seg-1"), attempt=2))
+    report = s.process(delivery(message("seg-0")), delivery(message("seg-1"), attempt=2))
     assert [d.message.message_id for d in report.deferred] == ["seg-1"]
     assert s.store.claim(message("seg-1").idempotency_key, 60).recovering
 
@@ -708,8 +708,17 @@ def test_a_deferral_on_the_last_receive_dead_letters_with_a_reason():
     s.worker.remaining_seconds = lambda: 1.0
     s.worker.call_seconds = 16
     s.worker.max_receives = 8
-    report = s.process(delivery(message("seg-1"), attempt=8))
+    report = s.process(delivery(message("seg-0")), delivery(message("seg-1"), attempt=8))
     assert report.deferred == [] and [e.code for _, e in report.dead_lettered] == ["out_of_time"]
+
+
+def test_the_first_call_of_an_invocation_always_starts():
+    s = Setup()
+    s.worker.remaining_seconds = lambda: 1.0   # a timeout shorter than one call: still no endless deferral
+    s.worker.call_seconds = 16
+    report = s.process(delivery(message("seg-0")), delivery(message("seg-1")))
+    assert [d.message.message_id for d in report.delivered] == ["seg-0"]
+    assert [d.message.message_id for d in report.deferred] == ["seg-1"]
 
 
 # --- "may have landed": when the key stays uncertain ----------------------------------------------------

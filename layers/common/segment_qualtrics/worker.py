@@ -86,6 +86,7 @@ class Progress:
         self._remaining = remaining_seconds
         self.call_seconds = call_seconds
         self.delivered_ids: set[str] = set()
+        self._asked = False
 
     def delivered(self, delivery: Delivery) -> None:
         if delivery.record_id in self.delivered_ids:
@@ -95,7 +96,12 @@ class Progress:
             self._on_delivered(delivery)
 
     def can_call(self) -> bool:
-        return self._remaining is None or self._remaining() >= self.call_seconds
+        # The first call of an invocation always starts (the template leaves time for one), so a function
+        # configured with too short a timeout still makes progress rather than deferring forever.
+        if self._remaining is None or not self._asked or self._remaining() >= self.call_seconds:
+            self._asked = True
+            return True
+        return False
 
 
 class Executor(Protocol):
