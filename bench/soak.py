@@ -50,6 +50,7 @@ class SoakResult:
     events: int = 0
     posts: int = 0
     reposts_after_5xx: int = 0
+    sqs_entries_refused: int = 0
     duplicate_posts: int = 0
     crashes: int = 0
     qualtrics_faults: int = 0
@@ -115,7 +116,8 @@ def soak(stack: Any, *, events: int = 300, seed: int = 7, crashes: int = 3, sqs_
     started = time.monotonic()
     sqs = stack.client("sqs")
     for name in ACTION_QUEUES:
-        sqs.set_queue_attributes(QueueUrl=stack.queue_url(name), Attributes={"VisibilityTimeout": str(VISIBILITY_SECONDS)})
+        sqs.set_queue_attributes(QueueUrl=stack.queue_url(name),
+                                 Attributes={"VisibilityTimeout": str(VISIBILITY_SECONDS)})
     for name in WORKERS:
         function = stack.functions[name]
         if function.timeout != FUNCTION_TIMEOUT:
@@ -124,6 +126,7 @@ def soak(stack: Any, *, events: int = 300, seed: int = 7, crashes: int = 3, sqs_
         function.warm()
     result.qualtrics_faults, ambiguous = arm_qualtrics_faults(stack.sandbox.base_url, timeouts)
     stack.sqs_faults.fail_batches = sqs_fault_batches
+    refused_before = stack.sqs_faults.failed_entries
 
     stop = threading.Event()
     pollers = [threading.Thread(target=_poll, args=(stack, name, stop), daemon=True) for name in WORKERS]
@@ -152,6 +155,7 @@ def soak(stack: Any, *, events: int = 300, seed: int = 7, crashes: int = 3, sqs_
         thread.join(timeout=FUNCTION_TIMEOUT + 20)
     stack.drain(timeout=max(10.0, started + timeout - time.monotonic()))
     result.seconds = round(time.monotonic() - started, 1)
+    result.sqs_entries_refused = stack.sqs_faults.failed_entries - refused_before
     _count(stack, stream, result, ambiguous)
     return result
 

@@ -114,3 +114,26 @@ def test_a_crash_part_way_through_a_batch_reruns_only_the_call_in_flight(stack, 
     assert runs["ord-2"] in (1, 2)               # the ambiguous window: the one call in flight
     assert sum(runs.values()) <= 6
     assert client.dead_letters("TriggerXflowWorkflowDeadLetterQueue") == []
+
+
+def test_a_refused_check_keeps_the_key_uncertain_so_a_redrive_does_not_post_twice(stack, client):
+    # 1st attempt: Qualtrics records the transaction, then the answer is lost (500 after applying it).
+    client.fault(pathPattern="/transactions$", method="POST", status=500, times=1, when="after")
+    # 2nd attempt recovers: its check (listing the contact's transactions) is refused with a permanent 400.
+    client.fault(pathPattern="/transactions$", method="GET", status=400, times=1)
+    sqs = stack.client("sqs")
+    sqs.send_message(QueueUrl=stack.queue_url(QUEUE), MessageBody=envelope(1))
+    stack.drain()
+    [dead] = client.dead_letters(DLQ)
+    assert (dead["errorCode"], dead["httpStatus"]) == ("qualtrics_rejected", "400")
+    assert len(client.transactions()) == 1
+
+    # The operator redrives it: the key stayed uncertain, so this attempt checks again and finds it.
+    dlq = stack.queue_url(DLQ)
+    [message] = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=1)["Messages"]
+    sqs.send_message(QueueUrl=stack.queue_url(QUEUE), MessageBody=message["Body"])
+    sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
+    stack.drain()
+    assert len(client.transactions()) == 1
+    assert len(client.qualtrics_requests("POST", "/transactions")) == 1
+    assert client.dead_letters(DLQ) == []
