@@ -137,3 +137,24 @@ def test_a_refused_check_keeps_the_key_uncertain_so_a_redrive_does_not_post_twic
     assert len(client.transactions()) == 1
     assert len(client.qualtrics_requests("POST", "/transactions")) == 1
     assert client.dead_letters(DLQ) == []
+
+
+def _idempotency_items(stack) -> list[dict]:
+    table = stack.intrinsics.physical.get("IdempotencyTable", "IdempotencyTable")
+    return stack.client("dynamodb").scan(TableName=table)["Items"]
+
+
+@pytest.mark.parametrize("retention", [None, 432000])
+def test_idempotency_records_outlive_the_dead_letter_queue(stack, client, retention):
+    if retention:
+        stack.configure("UpsertContactTransactionFunction", DEAD_LETTER_RETENTION_SECONDS=str(retention))
+    attributes = stack.client("sqs").get_queue_attributes(QueueUrl=stack.queue_url(DLQ),
+                                                          AttributeNames=["MessageRetentionPeriod"])["Attributes"]
+    dlq_retention = int(attributes["MessageRetentionPeriod"])
+    assert dlq_retention == 14 * 24 * 3600   # the template's DeadLetterRetentionSeconds default
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url(QUEUE), MessageBody=envelope(1))
+    stack.drain()
+    [item] = _idempotency_items(stack)
+    assert item["status"]["S"] == "COMPLETED"
+    kept = int(item["expiration"]["N"]) - int(item["completedAt"]["N"])
+    assert kept == (retention or dlq_retention) + 5 * 24 * 3600
