@@ -36,9 +36,9 @@ sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
 
 POST_SIZE = 20                 # events per webhook request
 VISIBILITY_SECONDS = 2         # action queues: a crashed batch comes back soon (180 s in the template)
-# Worker timeout during the soak: time for a whole call (16.05 s) plus a little, and a short idempotency
-# lease after a crash (the lease follows the invocation's remaining time). The template says 30.
-FUNCTION_TIMEOUT = 18.0
+# Worker timeout during the soak: room for a batch's calls after the first (none starts with less than 16.05 s
+# left), and a shorter idempotency lease after a crash (it follows the invocation's remaining time). Template: 30.
+FUNCTION_TIMEOUT = 22.0
 WORKERS = ("AddContactToXmdFunction", "UpsertContactTransactionFunction", "TriggerXflowWorkflowFunction")
 ACTION_QUEUES = ("AddContactToXmdQueue", "UpsertContactTransactionQueue", "TriggerXflowWorkflowQueue")
 DEAD_LETTER_QUEUES = ("AddContactToXmdDeadLetterQueue", "UpsertContactTransactionDeadLetterQueue",
