@@ -678,7 +678,8 @@ class Countdown:
 
 def test_no_call_starts_that_cannot_finish_before_the_timeout():
     s = Setup()
-    s.worker.remaining_seconds = Countdown(start=20, per_call=10)   # (first call: always), 20, 10, 0 ...
+    # Asked once before the batch (30: room for a call), then before each call but the first: 20, 10, 0...
+    s.worker.remaining_seconds = Countdown(start=30, per_call=10)
     s.worker.call_seconds = 16
     report = s.process(*(delivery(message(f"seg-{i}")) for i in range(4)))
     assert [d.message.message_id for d in report.delivered] == ["seg-0", "seg-1"]
@@ -696,7 +697,7 @@ def test_a_deferred_recovering_message_stays_uncertain():
     s = Setup()
     s.executor.fail("seg-1", RetryableError("qualtrics_timeout", "timeout"))
     s.process(delivery(message("seg-1")))
-    s.worker.remaining_seconds = lambda: 1.0
+    s.worker.remaining_seconds = Countdown(start=20, per_call=10)
     s.worker.call_seconds = 16
     report = s.process(delivery(message("seg-0")), delivery(message("seg-1"), attempt=2))
     assert [d.message.message_id for d in report.deferred] == ["seg-1"]
@@ -705,7 +706,7 @@ def test_a_deferred_recovering_message_stays_uncertain():
 
 def test_a_deferral_on_the_last_receive_dead_letters_with_a_reason():
     s = Setup()
-    s.worker.remaining_seconds = lambda: 1.0
+    s.worker.remaining_seconds = Countdown(start=20, per_call=10)
     s.worker.call_seconds = 16
     s.worker.max_receives = 8
     report = s.process(delivery(message("seg-0")), delivery(message("seg-1"), attempt=8))
@@ -714,11 +715,19 @@ def test_a_deferral_on_the_last_receive_dead_letters_with_a_reason():
 
 def test_the_first_call_of_an_invocation_always_starts():
     s = Setup()
-    s.worker.remaining_seconds = lambda: 1.0   # a timeout shorter than one call: still no endless deferral
+    s.worker.remaining_seconds = Countdown(start=16, per_call=15)   # room at the start; the claims took it
     s.worker.call_seconds = 16
     report = s.process(delivery(message("seg-0")), delivery(message("seg-1")))
     assert [d.message.message_id for d in report.delivered] == ["seg-0"]
     assert [d.message.message_id for d in report.deferred] == ["seg-1"]
+
+
+def test_a_timeout_shorter_than_one_call_leaves_the_batch_to_lambdas_own_timeout():
+    s = Setup()
+    s.worker.remaining_seconds = lambda: 2.0   # e.g. a test function with a 2 s timeout: no endless deferral
+    s.worker.call_seconds = 16
+    report = s.process(delivery(message("seg-0")), delivery(message("seg-1")))
+    assert len(report.delivered) == 2 and report.deferred == []
 
 
 # --- "may have landed": when the key stays uncertain ----------------------------------------------------

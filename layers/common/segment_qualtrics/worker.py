@@ -96,8 +96,8 @@ class Progress:
             self._on_delivered(delivery)
 
     def can_call(self) -> bool:
-        # The first call of an invocation always starts (the template leaves time for one), so a function
-        # configured with too short a timeout still makes progress rather than deferring forever.
+        # The first call always starts: however long the claims took, an invocation makes progress rather
+        # than deferring its whole batch forever (the template's timeout leaves room for that call).
         if self._remaining is None or not self._asked or self._remaining() >= self.call_seconds:
             self._asked = True
             return True
@@ -210,8 +210,16 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - one record's failure is that record's outcome
                 self._fail(delivery, internal_error(exc), report, claimed=False)
         if ready:
-            self._execute(ready, report)
+            self._execute(ready, report, self._budget())
         return report
+
+    def _budget(self) -> Callable[[], float] | None:
+        """The clock no call may outrun; None when the function's timeout leaves no room for a whole call
+        (a function configured that short runs as if unbounded: Lambda's own timeout is then the limit)."""
+        remaining = self.remaining_seconds
+        if remaining is None or remaining() < self.call_seconds:
+            return None
+        return remaining
 
     def _admit(self, delivery: Delivery, ready: list[Delivery], in_batch: set[str], report: Report) -> None:
         """Prepare and claim one delivery: it joins ``ready``, or its outcome is settled here."""
@@ -240,8 +248,8 @@ class Worker:
             delivery.recovering = claim.recovering
             ready.append(delivery)
 
-    def _execute(self, ready: list[Delivery], report: Report) -> None:
-        progress = Progress(lambda d: self._complete(d, report), self.remaining_seconds, self.call_seconds)
+    def _execute(self, ready: list[Delivery], report: Report, budget: Callable[[], float] | None) -> None:
+        progress = Progress(lambda d: self._complete(d, report), budget, self.call_seconds)
         crash: DestinationError | None = None
         try:
             errors = self.executor.execute(ready, progress) or {}
