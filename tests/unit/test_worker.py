@@ -181,7 +181,7 @@ def test_a_permanent_error_goes_to_the_dlq_at_once_with_its_reason():
     [reason] = s.dlq.reasons()
     assert reason == {
         "errorCode": "qualtrics_rejected", "errorMessage": "Qualtrics answered 400: Invalid directory",
-        "errorRetryable": "false", "attempts": "1", "httpStatus": "400", "qualtricsRequestId": "req-9",
+        "errorRetryable": "false", "attempts": "1", "receives": "1", "httpStatus": "400", "qualtricsRequestId": "req-9",
         "action": ACTION, "subscription": "Contacts", "segmentMessageId": "seg-1", "eventType": "identify",
     }
     assert all(v["DataType"] == "String" for _, attrs in s.dlq.sent for v in attrs.values())
@@ -191,6 +191,7 @@ def test_a_permanent_error_goes_to_the_dlq_at_once_with_its_reason():
 def test_a_retryable_error_is_retried_with_a_visibility_delay():
     s = Setup()
     s.executor.fail("seg-1", RetryableError("qualtrics_server_error", "Qualtrics answered 503", status=503))
+    earlier_attempts(s, message("seg-1"), 1)
     d = delivery(message("seg-1"), attempt=2)
     report = s.process(d)
     assert report.failure_ids == [d.record_id]
@@ -203,16 +204,43 @@ def test_a_retryable_error_is_retried_with_a_visibility_delay():
 def test_retryable_on_the_last_attempt_goes_to_the_dlq():
     s = Setup(max_attempts=3)
     s.executor.fail("seg-1", RetryableError("qualtrics_timeout", "no answer from Qualtrics in time", status=504))
+    earlier_attempts(s, message("seg-1"), 2)
     d = delivery(message("seg-1"), attempt=3)
     report = s.process(d)
     assert report.failure_ids == [] and report.retried == []
     [(_, error)] = report.dead_lettered
-    assert error.message == "no answer from Qualtrics in time (gave up after 3 attempts)"
+    assert error.message == "no answer from Qualtrics in time (gave up after 3 attempts, 3 receives)"
     [reason] = s.dlq.reasons()
     assert reason["errorCode"] == "qualtrics_timeout"
-    assert reason["errorMessage"].endswith("(gave up after 3 attempts)")
+    assert reason["errorMessage"].endswith("(gave up after 3 attempts, 3 receives)")
     assert reason["errorRetryable"] == "true" and reason["attempts"] == "3" and reason["httpStatus"] == "504"
     assert s.visibility.delays == []
+
+
+def earlier_attempts(s: Setup, msg: QueueMessage, count: int) -> None:
+    """Attempts on the key before this one (each claimed it, then failed in a way that may have landed)."""
+    for _ in range(count):
+        s.store.claim(msg.idempotency_key, 60)
+        s.store.release(msg.idempotency_key, uncertain=True)
+
+
+def test_receives_that_attempted_nothing_are_not_attempts():
+    # Receive 4, but the first claim of the key: the earlier receives were deferrals, waits on a busy key or
+    # batches that died before its turn. It is attempt 1 and retried.
+    s = Setup(max_attempts=3)
+    s.worker.max_receives = 6
+    s.executor.fail("seg-1", RetryableError("network_error", "down"))
+    report = s.process(delivery(message("seg-1"), attempt=4))
+    assert [(e.code, seconds) for _, e, seconds in report.retried] == [("network_error", 30)]
+
+
+def test_a_retryable_error_on_the_last_receive_is_dead_lettered_with_its_reason():
+    s = Setup(max_attempts=3)
+    s.worker.max_receives = 6
+    s.executor.fail("seg-1", RetryableError("network_error", "down"))
+    report = s.process(delivery(message("seg-1"), attempt=6))   # SQS would dead-letter it, reason-less, next
+    assert report.retried == [] and [e.code for _, e in report.dead_lettered] == ["network_error"]
+    assert s.dlq.reasons()[0]["attempts"] == "1" and s.dlq.reasons()[0]["receives"] == "6"
 
 
 def test_the_attempt_before_the_last_is_still_retried():

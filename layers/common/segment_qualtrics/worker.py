@@ -40,7 +40,7 @@ class Delivery:
     record_id: str              # SQS messageId: the batchItemFailures identifier
     receipt_handle: str
     body: str
-    attempt: int                # ApproximateReceiveCount
+    attempt: int                # ApproximateReceiveCount: every receive, whether it attempted anything or not
     attributes: dict[str, Any] = field(default_factory=dict)
     message: QueueMessage | None = None
     subscription: Subscription | None = None
@@ -48,6 +48,12 @@ class Delivery:
     recovering: bool = False    # an earlier attempt may already have reached Qualtrics
     checked_absent: bool = False   # recovering, and a lookup proved the earlier attempt did not land
     sent: bool = False          # this attempt's call for it has started: it may have landed
+    claims: int = 0             # attempts on its key, this one included, as the idempotency store counts them
+
+    @property
+    def attempts(self) -> int:
+        """The attempt number retries and dead letters go by: the store's count once claimed, else receives."""
+        return self.claims or self.attempt
 
     @classmethod
     def from_sqs_record(cls, record: dict[str, Any]) -> Delivery:
@@ -246,6 +252,7 @@ class Worker:
             self._fail(delivery, busy, report, claimed=False)
         else:
             delivery.recovering = claim.recovering
+            delivery.claims = claim.attempts
             ready.append(delivery)
 
     def _execute(self, ready: list[Delivery], report: Report, budget: Callable[[], float] | None) -> None:
@@ -330,8 +337,10 @@ class Worker:
             # Keep the key "uncertain" while this or an earlier attempt may have reached Qualtrics, so the
             # next attempt (or a redrive from the DLQ) checks before acting; forget it only when nothing landed.
             self._release(delivery, uncertain=may_have_landed(delivery, error))
-        if error.retryable and delivery.attempt < self.retry.max_attempts:
-            seconds = self.retry.delay(delivery.attempt, error)
+        # On the last receive the queue allows, handing it back would let SQS dead-letter it without a reason.
+        last_receive = self.max_receives is not None and delivery.attempt >= self.max_receives
+        if error.retryable and delivery.attempts < self.retry.max_attempts and not last_receive:
+            seconds = self.retry.delay(delivery.attempts, error)
             try:
                 self.visibility.delay(delivery.receipt_handle, seconds)
             except Exception:  # noqa: BLE001 - the message is retried anyway, at the queue's own timeout
@@ -340,7 +349,8 @@ class Worker:
             self._notify("retried", delivery, error)
             return
         if error.retryable:
-            error = type(error)(error.code, f"{error.message} (gave up after {delivery.attempt} attempts)",
+            error = type(error)(error.code, f"{error.message} (gave up after {delivery.attempts} attempts, "
+                                            f"{delivery.attempt} receives)",
                                 status=error.status, request_id=error.request_id)
         try:
             self.dead_letters.send(delivery.body, dead_letter_attributes(delivery, error))
@@ -375,7 +385,8 @@ def dead_letter_attributes(delivery: Delivery, error: DestinationError) -> dict[
         "errorCode": error.code,
         "errorMessage": error.message[:1000],
         "errorRetryable": "true" if error.retryable else "false",
-        "attempts": str(delivery.attempt),
+        "attempts": str(delivery.attempts),
+        "receives": str(delivery.attempt),
     }
     if error.status is not None:
         attributes["httpStatus"] = str(error.status)
