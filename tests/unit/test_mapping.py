@@ -1138,3 +1138,44 @@ def test_unknown_directive_at_resolve_time_without_validation() -> None:
     with pytest.raises(MappingError) as caught:
         resolve_mapping({"email": {"@pathh": "$.email"}}, {})
     assert caught.value.problems == ["email: @pathh is not a valid directive"]
+
+
+# --- depth: the resolver never recurses deeper than MAX_VALUE_DEPTH on event data -------------------------
+
+def _nested_value(depth: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_depth_check_is_iterative_and_exact():
+    from segment_qualtrics.mapping import MAX_VALUE_DEPTH, value_depth_exceeds
+
+    assert not value_depth_exceeds(_nested_value(MAX_VALUE_DEPTH - 1))   # + the leaf's object: 64 levels
+    assert value_depth_exceeds([[[]]], limit=2) and not value_depth_exceeds([[[]]], limit=3)   # arrays count
+    assert value_depth_exceeds(_nested_value(MAX_VALUE_DEPTH))
+    assert value_depth_exceeds(_nested_value(200_000))   # no RecursionError, whatever the depth
+    assert not value_depth_exceeds("x" * 10) and not value_depth_exceeds([])
+
+
+def test_an_event_deeper_than_the_limit_is_a_mapping_error_not_a_recursion_error():
+    from segment_qualtrics.mapping import MappingError, resolve_mapping, resolve_value
+
+    event = {"type": "track", "properties": _nested_value(5000)}
+    with pytest.raises(MappingError, match="deeper than 64"):
+        resolve_mapping({"data": {"@path": "$.properties"}}, event)
+    with pytest.raises(MappingError, match="deeper than 64"):
+        resolve_value({"@path": "$.properties"}, event)
+
+
+def test_json_decode_of_a_deep_string_is_refused():
+    from segment_qualtrics.mapping import MappingError, resolve_mapping
+
+    mapping = {"data": {"@json": {"mode": "decode", "value": {"@path": "$.properties.blob"}}}}
+    for depth in (100, 100_000):   # past the limit; past what json.loads itself can parse
+        event = {"type": "track", "properties": {"blob": "[" * depth + "]" * depth}}
+        with pytest.raises(MappingError, match="deeper than 64"):
+            resolve_mapping(mapping, event)
+    shallow = {"type": "track", "properties": {"blob": "[[1]]"}}
+    assert resolve_mapping(mapping, shallow) == {"data": [[1]]}

@@ -166,7 +166,8 @@ def test_a_transaction_without_contact_id_searches_then_creates_then_posts_with_
     delivery.message = message
     assert post.body == {transaction_key(delivery): {
         "contactId": CONTACT_PLACEHOLDER, "mailingListId": "CG_1",
-        "data": {"orderId": "o-1", "total": 12.5, "segmentMessageId": "m-tx"},
+        "data": {"orderId": "o-1", "total": 12.5, "segmentMessageId": "m-tx",
+                 "segmentDeliveryKey": transaction_key(delivery)},
         "transactionDate": "2026-11-29 10:00:00"}}
 
 

@@ -393,13 +393,14 @@ def test_action_queue_visibility_covers_six_consumer_timeouts(
     assert visibility >= WORKER_QUEUE_VISIBILITY_FACTOR * timeout
 
 
-def test_dead_letter_queues_keep_messages_fourteen_days(resources: dict[str, Any]) -> None:
+def test_dead_letter_queues_keep_messages_fourteen_days(template: dict[str, Any], resources: dict[str, Any]) -> None:
     for action in ACTIONS:
         source = resources[action.queue]["Properties"]
         dlq = resources[action.dlq]["Properties"]
-        assert dlq["MessageRetentionPeriod"] == FOURTEEN_DAYS
+        assert parameter_int(template, dlq["MessageRetentionPeriod"], "Default") == FOURTEEN_DAYS
         # SQS keeps the original enqueue time on redrive: the DLQ must outlive the source queue's retention.
-        assert source.get("MessageRetentionPeriod", 345600) < dlq["MessageRetentionPeriod"]
+        assert source.get("MessageRetentionPeriod", 345600) < parameter_int(
+            template, dlq["MessageRetentionPeriod"], "MinValue")
 
 
 def test_every_queue_is_encrypted(resources: dict[str, Any]) -> None:
@@ -449,7 +450,8 @@ def test_worker_environment_contract(
     assert env["QUEUE_URL"] == ref(action.queue)
     assert env["DEAD_LETTER_QUEUE_URL"] == ref(action.dlq)
     assert env["IDEMPOTENCY_TABLE"] == ref("IdempotencyTable")
-    assert env["MAX_ATTEMPTS"] == ref("MaxReceiveCount")
+    assert env["MAX_RECEIVE_COUNT"] == ref("MaxReceiveCount")
+    assert env["DEAD_LETTER_RETENTION_SECONDS"] == ref("DeadLetterRetentionSeconds")
 
 
 # ------------------------------------------------------------------------------------------------ permissions
@@ -743,3 +745,62 @@ print(json.dumps(transform(tpl, {}, Policies())))
     stages = of_type(json.loads(done.stdout)["Resources"], "AWS::ApiGatewayV2::Stage")
     assert [s["Properties"]["DefaultRouteSettings"] for s in stages.values()] == [
         {"ThrottlingRateLimit": ref("IngestRateLimit"), "ThrottlingBurstLimit": ref("IngestBurstLimit")}]
+# ------------------------------------------------------------------------------------------------ error model
+# What the worker's guarantees (docs/error-model.md) need from the template: time for a whole call within the
+# function timeout, a visibility that outlasts retries of the invocation, spare receives above the worker's own
+# attempts, and idempotency records that outlive every message a redrive can bring back.
+
+
+@each_action
+def test_a_worker_invocation_has_time_for_a_whole_qualtrics_call(
+    template: dict[str, Any], resources: dict[str, Any], action: Action
+) -> None:
+    from segment_qualtrics.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT
+    from segment_qualtrics.worker_app import CALL_SECONDS
+
+    timeout = effective(template, action.function, "Timeout", DEFAULT_LAMBDA_TIMEOUT)
+    # The worker starts no call with less than CALL_SECONDS left (worst connect + read, plus a margin to settle the
+    # batch), so however slow Qualtrics is, an invocation ends before its timeout; the first call must fit.
+    assert CALL_SECONDS >= CONNECT_TIMEOUT + READ_TIMEOUT
+    assert timeout > CALL_SECONDS + 5   # + the start of the invocation (claims, a cold secret fetch)
+    visibility = resources[action.queue]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * timeout
+
+
+@each_action
+def test_sqs_keeps_spare_receives_above_the_workers_attempts(
+    template: dict[str, Any], resources: dict[str, Any], action: Action
+) -> None:
+    from segment_qualtrics.settings import CRASH_MARGIN_RECEIVES, WorkerSettings
+
+    redrive = resources[action.queue]["Properties"]["RedrivePolicy"]
+    env = effective_env(template, action.function)
+    assert env["MAX_RECEIVE_COUNT"] == redrive["maxReceiveCount"] == ref("MaxReceiveCount")
+    assert "MAX_ATTEMPTS" not in env   # derived from MAX_RECEIVE_COUNT, never set apart from it
+    assert CRASH_MARGIN_RECEIVES >= 3
+    for field in ("Default", "MinValue"):
+        receives = parameter_int(template, redrive["maxReceiveCount"], field)
+        settings = WorkerSettings(ACTION_SLUG=action.slug, QUALTRICS_SECRET_ARN="a", QUEUE_URL="q",
+                                  DEAD_LETTER_QUEUE_URL="d", IDEMPOTENCY_TABLE="t", MAX_RECEIVE_COUNT=receives)
+        assert settings.max_attempts() == receives - CRASH_MARGIN_RECEIVES >= 3
+    assert parameter_int(template, redrive["maxReceiveCount"], "Default") - CRASH_MARGIN_RECEIVES == 5
+
+
+@each_action
+def test_idempotency_records_outlive_every_redrive(
+    template: dict[str, Any], resources: dict[str, Any], action: Action
+) -> None:
+    from segment_qualtrics.settings import IDEMPOTENCY_MARGIN_SECONDS, WorkerSettings
+
+    source = resources[action.queue]["Properties"]
+    dlq = resources[action.dlq]["Properties"]
+    env = effective_env(template, action.function)
+    # One parameter sets both the DLQ's retention and the workers' idempotency TTL.
+    assert dlq["MessageRetentionPeriod"] == env["DEAD_LETTER_RETENTION_SECONDS"] == ref("DeadLetterRetentionSeconds")
+    assert IDEMPOTENCY_MARGIN_SECONDS >= source.get("MessageRetentionPeriod", 345600) + 24 * 3600
+    for field in ("Default", "MinValue", "MaxValue"):
+        retention = parameter_int(template, dlq["MessageRetentionPeriod"], field)
+        settings = WorkerSettings(ACTION_SLUG=action.slug, QUALTRICS_SECRET_ARN="a", QUEUE_URL="q",
+                                  DEAD_LETTER_QUEUE_URL="d", IDEMPOTENCY_TABLE="t",
+                                  DEAD_LETTER_RETENTION_SECONDS=retention)
+        assert settings.idempotency_keep_seconds() >= retention + source.get("MessageRetentionPeriod", 345600)

@@ -13,13 +13,14 @@ from segment_qualtrics.envelope import QueueMessage
 from segment_qualtrics.errors import PermanentError, RetryableError
 from segment_qualtrics.qualtrics import TransactionResult
 from segment_qualtrics.transactions import (
+    DELIVERY_KEY_FIELD,
     MARKER_FIELD,
     MAX_PER_CALL,
     ContactCache,
     TransactionExecutor,
     transaction_key,
 )
-from segment_qualtrics.worker import Delivery
+from segment_qualtrics.worker import Delivery, Progress
 
 UPSERT = ACTIONS["upsertContactTransaction"]
 MAPPING = {**UPSERT.default_mapping, "directoryId": {"@path": "$.properties.directory"}, "mailingListId": "CG_1",
@@ -216,7 +217,8 @@ def test_a_transaction_has_segments_fields_and_our_marker():
     assert body == {transaction_key(d): {
         "contactId": "CID_1",
         "mailingListId": "CG_1",
-        "data": {"orderId": "o-1", "total": 12.5, "items": '[{"sku":"A"}]', MARKER_FIELD: "m-1"},
+        "data": {"orderId": "o-1", "total": 12.5, "items": '[{"sku":"A"}]', MARKER_FIELD: "m-1",
+                 DELIVERY_KEY_FIELD: transaction_key(d)},
         "transactionDate": "2024-03-04 05:06:07",
     }}
     assert list(body[transaction_key(d)]) == ["contactId", "mailingListId", "data", "transactionDate"]
@@ -368,3 +370,107 @@ def test_a_failed_check_fails_the_recovering_delivery_only():
     errors = run(client, delivery("m-1", contact_id="C", recovering=True), delivery("m-2", contact_id="C"))
     assert set(errors) == {"sqs-m-1"} and errors["sqs-m-1"].retryable
     assert set(transactions_of(client)) == {"m-2"}
+
+
+# --- the recovery marker names the idempotency key --------------------------------------------------
+
+def test_another_subscriptions_transaction_for_the_same_event_is_no_proof():
+    # Subscription A's transaction landed; B's attempt for the same event and contact was lost in a timeout.
+    client = FakeQualtrics()
+    run(client, delivery("m-1", contact_id="CID_1", subscription="A"))
+    assert run(client, delivery("m-1", contact_id="CID_1", subscription="B", recovering=True)) == {}
+    landed = [t["data"][DELIVERY_KEY_FIELD] for t in client.transactions["POOL_1"]]
+    assert len(landed) == 2 and len(set(landed)) == 2   # B's was posted, not hidden by A's
+
+
+def old_style_transaction(client: FakeQualtrics, message_id: str, contact_id: str) -> None:
+    """A transaction written before segmentDeliveryKey existed: only segmentMessageId in its data."""
+    client.transactions.setdefault("POOL_1", []).append(
+        {"key": "old", "contactId": contact_id, "data": {MARKER_FIELD: message_id}})
+
+
+def test_an_old_marker_is_trusted_only_when_one_subscription_could_have_written_it():
+    trusted = FakeQualtrics()
+    old_style_transaction(trusted, "m-1", "CID_1")
+    executor = TransactionExecutor(trusted, legacy_marker_trusted=True)
+    assert executor.execute([delivery("m-1", contact_id="CID_1", recovering=True)]) == {}
+    assert trusted.posted() == []
+
+    untrusted = FakeQualtrics()
+    old_style_transaction(untrusted, "m-1", "CID_1")
+    assert run(untrusted, delivery("m-1", contact_id="CID_1", recovering=True)) == {}
+    assert len(untrusted.posted()) == 1
+
+
+def test_a_new_marker_of_another_key_does_not_count_as_an_old_one():
+    client = FakeQualtrics()
+    run(client, delivery("m-1", contact_id="CID_1", subscription="A"))   # has both fields
+    executor = TransactionExecutor(client, legacy_marker_trusted=True)
+    executor.execute([delivery("m-1", contact_id="CID_1", subscription="B", recovering=True)])
+    assert len(client.posted()) == 2
+
+
+def test_a_check_that_finds_it_absent_says_so():
+    client = FakeQualtrics()
+    d = delivery("m-1", contact_id="CID_1", recovering=True)
+    run(client, d)
+    assert d.checked_absent and d.sent
+
+
+# --- progress: per-call completion and the time budget ----------------------------------------------
+
+def test_each_call_reports_its_created_messages_before_the_next_call():
+    client = FakeQualtrics()
+    batch = [delivery(f"m-{i}", contact_id="CID_1", directory=f"POOL_{i}") for i in range(3)]
+    seen: list[tuple[str, int]] = []
+    progress = Progress(lambda d: seen.append((d.message.message_id, len(client.posted()))))
+    assert TransactionExecutor(client).execute(batch, progress) == {}
+    assert seen == [("m-0", 1), ("m-1", 2), ("m-2", 3)]
+
+
+def test_a_recovering_message_found_is_reported_delivered():
+    client = FakeQualtrics()
+    run(client, delivery("m-1", contact_id="CID_1"))
+    progress = Progress()
+    assert TransactionExecutor(client).execute([delivery("m-1", contact_id="CID_1", recovering=True)],
+                                               progress) == {}
+    assert progress.delivered_ids == {"sqs-m-1"}
+
+
+def test_no_call_starts_without_time_for_it():
+    client = FakeQualtrics()
+    left = iter([5.0, 5.0])   # the first call of an invocation always starts; then no time for another
+    batch = [delivery(f"m-{i}", contact_id="CID_1", directory=f"POOL_{i}") for i in range(3)]
+    progress = Progress(remaining_seconds=lambda: next(left), call_seconds=16)
+    errors = TransactionExecutor(client).execute(batch, progress)
+    assert errors == {} and progress.delivered_ids == {"sqs-m-0"}
+    assert len(client.posted()) == 1   # m-1 and m-2 left unreported: the worker defers them
+
+
+def test_a_search_that_cannot_finish_in_time_is_not_started():
+    client = FakeQualtrics()
+    progress = Progress(remaining_seconds=lambda: 1.0, call_seconds=16)
+    batch = [delivery("m-1", email="a@example.com"), delivery("m-2", email="b@example.com")]
+    assert TransactionExecutor(client).execute(batch, progress) == {}
+    assert client.count("search") == 1 and client.posted() == []
+    assert progress.delivered_ids == set()   # both left unreported: the worker hands them back
+
+
+# --- unexpected exceptions fail only their own message -----------------------------------------------
+
+def test_an_unexpected_exception_building_one_transaction_fails_only_it():
+    client = FakeQualtrics()
+    good, bad = delivery("m-1", contact_id="CID_1"), delivery("m-2", contact_id="CID_1")
+    bad.payload = bad.payload.model_copy(update={"transactionData": "not a dict"})   # a bug's shape
+    errors = run(client, good, bad)
+    assert set(errors) == {"sqs-m-2"} and errors["sqs-m-2"].code == "internal_error"
+    assert set(transactions_of(client)) == {"m-1"}
+
+
+def test_an_unexpected_exception_in_the_call_fails_its_messages_as_internal_errors():
+    client = FakeQualtrics()
+    client.fail_next["create_transactions"] = TypeError("bad answer")
+    d = delivery("m-1", contact_id="CID_1")
+    errors = run(client, d)
+    assert errors["sqs-m-1"].code == "internal_error" and "TypeError" in errors["sqs-m-1"].message
+    assert d.sent   # it may have landed: the worker keeps the key uncertain

@@ -14,7 +14,15 @@ from segment_qualtrics.envelope import QueueMessage
 from segment_qualtrics.errors import DestinationError, PermanentError, RetryableError
 from segment_qualtrics.idempotency import ClaimState, MemoryIdempotencyStore
 from segment_qualtrics.subscriptions import parse_subscriptions
-from segment_qualtrics.worker import MAX_VISIBILITY_SECONDS, Delivery, RetryPolicy, Worker
+from segment_qualtrics.worker import (
+    MAX_VISIBILITY_SECONDS,
+    Delivery,
+    Progress,
+    RetryPolicy,
+    Worker,
+    internal_error,
+    may_have_landed,
+)
 
 ACTION = "addContactToXmd"
 SUBSCRIPTIONS = {
@@ -43,18 +51,28 @@ class FakeExecutor:
         self.errors: dict[str, list[DestinationError]] = {}
         self.calls: list[list[tuple[str, bool]]] = []
         self.seen: list[Delivery] = []
+        self.crash_at: str | None = None   # Segment messageId whose work raises an unexpected exception
 
     def fail(self, message_id: str, *errors: DestinationError) -> None:
         self.errors.setdefault(message_id, []).extend(errors)
 
-    def execute(self, deliveries: Sequence[Delivery]) -> dict[str, DestinationError]:
+    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+                ) -> dict[str, DestinationError]:
+        progress = progress or Progress()
         self.calls.append([(d.message.message_id, d.recovering) for d in deliveries])
         self.seen.extend(deliveries)
         out = {}
         for d in deliveries:
+            if not progress.can_call():
+                break
+            d.sent = True
+            if self.crash_at == d.message.message_id:
+                raise RuntimeError("executor bug")
             queued = self.errors.get(d.message.message_id)
             if queued:
                 out[d.record_id] = queued.pop(0)
+            else:
+                progress.delivered(d)
         return out
 
     @property
@@ -163,7 +181,7 @@ def test_a_permanent_error_goes_to_the_dlq_at_once_with_its_reason():
     [reason] = s.dlq.reasons()
     assert reason == {
         "errorCode": "qualtrics_rejected", "errorMessage": "Qualtrics answered 400: Invalid directory",
-        "errorRetryable": "false", "attempts": "1", "httpStatus": "400", "qualtricsRequestId": "req-9",
+        "errorRetryable": "false", "attempts": "1", "receives": "1", "httpStatus": "400", "qualtricsRequestId": "req-9",
         "action": ACTION, "subscription": "Contacts", "segmentMessageId": "seg-1", "eventType": "identify",
     }
     assert all(v["DataType"] == "String" for _, attrs in s.dlq.sent for v in attrs.values())
@@ -173,6 +191,7 @@ def test_a_permanent_error_goes_to_the_dlq_at_once_with_its_reason():
 def test_a_retryable_error_is_retried_with_a_visibility_delay():
     s = Setup()
     s.executor.fail("seg-1", RetryableError("qualtrics_server_error", "Qualtrics answered 503", status=503))
+    earlier_attempts(s, message("seg-1"), 1)
     d = delivery(message("seg-1"), attempt=2)
     report = s.process(d)
     assert report.failure_ids == [d.record_id]
@@ -185,16 +204,43 @@ def test_a_retryable_error_is_retried_with_a_visibility_delay():
 def test_retryable_on_the_last_attempt_goes_to_the_dlq():
     s = Setup(max_attempts=3)
     s.executor.fail("seg-1", RetryableError("qualtrics_timeout", "no answer from Qualtrics in time", status=504))
+    earlier_attempts(s, message("seg-1"), 2)
     d = delivery(message("seg-1"), attempt=3)
     report = s.process(d)
     assert report.failure_ids == [] and report.retried == []
     [(_, error)] = report.dead_lettered
-    assert error.message == "no answer from Qualtrics in time (gave up after 3 attempts)"
+    assert error.message == "no answer from Qualtrics in time (gave up after 3 attempts, 3 receives)"
     [reason] = s.dlq.reasons()
     assert reason["errorCode"] == "qualtrics_timeout"
-    assert reason["errorMessage"].endswith("(gave up after 3 attempts)")
+    assert reason["errorMessage"].endswith("(gave up after 3 attempts, 3 receives)")
     assert reason["errorRetryable"] == "true" and reason["attempts"] == "3" and reason["httpStatus"] == "504"
     assert s.visibility.delays == []
+
+
+def earlier_attempts(s: Setup, msg: QueueMessage, count: int) -> None:
+    """Attempts on the key before this one (each claimed it, then failed in a way that may have landed)."""
+    for _ in range(count):
+        s.store.claim(msg.idempotency_key, 60)
+        s.store.release(msg.idempotency_key, uncertain=True)
+
+
+def test_receives_that_attempted_nothing_are_not_attempts():
+    # Receive 4, but the first claim of the key: the earlier receives were deferrals, waits on a busy key or
+    # batches that died before its turn. It is attempt 1 and retried.
+    s = Setup(max_attempts=3)
+    s.worker.max_receives = 6
+    s.executor.fail("seg-1", RetryableError("network_error", "down"))
+    report = s.process(delivery(message("seg-1"), attempt=4))
+    assert [(e.code, seconds) for _, e, seconds in report.retried] == [("network_error", 30)]
+
+
+def test_a_retryable_error_on_the_last_receive_is_dead_lettered_with_its_reason():
+    s = Setup(max_attempts=3)
+    s.worker.max_receives = 6
+    s.executor.fail("seg-1", RetryableError("network_error", "down"))
+    report = s.process(delivery(message("seg-1"), attempt=6))   # SQS would dead-letter it, reason-less, next
+    assert report.retried == [] and [e.code for _, e in report.dead_lettered] == ["network_error"]
+    assert s.dlq.reasons()[0]["attempts"] == "1" and s.dlq.reasons()[0]["receives"] == "6"
 
 
 def test_the_attempt_before_the_last_is_still_retried():
@@ -450,3 +496,290 @@ def test_delivery_from_an_sqs_record():
 def test_a_record_without_a_receive_count_is_a_first_attempt(attributes):
     assert Delivery.from_sqs_record({"messageId": "sqs-1", "attributes": attributes}).attempt == 1
 
+
+
+# --- one bad record never takes the batch down ------------------------------------------------------
+
+class ClientError(Exception):
+    """Shaped like botocore's ClientError (the core matches it by its ``response``, not by import)."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"An error occurred ({code}): {message}")
+        self.response = {"Error": {"Code": code, "Message": message}}
+
+
+class PoisonStore(MemoryIdempotencyStore):
+    """The real in-memory store, but DynamoDB's answer for some keys is an error."""
+
+    def __init__(self, clock, poisoned: dict[str, Exception], fail_complete: bool = False) -> None:
+        super().__init__(clock=clock)
+        self.poisoned = poisoned
+        self.fail_complete = fail_complete
+
+    def claim(self, key: str, lease_seconds: int):
+        for fragment, exc in self.poisoned.items():
+            if fragment in key:
+                raise exc
+        return super().claim(key, lease_seconds)
+
+    def complete(self, key: str) -> None:
+        if self.fail_complete:
+            raise ClientError("ProvisionedThroughputExceededException")
+        super().complete(key)
+
+
+def nested(depth: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_a_store_validation_error_dead_letters_that_record_only():
+    s = Setup()
+    s.worker.store = PoisonStore(s.clock, {"seg-5": ClientError("ValidationException", "key too long")})
+    report = s.process(*(delivery(message(f"seg-{i}")) for i in range(10)))
+    assert len(report.delivered) == 9 and report.failure_ids == []
+    [(dead, error)] = report.dead_lettered
+    assert dead.message.message_id == "seg-5"
+    reason = s.dlq.reasons()[0]
+    assert reason["errorCode"] == "internal_error" and reason["errorRetryable"] == "false"
+    assert "ClientError (ValidationException)" in reason["errorMessage"]
+
+
+def test_a_throttled_store_retries_that_record_only():
+    s = Setup()
+    s.worker.store = PoisonStore(s.clock, {"seg-2": ClientError("ProvisionedThroughputExceededException")})
+    report = s.process(*(delivery(message(f"seg-{i}")) for i in range(3)))
+    assert len(report.delivered) == 2 and report.dead_lettered == []
+    assert [(d.message.message_id, e.code) for d, e, _ in report.retried] == [("seg-2", "internal_error")]
+
+
+def embedding_subscription() -> dict:
+    [embedding] = parse_subscriptions({"subscriptions": [
+        {"name": "Embedding", "actionSlug": ACTION, "trigger": 'type = "identify"',
+         "mapping": {"directoryId": "POOL_1", "embeddedData": {"@path": "$.traits"}}}]}, environ={})
+    return {**SUBSCRIPTIONS, "Embedding": embedding}
+
+
+@pytest.mark.parametrize("depth", [100, 5000, 100_000])
+def test_an_event_nested_too_deep_is_dead_lettered_and_spares_the_batch(depth):
+    s = Setup()
+    s.worker.subscriptions = embedding_subscription()
+    event = {"type": "identify", "messageId": "seg-deep", "userId": "u", "traits": {"email": "a@example.com"}}
+    body = message("seg-deep", subscription="Embedding", event=event).to_json()
+    body = body.replace('"email":"a@example.com"', '"email":"a@example.com","x":' + '{"a":' * depth + '1' + '}' * depth)
+    batch = [delivery(message(f"seg-{i}")) for i in range(9)]
+    report = s.process(*batch[:4], delivery(body, record_id="deep"), *batch[4:])
+    assert len(report.delivered) == 9 and report.failure_ids == []
+    [(dead, error)] = report.dead_lettered
+    assert dead.record_id == "deep" and not error.retryable
+    assert error.code in ("invalid_message", "invalid_payload") and "deep" in error.message
+
+
+def test_an_event_at_the_depth_limit_is_delivered():
+    from segment_qualtrics.mapping import MAX_VALUE_DEPTH
+
+    s = Setup()
+    s.worker.subscriptions = embedding_subscription()
+    event = {"type": "identify", "messageId": "seg-ok", "userId": "u",
+             "traits": {"email": "a@example.com", "x": nested(MAX_VALUE_DEPTH - 4)}}
+    report = s.process(delivery(message("seg-ok", subscription="Embedding", event=event)))
+    assert len(report.delivered) == 1, report.dead_lettered
+
+
+def test_an_executor_bug_fails_the_unsettled_records_as_internal_errors():
+    s = Setup()
+    s.executor.crash_at = "seg-2"
+    report = s.process(*(delivery(message(f"seg-{i}")) for i in range(4)))
+    assert [d.message.message_id for d in report.delivered] == ["seg-0", "seg-1"]   # done before the crash
+    assert {d.message.message_id for d, _ in report.dead_lettered} == {"seg-2", "seg-3"}
+    assert all(e.code == "internal_error" and "RuntimeError" in e.message for _, e in report.dead_lettered)
+    # Its call may have landed: the keys stay uncertain, so a redrive checks before acting again.
+    assert s.store.claim(message("seg-2").idempotency_key, 60).recovering
+
+
+def test_a_failing_outcome_hook_changes_no_outcome():
+    s = Setup()
+
+    def broken(*_):
+        raise ValueError("log sink down")
+
+    s.worker.on_outcome = broken
+    assert len(s.process(delivery(message("seg-1"))).delivered) == 1
+
+
+def test_a_failed_completion_still_counts_as_delivered():
+    s = Setup()
+    s.worker.store = PoisonStore(s.clock, {}, fail_complete=True)
+    report = s.process(delivery(message("seg-1")))
+    assert len(report.delivered) == 1 and report.failure_ids == [] and s.dlq.sent == []
+    assert ("complete_failed", "sqs-seg-1-1", "internal_error") in s.outcomes
+
+
+@pytest.mark.parametrize(("exc", "retryable"), [
+    (ClientError("ValidationException"), False),
+    (ClientError("ThrottlingException"), True),
+    (ClientError("ProvisionedThroughputExceededException"), True),
+    (ClientError("InternalServerError"), True),
+    (ConnectionResetError("reset"), True),
+    (TimeoutError("slow"), True),
+    (RecursionError("maximum recursion depth exceeded"), False),
+    (TypeError("unhashable"), False),
+    (KeyError("x"), False),
+    (MemoryError(), False),
+])
+def test_unexpected_errors_are_classified(exc, retryable):
+    error = internal_error(exc)
+    assert error.code == "internal_error" and error.retryable is retryable
+    assert type(exc).__name__ in error.message
+
+
+def test_botocore_connection_errors_are_transient():
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    for exc in (EndpointConnectionError(endpoint_url="http://x"), ConnectTimeoutError(endpoint_url="http://x"),
+                ReadTimeoutError(endpoint_url="http://x")):
+        assert internal_error(exc).retryable, exc
+
+
+def test_a_real_botocore_validation_error_is_permanent():
+    from botocore.exceptions import ClientError as BotoClientError
+
+    exc = BotoClientError({"Error": {"Code": "ValidationException", "Message": "Hash key too big"}}, "PutItem")
+    error = internal_error(exc)
+    assert not error.retryable and "ClientError (ValidationException)" in error.message
+
+
+# --- completion per message and the time budget -----------------------------------------------------
+
+class DoneRecorder(MemoryIdempotencyStore):
+    def __init__(self, clock, executor: FakeExecutor) -> None:
+        super().__init__(clock=clock)
+        self.executor = executor
+        self.completed_after: list[tuple[str, int]] = []
+
+    def complete(self, key: str) -> None:
+        self.completed_after.append((key.rsplit("/", 1)[-1], len(self.executor.seen)))
+        super().complete(key)
+
+
+def test_each_message_is_marked_done_as_soon_as_its_call_succeeds():
+    s = Setup()
+    s.executor.crash_at = "seg-3"   # the invocation dies part-way (here: a bug; in life a timeout)
+    s.process(*(delivery(message(f"seg-{i}")) for i in range(5)))
+    # A redelivery of the whole batch runs only what had not landed.
+    s.executor.crash_at = None
+    report = s.process(*(delivery(message(f"seg-{i}"), attempt=2) for i in range(5)))
+    assert {d.message.message_id for d in report.duplicates} == {"seg-0", "seg-1", "seg-2"}
+
+
+def test_completion_happens_before_the_next_call():
+    s = Setup()
+    order: list[str] = []
+    store = s.store
+    original = store.complete
+    store.complete = lambda key: (order.append("complete " + key.rsplit(":", 1)[-1]), original(key))[1]
+    real = s.executor.execute
+
+    def execute(deliveries, progress=None):
+        inner = Progress(lambda d: (order.append("call " + d.message.message_id), progress.delivered(d)))
+        return real(deliveries, inner)
+
+    s.executor.execute = execute
+    s.process(delivery(message("seg-1")), delivery(message("seg-2")))
+    assert [o.split()[0] for o in order] == ["call", "complete", "call", "complete"]
+
+
+class Countdown:
+    """Seconds left in the invocation: each call to the executor's can_call spends ``per_call``."""
+
+    def __init__(self, start: float, per_call: float) -> None:
+        self.left = start
+        self.per_call = per_call
+
+    def __call__(self) -> float:
+        left = self.left
+        self.left -= self.per_call
+        return left
+
+
+def test_no_call_starts_that_cannot_finish_before_the_timeout():
+    s = Setup()
+    # Asked once before the batch (30: room for a call), then before each call but the first: 20, 10, 0...
+    s.worker.remaining_seconds = Countdown(start=30, per_call=10)
+    s.worker.call_seconds = 16
+    report = s.process(*(delivery(message(f"seg-{i}")) for i in range(4)))
+    assert [d.message.message_id for d in report.delivered] == ["seg-0", "seg-1"]
+    assert [d.message.message_id for d in report.deferred] == ["seg-2", "seg-3"]
+    assert report.failure_ids == ["sqs-seg-2-1", "sqs-seg-3-1"]
+    assert report.dead_lettered == [] and report.retried == []
+    assert s.visibility.delays == [("rh-sqs-seg-2-1", 0), ("rh-sqs-seg-3-1", 0)]   # back at once, no backoff
+    # Their keys were released: the next receive is a fresh attempt, not a recovering one.
+    s.worker.remaining_seconds = None
+    report = s.process(delivery(message("seg-2"), attempt=2))
+    assert s.executor.calls[-1] == [("seg-2", False)] and len(report.delivered) == 1
+
+
+def test_a_deferred_recovering_message_stays_uncertain():
+    s = Setup()
+    s.executor.fail("seg-1", RetryableError("qualtrics_timeout", "timeout"))
+    s.process(delivery(message("seg-1")))
+    s.worker.remaining_seconds = Countdown(start=20, per_call=10)
+    s.worker.call_seconds = 16
+    report = s.process(delivery(message("seg-0")), delivery(message("seg-1"), attempt=2))
+    assert [d.message.message_id for d in report.deferred] == ["seg-1"]
+    assert s.store.claim(message("seg-1").idempotency_key, 60).recovering
+
+
+def test_a_deferral_on_the_last_receive_dead_letters_with_a_reason():
+    s = Setup()
+    s.worker.remaining_seconds = Countdown(start=20, per_call=10)
+    s.worker.call_seconds = 16
+    s.worker.max_receives = 8
+    report = s.process(delivery(message("seg-0")), delivery(message("seg-1"), attempt=8))
+    assert report.deferred == [] and [e.code for _, e in report.dead_lettered] == ["out_of_time"]
+
+
+def test_the_first_call_of_an_invocation_always_starts():
+    s = Setup()
+    s.worker.remaining_seconds = Countdown(start=16, per_call=15)   # room at the start; the claims took it
+    s.worker.call_seconds = 16
+    report = s.process(delivery(message("seg-0")), delivery(message("seg-1")))
+    assert [d.message.message_id for d in report.delivered] == ["seg-0"]
+    assert [d.message.message_id for d in report.deferred] == ["seg-1"]
+
+
+def test_a_timeout_shorter_than_one_call_leaves_the_batch_to_lambdas_own_timeout():
+    s = Setup()
+    s.worker.remaining_seconds = lambda: 2.0   # e.g. a test function with a 2 s timeout: no endless deferral
+    s.worker.call_seconds = 16
+    report = s.process(delivery(message("seg-0")), delivery(message("seg-1")))
+    assert len(report.delivered) == 2 and report.deferred == []
+
+
+# --- "may have landed": when the key stays uncertain ----------------------------------------------------
+
+def test_a_permanent_error_while_recovering_keeps_the_key_uncertain():
+    s = Setup()
+    s.executor.fail("seg-1", RetryableError("qualtrics_timeout", "timeout"),
+                    PermanentError("qualtrics_rejected", "400", status=400))
+    s.process(delivery(message("seg-1")))
+    report = s.process(delivery(message("seg-1"), attempt=2))   # recovering; Qualtrics refuses this call
+    assert [e.code for _, e in report.dead_lettered] == ["qualtrics_rejected"]
+    # The first attempt may have landed and nothing proved otherwise: a redrive must check first.
+    s.process(delivery(message("seg-1"), record_id="redrive"))
+    assert s.executor.calls[-1] == [("seg-1", True)]
+
+
+def test_may_have_landed():
+    d = Delivery("r", "rh", "{}", 1)
+    refused = PermanentError("qualtrics_rejected", "400", status=400)
+    assert may_have_landed(d, RetryableError("qualtrics_timeout", "t"))
+    assert not may_have_landed(d, refused)
+    d.recovering = True
+    assert may_have_landed(d, refused)
+    d.checked_absent = True
+    assert not may_have_landed(d, refused)
+    d.sent = True
+    assert may_have_landed(d, internal_error(TypeError("reading the answer")))

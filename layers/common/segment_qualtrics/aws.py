@@ -102,23 +102,27 @@ class SqsVisibility:
 class DynamoIdempotencyStore:
     """The claim protocol of idempotency.py with conditional writes. Table: key ``id``, TTL ``expiration``."""
 
-    def __init__(self, dynamodb: Any, table: str, keep_seconds: int = 7 * 24 * 3600, clock=time.time) -> None:
+    def __init__(self, dynamodb: Any, table: str, keep_seconds: int = 19 * 24 * 3600, clock=time.time) -> None:
         self.dynamodb = dynamodb
         self.table = table
-        self.keep_seconds = keep_seconds   # longer than Segment's 4 h retry window, and a redrive's
+        # Longer than a message can live: the DLQ's retention plus a redriven message's stay in its source
+        # queue (the worker passes WorkerSettings.idempotency_keep_seconds(); 14 + 5 days by default).
+        self.keep_seconds = keep_seconds
         self.clock = clock
 
     def claim(self, key: str, lease_seconds: int) -> Claim:
         now = int(self.clock())
         try:
-            answer = self.dynamodb.put_item(
+            # An update, not a put: it creates the record or takes over an expired lease, counting the claim.
+            answer = self.dynamodb.update_item(
                 TableName=self.table,
-                Item={"id": {"S": key}, "status": {"S": "IN_PROGRESS"},
-                      "leaseUntil": {"N": str(now + lease_seconds)},
-                      "expiration": {"N": str(now + self.keep_seconds)}},
+                Key={"id": {"S": key}},
+                UpdateExpression="SET #s = :p, leaseUntil = :lease, expiration = :exp ADD attempts :one",
                 ConditionExpression="attribute_not_exists(id) OR (#s = :p AND leaseUntil < :now)",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":p": {"S": "IN_PROGRESS"}, ":now": {"N": str(now)}},
+                ExpressionAttributeValues={":p": {"S": "IN_PROGRESS"}, ":now": {"N": str(now)},
+                                           ":lease": {"N": str(now + lease_seconds)},
+                                           ":exp": {"N": str(now + self.keep_seconds)}, ":one": {"N": "1"}},
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
@@ -130,7 +134,9 @@ class DynamoIdempotencyStore:
                 return Claim(ClaimState.DONE)
             lease_until = int(item.get("leaseUntil", {}).get("N", now))
             return Claim(ClaimState.BUSY, retry_after=max(lease_until - now, 1))
-        return Claim(ClaimState.CLAIMED, recovering=bool(answer.get("Attributes")))
+        old = answer.get("Attributes") or {}
+        attempts = int(old.get("attempts", {}).get("N", "0")) + 1
+        return Claim(ClaimState.CLAIMED, recovering=bool(old), attempts=attempts)
 
     def complete(self, key: str) -> None:
         now = int(self.clock())

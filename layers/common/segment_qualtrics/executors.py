@@ -13,11 +13,15 @@ from .actions import ContactPayload, WorkflowPayload
 from .errors import DestinationError
 from .qualtrics import QualtricsClient
 from .transactions import TransactionExecutor
-from .worker import Delivery
+from .worker import Delivery, Progress, internal_error
 
 
 class _OneCallPerMessage:
-    """One Qualtrics call per message; a failure fails only its own message."""
+    """One Qualtrics call per message; a failure fails only its own message.
+
+    Each success is reported at once (the worker marks it done before the next call starts); no call
+    starts that could not finish before the invocation's timeout: the rest is left unreported (deferred).
+    """
 
     def __init__(self, client: QualtricsClient) -> None:
         self.client = client
@@ -25,13 +29,20 @@ class _OneCallPerMessage:
     def send(self, payload: Any) -> None:
         raise NotImplementedError
 
-    def execute(self, deliveries: Sequence[Delivery]) -> dict[str, DestinationError]:
+    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+                ) -> dict[str, DestinationError]:
+        progress = progress or Progress()
         errors: dict[str, DestinationError] = {}
         for delivery in deliveries:
+            if not progress.can_call():
+                break
+            delivery.sent = True
             try:
                 self.send(delivery.payload)
-            except DestinationError as exc:
-                errors[delivery.record_id] = exc
+            except Exception as exc:  # noqa: BLE001 - classified or not, it fails only this message
+                errors[delivery.record_id] = internal_error(exc)
+                continue
+            progress.delivered(delivery)
         return errors
 
 

@@ -11,6 +11,9 @@ conditional writes in the adapter (aws.py), is:
 
 A failed message is never marked done: a permanent failure deletes the record (Qualtrics refused it,
 nothing happened); a transient one leaves it with an expired lease (we cannot know whether it landed).
+
+Each claim counts itself in the record (``attempts``): the worker's attempt number. SQS's receive count
+also counts receives that attempted nothing (a busy key, a deferral, a batch that died before its turn).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Claim:
     state: ClaimState
     recovering: bool = False   # an earlier attempt may have reached Qualtrics
     retry_after: float | None = None   # BUSY: seconds until the other worker's lease runs out
+    attempts: int = 0          # CLAIMED: claims of this key so far, this one included (0: not counted)
 
 
 class IdempotencyStore(Protocol):
@@ -46,7 +50,7 @@ class MemoryIdempotencyStore:
         import time
 
         self._clock = clock or time.time
-        self.records: dict[str, tuple[str, float]] = {}
+        self.records: dict[str, tuple[str, float, int]] = {}   # key -> (status, lease until, attempts)
 
     def claim(self, key: str, lease_seconds: int) -> Claim:
         now = self._clock()
@@ -55,14 +59,16 @@ class MemoryIdempotencyStore:
             return Claim(ClaimState.DONE)
         if record and record[1] > now:
             return Claim(ClaimState.BUSY, retry_after=record[1] - now)
-        self.records[key] = ("IN_PROGRESS", now + lease_seconds)
-        return Claim(ClaimState.CLAIMED, recovering=record is not None)
+        attempts = (record[2] if record else 0) + 1
+        self.records[key] = ("IN_PROGRESS", now + lease_seconds, attempts)
+        return Claim(ClaimState.CLAIMED, recovering=record is not None, attempts=attempts)
 
     def complete(self, key: str) -> None:
-        self.records[key] = ("COMPLETED", float("inf"))
+        self.records[key] = ("COMPLETED", float("inf"), 0)
 
     def release(self, key: str, *, uncertain: bool) -> None:
         if uncertain:
-            self.records[key] = ("IN_PROGRESS", 0.0)
+            record = self.records.get(key)
+            self.records[key] = ("IN_PROGRESS", 0.0, record[2] if record else 0)
         else:
             self.records.pop(key, None)

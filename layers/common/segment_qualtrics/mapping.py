@@ -62,6 +62,34 @@ MAX_PATTERN_LENGTH: Final = 10
 MAX_REPLACEMENT_LENGTH: Final = 10
 
 
+# The deepest event (and mapping) the resolver walks. The helpers below recurse on values, so depth is
+# bounded here rather than by Python's recursion limit: the ingest caps JSON depth when it accepts an
+# event, but a DLQ redrive or an old message may carry a deeper one, and a worker must be safe on its own.
+# An event (or an @json-decoded value) deeper than this is refused as a MappingError (invalid_payload).
+MAX_VALUE_DEPTH: Final = 64
+
+
+def value_depth_exceeds(value: Any, limit: int = MAX_VALUE_DEPTH) -> bool:
+    """True when ``value`` nests objects/arrays more than ``limit`` levels deep. Iterative: any depth is safe."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _too_deep(what: str) -> str:
+    return f"{what} is nested deeper than {MAX_VALUE_DEPTH} levels"
+
+
 class MappingError(ValueError):
     """A mapping is invalid, or a directive cannot be resolved against an event.
 
@@ -518,9 +546,14 @@ def _json(opts: Any, payload: Any) -> Any:
         if not isinstance(value, str):
             return value
         try:
-            return json.loads(value, parse_constant=_reject_constant)
+            decoded = json.loads(value, parse_constant=_reject_constant)
         except ValueError as error:
             raise _DirectiveError(f"@json: cannot decode value: {error}") from None
+        except RecursionError:
+            raise _DirectiveError("@json: " + _too_deep("the decoded value")) from None
+        if value_depth_exceeds(decoded):
+            raise _DirectiveError("@json: " + _too_deep("the decoded value"))
+        return decoded
     return UNDEFINED
 
 
@@ -599,6 +632,8 @@ def _remove_undefined(value: Any) -> Any:
 
 def resolve_value(value: Any, event: Mapping[str, Any]) -> Any:
     """Resolve one mapping value against a Segment event; ``UNDEFINED`` if it resolves to nothing."""
+    if value_depth_exceeds(event) or value_depth_exceeds(value):
+        raise MappingError([_too_deep("the event or the mapping")])
     try:
         resolved = _resolve(value, event)
     except _DirectiveError as error:
@@ -612,6 +647,10 @@ def resolve_mapping(mapping: Mapping[str, Any], event: Mapping[str, Any]) -> dic
     Assumes ``validate_mapping`` accepted the mapping; raises MappingError when a directive cannot be
     resolved against this event (e.g. ``@json`` decode of a string that is not JSON).
     """
+    if value_depth_exceeds(event):
+        raise MappingError([_too_deep("the event")])
+    if value_depth_exceeds(mapping):
+        raise MappingError([_too_deep("the mapping")])
     result: dict[str, Any] = {}
     for field, value in mapping.items():
         try:
@@ -950,6 +989,8 @@ def validate_mapping(mapping: Mapping[str, Any], *, where: str = "") -> None:
     """
     if not isinstance(mapping, Mapping):
         raise MappingError([f"{where or '(mapping)'}: should be an object of fields, got {_describe(mapping)}"])
+    if value_depth_exceeds(mapping):
+        raise MappingError([f"{where or '(mapping)'}: " + _too_deep("the mapping")])
     problems: _Problems = []
     for field, value in mapping.items():
         field = str(field)

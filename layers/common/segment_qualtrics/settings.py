@@ -14,6 +14,14 @@ ACTION_QUEUE_VARIABLES = {
 }
 
 
+# Receives kept between the worker's last attempt and SQS's own redrive: an invocation that dies (timeout,
+# out of memory) burns a receive without a word; up to this many such deaths still end with a reasoned DLQ.
+CRASH_MARGIN_RECEIVES = 3
+# Idempotency records outlive the DLQ by this much: a message redriven on the DLQ's last day goes back to
+# its source queue, where it may wait up to that queue's retention (4 days) for its attempts; plus a day.
+IDEMPOTENCY_MARGIN_SECONDS = 5 * 24 * 3600
+
+
 class SettingsError(RuntimeError):
     pass
 
@@ -48,7 +56,24 @@ class WorkerSettings(_Settings):
     QUEUE_URL: str
     DEAD_LETTER_QUEUE_URL: str
     IDEMPOTENCY_TABLE: str
-    MAX_ATTEMPTS: int = Field(default=5, ge=1)
+    # Receives SQS allows before it moves a message to the DLQ itself (RedrivePolicy maxReceiveCount). The
+    # worker stops CRASH_MARGIN_RECEIVES short of it, so that it dead-letters with a reason unless the
+    # invocation itself keeps dying. MAX_ATTEMPTS may only lower that.
+    MAX_RECEIVE_COUNT: int | None = Field(default=None, ge=1)
+    MAX_ATTEMPTS: int | None = Field(default=None, ge=1)
+    # The DLQ's MessageRetentionPeriod: idempotency records outlive it, so a late redrive is still protected.
+    DEAD_LETTER_RETENTION_SECONDS: int = Field(default=14 * 24 * 3600, ge=60)
     QUALTRICS_BASE_URL: str | None = None
     # Base of the exponential backoff between attempts; tests and the local stack shorten it.
     RETRY_BASE_SECONDS: float = Field(default=30.0, ge=0)
+
+    def max_attempts(self) -> int:
+        """Attempts the worker makes itself: MAX_RECEIVE_COUNT less the crash margin (5 with neither set)."""
+        if self.MAX_RECEIVE_COUNT is None:
+            return self.MAX_ATTEMPTS or 5
+        limit = max(self.MAX_RECEIVE_COUNT - CRASH_MARGIN_RECEIVES, 1)
+        return min(self.MAX_ATTEMPTS or limit, limit)
+
+    def idempotency_keep_seconds(self) -> int:
+        """How long a key is kept: the DLQ's retention plus IDEMPOTENCY_MARGIN_SECONDS (see its comment)."""
+        return self.DEAD_LETTER_RETENTION_SECONDS + IDEMPOTENCY_MARGIN_SECONDS

@@ -5,9 +5,18 @@ For a batch of messages:
    (directory, identifiers) in the batch; 0 matches → create it once, 1 → use it, more → a permanent
    ``directory_lookup_error`` for those messages.
 2. A message whose earlier attempt may have reached Qualtrics (``recovering``) is first looked for among
-   the contact's transactions, by the ``segmentMessageId`` we put in its data: found = delivered.
+   the contact's transactions, by the ``segmentDeliveryKey`` we put in its data (a hash of the idempotency
+   key: action, subscription, messageId): found = delivered. ``segmentMessageId`` is written too, for people.
 3. One ``POST .../transactions`` per directory with one key per message. The key is derived from the
-   message's idempotency key. ``unprocessedTransactions`` fail only their own message.
+   message's idempotency key. ``unprocessedTransactions`` fail only their own message. The messages that
+   call created are reported delivered (marked done) right after it, before the next call starts.
+
+No call starts that could not finish before the invocation's timeout (``Progress.can_call``): the messages
+not reached are left unreported, and the worker hands them back.
+
+Transactions written before ``segmentDeliveryKey`` existed carry only ``segmentMessageId``, which another
+subscription's transaction for the same event and contact also carries. Such a transaction counts as proof
+only when ``legacy_marker_trusted`` (the worker sets it when this action has a single subscription).
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from typing import Any
 from .actions import TransactionPayload
 from .errors import DestinationError, PermanentError, RetryableError
 from .qualtrics import QualtricsClient
-from .worker import Delivery
+from .worker import Delivery, Progress, internal_error
 
-MARKER_FIELD = "segmentMessageId"   # written into each transaction's data; lets a retry find it
+MARKER_FIELD = "segmentMessageId"   # written into each transaction's data, for people and older records
+DELIVERY_KEY_FIELD = "segmentDeliveryKey"   # transaction_key(): names the idempotency key; a retry finds it
 MAX_PER_CALL = 100
 
 
@@ -74,38 +84,51 @@ class _Lookup:
 
 
 class TransactionExecutor:
-    def __init__(self, client: QualtricsClient, cache: ContactCache | None = None) -> None:
+    def __init__(self, client: QualtricsClient, cache: ContactCache | None = None,
+                 legacy_marker_trusted: bool = False) -> None:
         self.client = client
         self.cache = cache or ContactCache()
+        # A transaction with segmentMessageId but no segmentDeliveryKey (written by an older version) proves
+        # this message landed only if no other subscription could have written it.
+        self.legacy_marker_trusted = legacy_marker_trusted
 
-    def execute(self, deliveries: Sequence[Delivery]) -> dict[str, DestinationError]:
+    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+                ) -> dict[str, DestinationError]:
+        progress = progress or Progress()
         errors: dict[str, DestinationError] = {}
-        contacts, from_cache = self._resolve_contacts(deliveries, errors)
-        pending = [d for d in deliveries if d.record_id not in errors]
-        pending = self._skip_already_recorded(pending, contacts, errors)
+        contacts, from_cache = self._resolve_contacts(deliveries, errors, progress)
+        pending = [d for d in deliveries if d.record_id in contacts and d.record_id not in errors]
+        pending = self._skip_already_recorded(pending, contacts, errors, progress)
         by_directory: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in pending:
             by_directory[delivery.payload.directoryId].append(delivery)
         for directory_id, group in by_directory.items():
             for start in range(0, len(group), MAX_PER_CALL):
-                self._post(directory_id, group[start:start + MAX_PER_CALL], contacts, from_cache, errors)
+                if not progress.can_call():
+                    return errors   # the rest stays unreported: the worker hands it back
+                self._post(directory_id, group[start:start + MAX_PER_CALL], contacts, from_cache, errors,
+                           progress)
         return errors
 
     # --- step 1: contacts -------------------------------------------------------------------------
-    def _resolve_contacts(self, deliveries: Sequence[Delivery], errors: dict[str, DestinationError]
-                          ) -> tuple[dict[str, str], set[str]]:
+    def _resolve_contacts(self, deliveries: Sequence[Delivery], errors: dict[str, DestinationError],
+                          progress: Progress) -> tuple[dict[str, str], set[str]]:
         contacts: dict[str, str] = {}     # record_id -> contactId
         from_cache: set[str] = set()      # record ids whose contact id came from a lookup or the cache
         lookups: dict[tuple, _Lookup] = {}
         for delivery in deliveries:
-            payload: TransactionPayload = delivery.payload
-            if payload.contactId:
-                contacts[delivery.record_id] = payload.contactId
+            try:
+                payload: TransactionPayload = delivery.payload
+                if payload.contactId:
+                    contacts[delivery.record_id] = payload.contactId
+                    continue
+                identifiers = payload.lookup_identifiers()
+                key = (payload.directoryId, tuple(identifiers.items()))
+                cached = self.cache.get(key)
+            except Exception as exc:  # noqa: BLE001 - fails this message only
+                errors[delivery.record_id] = internal_error(exc)
                 continue
-            identifiers = payload.lookup_identifiers()
-            key = (payload.directoryId, tuple(identifiers.items()))
             from_cache.add(delivery.record_id)
-            cached = self.cache.get(key)
             if cached:
                 contacts[delivery.record_id] = cached
             elif key in lookups:
@@ -113,10 +136,12 @@ class TransactionExecutor:
             else:
                 lookups[key] = _Lookup(payload.directoryId, identifiers, payload, [delivery])
         for key, lookup in lookups.items():
+            if not progress.can_call():
+                break   # a search (and maybe a create) would not finish in time: these wait
             try:
                 contact_id = self._find_or_create(lookup)
-            except DestinationError as exc:
-                errors.update({d.record_id: exc for d in lookup.deliveries})
+            except Exception as exc:  # noqa: BLE001 - classified or not, it fails only this lookup's messages
+                errors.update({d.record_id: internal_error(exc) for d in lookup.deliveries})
                 continue
             self.cache.put(key, contact_id)
             contacts.update({d.record_id: contact_id for d in lookup.deliveries})
@@ -135,9 +160,9 @@ class TransactionExecutor:
 
     # --- step 2: an earlier attempt may have landed -------------------------------------------------
     def _skip_already_recorded(self, pending: list[Delivery], contacts: dict[str, str],
-                               errors: dict[str, DestinationError]) -> list[Delivery]:
+                               errors: dict[str, DestinationError], progress: Progress) -> list[Delivery]:
         still: list[Delivery] = []
-        listed: dict[tuple[str, str], set[str]] = {}
+        listed: dict[tuple[str, str], _Recorded] = {}
         for delivery in pending:
             if not delivery.recovering:
                 still.append(delivery)
@@ -145,27 +170,46 @@ class TransactionExecutor:
             where = (delivery.payload.directoryId, contacts[delivery.record_id])
             try:
                 if where not in listed:
-                    elements = self.client.list_contact_transactions(*where)
-                    listed[where] = {str((e.get("data") or {}).get(MARKER_FIELD)) for e in elements}
-            except DestinationError as exc:
-                errors[delivery.record_id] = exc
+                    if not progress.can_call():
+                        continue   # not checked in time: left unreported, handed back
+                    listed[where] = _Recorded.of(self.client.list_contact_transactions(*where))
+                found = listed[where].holds(delivery, self.legacy_marker_trusted)
+            except Exception as exc:  # noqa: BLE001 - fails this message only
+                errors[delivery.record_id] = internal_error(exc)
                 continue
-            if delivery.message.message_id not in listed[where]:
+            if found:
+                progress.delivered(delivery)
+            else:
+                delivery.checked_absent = True   # the earlier attempt did not land
                 still.append(delivery)
         return still
 
     # --- step 3: one call per directory -----------------------------------------------------------
     def _post(self, directory_id: str, group: list[Delivery], contacts: dict[str, str], from_cache: set[str],
-              errors: dict[str, DestinationError]) -> None:
-        keyed = {transaction_key(d): d for d in group}
-        body = {key: self._transaction(d, contacts[d.record_id]) for key, d in keyed.items()}
+              errors: dict[str, DestinationError], progress: Progress) -> None:
+        keyed: dict[str, Delivery] = {}
+        body: dict[str, dict[str, Any]] = {}
+        for delivery in group:
+            try:
+                key = transaction_key(delivery)
+                body[key] = self._transaction(delivery, contacts[delivery.record_id])
+            except Exception as exc:  # noqa: BLE001 - fails this message only
+                errors[delivery.record_id] = internal_error(exc)
+                continue
+            keyed[key] = delivery
+        if not keyed:
+            return
+        for delivery in keyed.values():
+            delivery.sent = True
         try:
             result = self.client.create_transactions(directory_id, body)
-        except DestinationError as exc:
-            errors.update({d.record_id: exc for d in group})
+        except Exception as exc:  # noqa: BLE001 - classified or not, it fails this call's messages
+            error = internal_error(exc)
+            errors.update({d.record_id: error for d in keyed.values()})
             return
         for key, delivery in keyed.items():
             if key in result.created:
+                progress.delivered(delivery)   # marked done now, before the next call
                 continue
             problem = result.unprocessed.get(key)
             if problem is None:
@@ -188,10 +232,38 @@ class TransactionExecutor:
     @staticmethod
     def _transaction(delivery: Delivery, contact_id: str) -> dict[str, Any]:
         payload: TransactionPayload = delivery.payload
-        data = {**(payload.transactionData or {}), MARKER_FIELD: delivery.message.message_id}
+        data = {**(payload.transactionData or {}), MARKER_FIELD: delivery.message.message_id,
+                DELIVERY_KEY_FIELD: transaction_key(delivery)}
         date = payload.transactionDate or _received_date(delivery)
         return {"contactId": contact_id, "mailingListId": payload.mailingListId, "data": data,
                 "transactionDate": date}
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """What a contact's transactions say about earlier attempts."""
+
+    keys: frozenset[str]            # segmentDeliveryKey values
+    legacy_ids: frozenset[str]      # segmentMessageId of transactions without a segmentDeliveryKey
+
+    @classmethod
+    def of(cls, elements: list[dict[str, Any]]) -> _Recorded:
+        keys: set[str] = set()
+        legacy: set[str] = set()
+        for element in elements:
+            data = element.get("data") if isinstance(element, dict) else None
+            if not isinstance(data, dict):
+                continue
+            if data.get(DELIVERY_KEY_FIELD) is not None:
+                keys.add(str(data[DELIVERY_KEY_FIELD]))
+            elif data.get(MARKER_FIELD) is not None:
+                legacy.add(str(data[MARKER_FIELD]))
+        return cls(frozenset(keys), frozenset(legacy))
+
+    def holds(self, delivery: Delivery, legacy_trusted: bool) -> bool:
+        if transaction_key(delivery) in self.keys:
+            return True
+        return legacy_trusted and delivery.message.message_id in self.legacy_ids
 
 
 def _received_date(delivery: Delivery) -> str:

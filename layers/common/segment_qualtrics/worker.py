@@ -4,7 +4,14 @@ Every message ends in exactly one outcome:
 - delivered (or a duplicate of a delivered one): deleted by Lambda as a batch success;
 - dead-lettered: a permanent error, or a transient one on the last allowed attempt; sent to the DLQ
   with its reason in message attributes, then reported as a success so Lambda deletes it;
-- retried: a transient error; its visibility is set to the backoff delay and it is reported failed.
+- retried: a transient error; its visibility is set to the backoff delay and it is reported failed;
+- deferred: not started, because no Qualtrics call could finish before the invocation's timeout; it is
+  handed back at once (visibility 0) as a batch item failure, neither retried with backoff nor dead-lettered.
+
+Anything a record can raise (an unexpected exception, a RecursionError, a DynamoDB validation error, a bug
+in an executor) ends as that record's outcome (``internal_error``), never as the invocation's error.
+Each message is marked done as soon as its own call succeeds, so a crash or timeout part-way through a
+batch re-runs only what had not yet landed (docs/error-model.md).
 
 The core takes its adapters (Qualtrics client, idempotency store, dead-letter queue, visibility) as
 parameters, so tests wire real adapters against local servers or small fakes.
@@ -33,21 +40,33 @@ class Delivery:
     record_id: str              # SQS messageId: the batchItemFailures identifier
     receipt_handle: str
     body: str
-    attempt: int                # ApproximateReceiveCount
+    attempt: int                # ApproximateReceiveCount: every receive, whether it attempted anything or not
     attributes: dict[str, Any] = field(default_factory=dict)
     message: QueueMessage | None = None
     subscription: Subscription | None = None
     payload: Any = None
     recovering: bool = False    # an earlier attempt may already have reached Qualtrics
+    checked_absent: bool = False   # recovering, and a lookup proved the earlier attempt did not land
+    sent: bool = False          # this attempt's call for it has started: it may have landed
+    claims: int = 0             # attempts on its key, this one included, as the idempotency store counts them
+
+    @property
+    def attempts(self) -> int:
+        """The attempt number retries and dead letters go by: the store's count once claimed, else receives."""
+        return self.claims or self.attempt
 
     @classmethod
     def from_sqs_record(cls, record: dict[str, Any]) -> Delivery:
         attrs = record.get("attributes") or {}
+        try:
+            attempt = max(int(attrs.get("ApproximateReceiveCount", "1") or 1), 1)
+        except (TypeError, ValueError):
+            attempt = 1
         return cls(
             record_id=record["messageId"],
             receipt_handle=record.get("receiptHandle", ""),
             body=record.get("body", ""),
-            attempt=int(attrs.get("ApproximateReceiveCount", "1") or 1),
+            attempt=attempt,
             attributes=record.get("messageAttributes") or {},
         )
 
@@ -60,10 +79,78 @@ class VisibilityControl(Protocol):
     def delay(self, receipt_handle: str, seconds: int) -> None: ...
 
 
-class Executor(Protocol):
-    """An action's Qualtrics work for a batch. Returns an error per failed delivery (absent = delivered)."""
+class Progress:
+    """An executor's window on the worker while it runs a batch.
 
-    def execute(self, deliveries: Sequence[Delivery]) -> dict[str, DestinationError]: ...
+    ``delivered`` is called as soon as a delivery's own call succeeded (the worker marks it done at once);
+    ``can_call`` says whether one more Qualtrics call can finish before the invocation's timeout.
+    """
+
+    def __init__(self, on_delivered: Callable[[Delivery], None] | None = None,
+                 remaining_seconds: Callable[[], float] | None = None, call_seconds: float = 0.0) -> None:
+        self._on_delivered = on_delivered
+        self._remaining = remaining_seconds
+        self.call_seconds = call_seconds
+        self.delivered_ids: set[str] = set()
+        self._asked = False
+
+    def delivered(self, delivery: Delivery) -> None:
+        if delivery.record_id in self.delivered_ids:
+            return
+        self.delivered_ids.add(delivery.record_id)
+        if self._on_delivered:
+            self._on_delivered(delivery)
+
+    def can_call(self) -> bool:
+        # The first call always starts: however long the claims took, an invocation makes progress rather
+        # than deferring its whole batch forever (the template's timeout leaves room for that call).
+        if self._remaining is None or not self._asked or self._remaining() >= self.call_seconds:
+            self._asked = True
+            return True
+        return False
+
+
+class Executor(Protocol):
+    """An action's Qualtrics work for a batch.
+
+    Reports each delivered message to ``progress`` as its call succeeds and returns an error per failed
+    one. A delivery neither reported nor failed was not started (no time left): the worker defers it.
+    """
+
+    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+                ) -> dict[str, DestinationError]: ...
+
+
+# Unexpected exceptions that say nothing about the message: a retry may well succeed. Matched by name so
+# the core needs no boto3: the builtins and botocore's connection and timeout errors (its ConnectionError,
+# HTTPClientError and their subclasses), and the throttling/server codes of botocore's ClientError.
+TRANSIENT_EXCEPTION_NAMES = frozenset({"ConnectionError", "TimeoutError", "HTTPClientError"})
+TRANSIENT_AWS_CODES = frozenset({
+    "ThrottlingException", "Throttling", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "InternalServerError", "InternalFailure", "ServiceUnavailable", "TransactionConflictException",
+    "RequestTimeout", "RequestTimeoutException",
+})
+
+
+def internal_error(exc: BaseException) -> DestinationError:
+    """An exception that is not a classified DestinationError, as one record's outcome: ``internal_error``.
+
+    Transient (retried) when it names a throttled or unreachable service; otherwise permanent (dead-lettered
+    at once): a validation error, a RecursionError, a TypeError... will fail the same way next time.
+    """
+    if isinstance(exc, DestinationError):
+        return exc
+    response = getattr(exc, "response", None)
+    aws_code = (response.get("Error") or {}).get("Code") if isinstance(response, dict) else None
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    transient = aws_code in TRANSIENT_AWS_CODES or bool(names & TRANSIENT_EXCEPTION_NAMES)
+    kind = type(exc).__name__ + (f" ({aws_code})" if aws_code else "")
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - even its text may be broken
+        text = ""
+    cls = RetryableError if transient else PermanentError
+    return cls("internal_error", f"{kind}: {text[:500]}" if text else kind)
 
 
 @dataclass
@@ -92,10 +179,12 @@ class Report:
     retried: list[tuple[Delivery, DestinationError, int]] = field(default_factory=list)
     dead_lettered: list[tuple[Delivery, DestinationError]] = field(default_factory=list)
     failed: list[Delivery] = field(default_factory=list)   # left for SQS to redeliver (e.g. DLQ send failed)
+    deferred: list[Delivery] = field(default_factory=list)  # not started: no time left in the invocation
 
     @property
     def failure_ids(self) -> list[str]:
-        return [d.record_id for d, _, _ in self.retried] + [d.record_id for d in self.failed]
+        return ([d.record_id for d, _, _ in self.retried] + [d.record_id for d in self.failed]
+                + [d.record_id for d in self.deferred])
 
 
 @dataclass
@@ -109,46 +198,115 @@ class Worker:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease_seconds: int = 60
     on_outcome: Callable[[str, Delivery, DestinationError | None], None] | None = None
+    # Seconds left in the invocation (None: no limit), and what one Qualtrics call needs at worst plus the
+    # time to record outcomes after it: no call starts with less left than that.
+    remaining_seconds: Callable[[], float] | None = None
+    call_seconds: float = 0.0
+    # The queue's RedrivePolicy maxReceiveCount: on that receive, SQS moves a message handed back to the DLQ
+    # without a reason, so the worker dead-letters it itself (None: unknown).
+    max_receives: int | None = None
 
     def process(self, deliveries: Sequence[Delivery]) -> Report:
         report = Report()
         ready: list[Delivery] = []
         in_batch: set[str] = set()
         for delivery in deliveries:
-            error = self._prepare(delivery)
-            if error is not None:
-                self._fail(delivery, error, report, claimed=False)
-                continue
-            key = delivery.message.idempotency_key
-            if key in in_batch:
-                # The same event twice in one batch: the first copy carries it (delivered, retried or
-                # dead-lettered); this copy is dropped rather than left to fight over the claim.
-                report.duplicates.append(delivery)
-                self._notify("duplicate", delivery, None)
-                continue
-            in_batch.add(key)
-            claim = self.store.claim(key, self.lease_seconds)
-            if claim.state is ClaimState.DONE:
-                report.duplicates.append(delivery)
-                self._notify("duplicate", delivery, None)
-            elif claim.state is ClaimState.BUSY:
-                # Come back when the other worker's lease ends: if it crashed, this attempt recovers.
-                busy = RetryableError("in_progress", "another worker is delivering this message",
-                                      retry_after=claim.retry_after)
-                self._fail(delivery, busy, report, claimed=False)
-            else:
-                delivery.recovering = claim.recovering
-                ready.append(delivery)
-        errors = self.executor.execute(ready) if ready else {}
-        for delivery in ready:
-            error = errors.get(delivery.record_id)
-            if error is None:
-                self.store.complete(delivery.message.idempotency_key)
-                report.delivered.append(delivery)
-                self._notify("delivered", delivery, None)
-            else:
-                self._fail(delivery, error, report, claimed=True)
+            try:
+                self._admit(delivery, ready, in_batch, report)
+            except Exception as exc:  # noqa: BLE001 - one record's failure is that record's outcome
+                self._fail(delivery, internal_error(exc), report, claimed=False)
+        if ready:
+            self._execute(ready, report, self._budget())
         return report
+
+    def _budget(self) -> Callable[[], float] | None:
+        """The clock no call may outrun; None when the function's timeout leaves no room for a whole call
+        (a function configured that short runs as if unbounded: Lambda's own timeout is then the limit)."""
+        remaining = self.remaining_seconds
+        if remaining is None or remaining() < self.call_seconds:
+            return None
+        return remaining
+
+    def _admit(self, delivery: Delivery, ready: list[Delivery], in_batch: set[str], report: Report) -> None:
+        """Prepare and claim one delivery: it joins ``ready``, or its outcome is settled here."""
+        error = self._prepare(delivery)
+        if error is not None:
+            self._fail(delivery, error, report, claimed=False)
+            return
+        key = delivery.message.idempotency_key
+        if key in in_batch:
+            # The same event twice in one batch: the first copy carries it (delivered, retried or
+            # dead-lettered); this copy is dropped rather than left to fight over the claim.
+            report.duplicates.append(delivery)
+            self._notify("duplicate", delivery, None)
+            return
+        in_batch.add(key)
+        claim = self.store.claim(key, self.lease_seconds)
+        if claim.state is ClaimState.DONE:
+            report.duplicates.append(delivery)
+            self._notify("duplicate", delivery, None)
+        elif claim.state is ClaimState.BUSY:
+            # Come back when the other worker's lease ends: if it crashed, this attempt recovers.
+            busy = RetryableError("in_progress", "another worker is delivering this message",
+                                  retry_after=claim.retry_after)
+            self._fail(delivery, busy, report, claimed=False)
+        else:
+            delivery.recovering = claim.recovering
+            delivery.claims = claim.attempts
+            ready.append(delivery)
+
+    def _execute(self, ready: list[Delivery], report: Report, budget: Callable[[], float] | None) -> None:
+        progress = Progress(lambda d: self._complete(d, report), budget, self.call_seconds)
+        crash: DestinationError | None = None
+        try:
+            errors = self.executor.execute(ready, progress) or {}
+        except Exception as exc:  # noqa: BLE001 - a bug in the executor fails the records it had not settled
+            errors, crash = {}, internal_error(exc)
+        for delivery in ready:
+            if delivery.record_id in progress.delivered_ids:
+                continue
+            error = errors.get(delivery.record_id)
+            if error is None and crash is not None:
+                delivery.sent = True   # how far it got is unknown: its call may have landed
+                error = crash
+            try:
+                if error is not None:
+                    self._fail(delivery, error, report, claimed=True)
+                else:
+                    self._defer(delivery, report)
+            except Exception as exc:  # noqa: BLE001 - as in process()
+                self._fail(delivery, internal_error(exc), report, claimed=False)
+
+    def _complete(self, delivery: Delivery, report: Report) -> None:
+        """Its call succeeded: mark it done now, so a crash later in the batch does not run it again."""
+        try:
+            self.store.complete(delivery.message.idempotency_key)
+        except Exception as exc:  # noqa: BLE001 - delivered all the same; the record's lease runs out
+            self._notify("complete_failed", delivery, internal_error(exc))
+        report.delivered.append(delivery)
+        self._notify("delivered", delivery, None)
+
+    def _defer(self, delivery: Delivery, report: Report) -> None:
+        """Not started for lack of time: hand it back at once, without a backoff and without a dead letter."""
+        if self.max_receives is not None and delivery.attempt >= self.max_receives:
+            # Handed back now, SQS would dead-letter it on its next receive with no reason attached.
+            error = RetryableError("out_of_time", "no time left in the invocation on the last receive the "
+                                                  "queue allows")
+            self._fail(delivery, error, report, claimed=True)
+            return
+        self._release(delivery, uncertain=delivery.recovering)
+        try:
+            self.visibility.delay(delivery.receipt_handle, 0)
+        except Exception:  # noqa: BLE001 - it comes back at the queue's visibility timeout instead
+            pass
+        report.deferred.append(delivery)
+        self._notify("deferred", delivery, None)
+
+    def _release(self, delivery: Delivery, *, uncertain: bool) -> None:
+        try:
+            self.store.release(delivery.message.idempotency_key, uncertain=uncertain)
+        except Exception:  # noqa: BLE001 - the record keeps its lease; when it runs out the next claim recovers
+            pass
 
     def _prepare(self, delivery: Delivery) -> DestinationError | None:
         """Read the envelope, find the subscription, build and validate the action payload."""
@@ -156,6 +314,8 @@ class Worker:
             delivery.message = QueueMessage.from_json(delivery.body)
         except EnvelopeError as exc:
             return PermanentError("invalid_message", str(exc))
+        except RecursionError:
+            return PermanentError("invalid_message", "message body is nested too deep to read")
         if delivery.message.action != self.action:
             return PermanentError("wrong_queue", f"a {delivery.message.action} message on the {self.action} queue")
         subscription = self.subscriptions.get(delivery.message.subscription)
@@ -171,15 +331,19 @@ class Worker:
             delivery.payload = subscription.action.build_payload(subscription.mapping, delivery.message.event)
         except DestinationError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - a mapping or payload bug on this event: this record's outcome
+            return internal_error(exc)
         return None
 
     def _fail(self, delivery: Delivery, error: DestinationError, report: Report, *, claimed: bool) -> None:
         if claimed:
-            # A transient failure may have reached Qualtrics (timeout, 5xx): keep the key so the next
-            # attempt checks before acting. A permanent one means Qualtrics refused it: forget the key.
-            self.store.release(delivery.message.idempotency_key, uncertain=error.retryable)
-        if error.retryable and delivery.attempt < self.retry.max_attempts:
-            seconds = self.retry.delay(delivery.attempt, error)
+            # Keep the key "uncertain" while this or an earlier attempt may have reached Qualtrics, so the
+            # next attempt (or a redrive from the DLQ) checks before acting; forget it only when nothing landed.
+            self._release(delivery, uncertain=may_have_landed(delivery, error))
+        # On the last receive the queue allows, handing it back would let SQS dead-letter it without a reason.
+        last_receive = self.max_receives is not None and delivery.attempt >= self.max_receives
+        if error.retryable and delivery.attempts < self.retry.max_attempts and not last_receive:
+            seconds = self.retry.delay(delivery.attempts, error)
             try:
                 self.visibility.delay(delivery.receipt_handle, seconds)
             except Exception:  # noqa: BLE001 - the message is retried anyway, at the queue's own timeout
@@ -188,7 +352,8 @@ class Worker:
             self._notify("retried", delivery, error)
             return
         if error.retryable:
-            error = type(error)(error.code, f"{error.message} (gave up after {delivery.attempt} attempts)",
+            error = type(error)(error.code, f"{error.message} (gave up after {delivery.attempts} attempts, "
+                                            f"{delivery.attempt} receives)",
                                 status=error.status, request_id=error.request_id)
         try:
             self.dead_letters.send(delivery.body, dead_letter_attributes(delivery, error))
@@ -201,7 +366,20 @@ class Worker:
 
     def _notify(self, outcome: str, delivery: Delivery, error: DestinationError | None) -> None:
         if self.on_outcome:
-            self.on_outcome(outcome, delivery, error)
+            try:
+                self.on_outcome(outcome, delivery, error)
+            except Exception:  # noqa: BLE001 - logging a record never changes its outcome
+                pass
+
+
+def may_have_landed(delivery: Delivery, error: DestinationError) -> bool:
+    """After a failure: could this message's action have happened in Qualtrics all the same?"""
+    if error.retryable:
+        return True          # a timeout or a 5xx: Qualtrics may have acted before the answer was lost
+    if delivery.recovering and not delivery.checked_absent:
+        return True          # an earlier attempt may have landed, and nothing proved it did not
+    # Sent, then an unexpected exception (e.g. reading the answer): unknown. A Qualtrics refusal is not.
+    return delivery.sent and error.code == "internal_error"
 
 
 def dead_letter_attributes(delivery: Delivery, error: DestinationError) -> dict[str, dict[str, str]]:
@@ -210,7 +388,8 @@ def dead_letter_attributes(delivery: Delivery, error: DestinationError) -> dict[
         "errorCode": error.code,
         "errorMessage": error.message[:1000],
         "errorRetryable": "true" if error.retryable else "false",
-        "attempts": str(delivery.attempt),
+        "attempts": str(delivery.attempts),
+        "receives": str(delivery.attempt),
     }
     if error.status is not None:
         attributes["httpStatus"] = str(error.status)

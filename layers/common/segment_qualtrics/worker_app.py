@@ -32,10 +32,15 @@ from .observability import (
     set_process_keys,
     tracer,
 )
-from .qualtrics import QualtricsClient, QualtricsCredentials
+from .qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT, QualtricsClient, QualtricsCredentials
 from .settings import WorkerSettings
 from .startup import subscriptions_at_start
 from .worker import Delivery, RetryPolicy, Worker
+
+# No Qualtrics call starts unless this much of the invocation is left: the client's connect and read
+# timeouts (its worst case) plus the time to mark outcomes, dead-letter and hand back the rest.
+FINISH_MARGIN_SECONDS = 3.0
+CALL_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + FINISH_MARGIN_SECONDS
 
 
 class RetryRecord(Exception):
@@ -97,6 +102,8 @@ class WorkerObserver:
                            errorCode=error.code if error else "unknown")
         elif outcome == "dead_letter_failed":
             add(Metric.DEAD_LETTER_SEND_FAILED)
+        # "deferred" (no time left to start its call) and "complete_failed" (delivered, but the idempotency
+        # record could not be marked done) are logged as warnings above; they add no metric of their own.
 
     def call(self, operation: str, status: int | None, seconds: float) -> None:
         self._calls += 1
@@ -132,15 +139,22 @@ class WorkerApp:
 
         client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, on_call=observer.call)
         sqs = boto3.client("sqs")
+        executor = EXECUTORS[settings.ACTION_SLUG](client)
+        if hasattr(executor, "legacy_marker_trusted"):
+            # An old-style marker (segmentMessageId only) is proof only if no other subscription wrote it.
+            executor.legacy_marker_trusted = len(subscriptions) == 1
         worker = Worker(
             action=settings.ACTION_SLUG,
             subscriptions=subscriptions,
-            executor=EXECUTORS[settings.ACTION_SLUG](client),
-            store=DynamoIdempotencyStore(boto3.client("dynamodb"), settings.IDEMPOTENCY_TABLE),
+            executor=executor,
+            store=DynamoIdempotencyStore(boto3.client("dynamodb"), settings.IDEMPOTENCY_TABLE,
+                                         keep_seconds=settings.idempotency_keep_seconds()),
             dead_letters=SqsDeadLetterQueue(sqs, settings.DEAD_LETTER_QUEUE_URL),
             visibility=SqsVisibility(sqs, settings.QUEUE_URL),
-            retry=RetryPolicy(max_attempts=settings.MAX_ATTEMPTS, base_seconds=settings.RETRY_BASE_SECONDS),
+            retry=RetryPolicy(max_attempts=settings.max_attempts(), base_seconds=settings.RETRY_BASE_SECONDS),
             on_outcome=observer.outcome,
+            call_seconds=CALL_SECONDS,
+            max_receives=settings.MAX_RECEIVE_COUNT,
         )
         check = None
         if startup_check_wanted(os.environ, settings.QUALTRICS_BASE_URL):
@@ -154,6 +168,7 @@ class WorkerApp:
         try:
             self._run_startup_check()
             self.worker.lease_seconds = _lease_seconds(context)
+            self.worker.remaining_seconds = _remaining_seconds(context)
             report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
         finally:
             self.observer.end(len(records), self.worker.executor)
@@ -208,6 +223,14 @@ def qualtrics_startup_check(credentials: Callable[[bool], QualtricsCredentials],
         logger.info("Qualtrics startup check passed", extra=fields)
     else:
         logger.warning("Qualtrics startup check: " + "; ".join(report.problems), extra=fields)
+
+
+def _remaining_seconds(context: Any) -> Callable[[], float] | None:
+    """Seconds left in this invocation, from the Lambda context (None without one: no limit)."""
+    clock = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(clock):
+        return None
+    return lambda: clock() / 1000
 
 
 def _lease_seconds(context: Any) -> int:
