@@ -237,3 +237,31 @@ def test_cli_reports_a_missing_local_stack(tmp_path: Path) -> None:
     err = io.StringIO()
     status = cli_dlq.main(["list", "--state", str(tmp_path / "absent.json")], out=io.StringIO(), err=err)
     assert status == 1 and "make run" in err.getvalue()
+
+
+def test_cli_redrive_says_what_it_did_once(stack: LocalStack, sqs, queues: ActionQueues, tmp_path: Path) -> None:
+    # Nothing anywhere: one line per queue, no word about move tasks.
+    status, out, _ = run_cli(stack, tmp_path, "redrive")
+    assert status == 0 and "unavailable" not in out
+    assert out.count("nothing to redrive") == 3
+    # Letters in two DLQs: the endpoint's lack of move tasks is said once, not per queue.
+    dead_letter_one(stack)
+    other = stack.queue_url("UpsertContactTransactionDeadLetterQueue")
+    [letter] = peek(sqs, queues)
+    sqs.send_message(QueueUrl=other, MessageBody=letter.body, MessageAttributes=letter.attributes_to_send())
+    status, out, _ = run_cli(stack, tmp_path, "redrive", "--no-wait")
+    assert status == 0 and out.count("move tasks unavailable") == 1, out
+    stack.drain()
+    purge(sqs, ActionQueues("upsertContactTransaction", stack.queue_url("UpsertContactTransactionQueue"), other),
+          per_message=True)   # the copy was no transaction: it dead-letters again there
+
+
+def test_cli_purge_twice_within_a_minute_is_quiet(stack: LocalStack, sqs, queues: ActionQueues,
+                                                  tmp_path: Path) -> None:
+    for _ in range(2):   # SQS allows one PurgeQueue a minute per queue: the second finishes message by message
+        dead_letter_one(stack)
+        status, out, err = run_cli(stack, tmp_path, "purge", "--yes", "--action", ACTION)
+        assert status == 0 and f"{ACTION}: 1 dead letter(s) deleted" in out
+        assert "PurgeQueue" not in out + err and "InProgress" not in out + err
+    status, out, _ = run_cli(stack, tmp_path, "purge", "--yes")   # empty queues: no PurgeQueue call at all
+    assert status == 0 and out.count("0 dead letter(s) deleted") == 3 and "PurgeQueue" not in out

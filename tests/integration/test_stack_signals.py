@@ -56,7 +56,8 @@ def test_a_signal_stops_everything_quietly(tmp_path: Path, how: str, number: int
         state = json.loads((tmp_path / "state.json").read_text())
         event = json.loads((ROOT / "events" / "ingest" / "identify.json").read_text())
         answer = requests.post(state["url"], data=event["body"].encode(), timeout=30,
-                               headers={"X-Signature": event["headers"]["x-signature"], "Content-Type": "application/json"})
+                               headers={"X-Signature": event["headers"]["x-signature"],
+                                        "Content-Type": "application/json"})
         assert answer.status_code == 200, answer.text
         for line in process.stdout:
             if "delivered" in line:
