@@ -97,8 +97,8 @@ def all_events() -> dict[str, dict[str, Any]]:
                                          _renamed(TRANSACTION, "sample-batch-transaction-1"), PAGE]),
         "ingest/batch_envelope.json": http_event({"batch": [_renamed(IDENTIFY, "sample-envelope-identify-1"),
                                                             TRANSACTION_KNOWN_CONTACT]}),
-        "ingest/batch_with_invalid_event.json": http_event([_renamed(IDENTIFY, "sample-mixed-identify-1"), INVALID,
-                                                            NO_ID]),
+        "ingest/batch_with_invalid_event.json": http_event([_renamed(IDENTIFY, "sample-mixed-identify-1"),
+                                                            _renamed(INVALID, "sample-mixed-invalid-1"), NO_ID]),
         # Segment retries deliver the same messageId again: the worker reports `duplicate`, Qualtrics is not called.
         "ingest/duplicate_of_identify.json": http_event(IDENTIFY),
         "ingest/invalid_event.json": http_event(INVALID),
