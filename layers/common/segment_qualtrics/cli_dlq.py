@@ -57,6 +57,7 @@ class Target:
     client: Callable[[str], Any]
     outputs: dict[str, str] | None = None
     state: dict[str, Any] | None = None
+    move_tasks: bool = True   # the local stack's moto has no SQS move tasks (and logs a traceback when asked)
 
     def queues(self, actions: list[str] | None) -> dict[str, ActionQueues]:
         if self.outputs is not None:
@@ -81,7 +82,7 @@ def resolve_target(stack: str | None, region: str | None, state_path: str | Path
         return boto3.client(service, endpoint_url=endpoint, region_name=LOCAL_REGION, aws_access_key_id="testing",
                             aws_secret_access_key="testing", config=CLIENT_CONFIG)
 
-    return Target(f"the local stack ({endpoint})", client, state=state)
+    return Target(f"the local stack ({endpoint})", client, state=state, move_tasks=False)
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if args.command == "list":
             return _list(sqs, queues, selection, args.json, target, out)
         if args.command == "redrive":
-            return _redrive(sqs, queues, selection, args, out)
+            return _redrive(sqs, queues, selection, args, out, target.move_tasks)
         return _purge(sqs, queues, selection, args.yes, target, out, err, ask)
     except DlqError as exc:
         print(f"error: {exc}", file=err)
@@ -191,11 +192,11 @@ def _list(sqs: Any, queues: dict[str, ActionQueues], selection: Selection, as_js
 
 
 def _redrive(sqs: Any, queues: dict[str, ActionQueues], selection: Selection, args: argparse.Namespace,
-             out: TextIO) -> int:
+             out: TextIO, move_tasks: bool = True) -> int:
     status = 0
     said: set[str] = set()
     for action, q in queues.items():
-        result = redrive(sqs, q, selection, use_move_task=not args.no_move_task,
+        result = redrive(sqs, q, selection, use_move_task=move_tasks and not args.no_move_task,
                          wait_seconds=0 if args.no_wait else 300)
         if result.method == "nothing":
             print(f"{action}: nothing to redrive", file=out)

@@ -95,7 +95,7 @@ def signature_matches(secret: str, body: bytes, signature: str) -> bool:
     """Segment's X-Signature: hex HMAC-SHA1 of the body.
 
     For a JSON-array batch, Webhooks (Actions) signs only the compact JSON of the first element
-    (reference section 11.2), so that form is accepted too.
+    (Segment's batch API format), so that form is accepted too.
     """
     # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a 500 instead of a 401).
     signature = signature.strip().lower().encode()
