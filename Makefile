@@ -60,7 +60,8 @@ invoke: $(VENV_STAMP)
 
 # Function environment for `sam local invoke --env-vars env.json` (Docker), pointed at the host's `make run`.
 env.json: $(VENV_STAMP)
-	@$(PY) -m local.env_json > $@.tmp && mv $@.tmp $@ && echo "wrote env.json (see docs/local-stack.md)" >&2
+	@$(PY) -m local.env_json > $@.tmp || { rm -f $@.tmp; exit 1; }
+	@mv $@.tmp $@ && echo "wrote env.json (see docs/local-stack.md)" >&2
 
 sam: $(SAM_STAMP)
 	@$(SAM_ENV) $(SAM) $(ARGS)

@@ -13,6 +13,7 @@ import requests
 
 from local.invoke import invoke
 from local.make_events import all_events, render
+from local.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -134,3 +135,18 @@ def test_make_invoke_without_a_running_stack(tmp_path):
                            "EVENT=events/ingest/identify.json"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=180)
     assert done.returncode != 0 and "FUNCTION is one of: IngestFunction" in done.stderr
+
+
+def test_env_json_names_the_running_stacks_resources(stack):
+    """`make env.json`: what `sam local invoke --env-vars` needs instead of the bare logical ids SAM would give."""
+    from local.env_json import environments
+
+    attached = LocalStack(http_port=0, sandbox_port=0, on_line=lambda _: None).attach(
+        {"awsEndpointUrl": stack.endpoint_url, "sandboxUrl": stack.sandbox.base_url,
+         "queues": {n: stack.queue_url(n) for n in stack.queue_depths()}})
+    document = environments(attached, host="host.docker.internal")
+    assert set(document) == {n for n, r in stack.resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    ingest = document["IngestFunction"]
+    assert ingest["ADD_CONTACT_TO_XMD_QUEUE_URL"].startswith("http://host.docker.internal:")
+    assert ingest["INGEST_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
+    assert all("DESTINATION_CONFIG" not in env for env in document.values())   # a host path the container lacks
