@@ -64,11 +64,17 @@ def invoke(function: str, event: dict[str, Any], *, state: dict[str, Any] | None
         print(f"invoke: no function {function!r} in template.yaml; FUNCTION is one of: {', '.join(names)}",
               file=sys.stderr)
         return 2
+    if state:
+        try:
+            stack.attach(state)
+        except Exception as exc:  # noqa: BLE001 - a stale state file: say so, then run on a stack of our own
+            print(f"invoke: the `make run` stack of {STATE_FILE} does not answer ({type(exc).__name__}); "
+                  "starting one for this call", file=log, flush=True)
+            state = None
+            stack = LocalStack(http_port=0, sandbox_port=0, on_line=lambda _: None)
     where = "the running `make run` stack" if state else "a local stack started for this call"
     print(f"invoke: {function} on {where}", file=log, flush=True)
-    if state:
-        stack.attach(state)
-    else:
+    if not state:
         stack.start(pollers=False)
         if stack.sandbox:   # the contact events/upsert_contact_transaction/with_contact_id.json names
             requests.post(stack.sandbox.base_url + "/_sandbox/contacts", timeout=5,

@@ -150,3 +150,14 @@ def test_env_json_names_the_running_stacks_resources(stack):
     assert ingest["ADD_CONTACT_TO_XMD_QUEUE_URL"].startswith("http://host.docker.internal:")
     assert ingest["INGEST_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
     assert all("DESTINATION_CONFIG" not in env for env in document.values())   # a host path the container lacks
+
+
+def test_make_invoke_survives_a_stale_state_file():
+    """A state file whose stack is gone (killed -9): one line, then a stack of its own for the call."""
+    stale = {"pid": os.getpid(), "awsEndpointUrl": "http://127.0.0.1:9", "sandboxUrl": "http://127.0.0.1:9",
+             "queues": {"AddContactToXmdQueue": "http://127.0.0.1:9/123456789012/AddContactToXmdQueue"}}
+    out, log = io.StringIO(), io.StringIO()
+    event = json.loads((EVENTS / "ingest" / "identify.json").read_text())
+    assert invoke("IngestFunction", event, state=stale, out=out, log=log) == 0
+    assert json.loads(out.getvalue())["statusCode"] == 200
+    assert "does not answer" in log.getvalue() and "started for this call" in log.getvalue()
