@@ -47,7 +47,7 @@ $(VENV_STAMP): requirements-dev.txt layers/common/requirements.txt
 	touch $@
 
 run: $(VENV_STAMP)
-	$(PY) -m local.stack
+	@$(PY) -m local.stack
 
 demo: $(VENV_STAMP)
 	@$(PY) -m local.demo

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def _wait_until_up(process: subprocess.Popen, state: Path) -> list[str]:
 ])
 def test_a_signal_stops_everything_quietly(tmp_path: Path, how: str, number: int, ignore_sigint: bool) -> None:
     process = _start(tmp_path, ignore_sigint=ignore_sigint)
+    # Reading stdout blocks: a stack that never gets there is killed, and the test fails instead of hanging.
+    watchdog = threading.Timer(120, lambda: os.killpg(process.pid, signal.SIGKILL))
+    watchdog.start()
     try:
         _wait_until_up(process, tmp_path / "state.json")
         # Start the ingest and a worker process, so a group signal reaches function processes too.
@@ -68,6 +72,7 @@ def test_a_signal_stops_everything_quietly(tmp_path: Path, how: str, number: int
             process.send_signal(number)
         rest, _ = process.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, rest
