@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,12 +153,18 @@ def test_env_json_names_the_running_stacks_resources(stack):
     assert all("DESTINATION_CONFIG" not in env for env in document.values())   # a host path the container lacks
 
 
-def test_make_invoke_survives_a_stale_state_file():
-    """A state file whose stack is gone (killed -9): one line, then a stack of its own for the call."""
-    stale = {"pid": os.getpid(), "awsEndpointUrl": "http://127.0.0.1:9", "sandboxUrl": "http://127.0.0.1:9",
-             "queues": {"AddContactToXmdQueue": "http://127.0.0.1:9/123456789012/AddContactToXmdQueue"}}
-    out, log = io.StringIO(), io.StringIO()
-    event = json.loads((EVENTS / "ingest" / "identify.json").read_text())
-    assert invoke("IngestFunction", event, state=stale, out=out, log=log) == 0
-    assert json.loads(out.getvalue())["statusCode"] == 200
-    assert "does not answer" in log.getvalue() and "started for this call" in log.getvalue()
+def test_make_invoke_survives_a_stale_state_file(tmp_path):
+    """A state file whose stack is gone (killed -9): one line, then a stack of its own for the call.
+
+    In a process of its own: moto's backends are per process, and this one already serves the session stack.
+    """
+    stale = tmp_path / "state.json"
+    stale.write_text(json.dumps({
+        "pid": os.getpid(), "awsEndpointUrl": "http://127.0.0.1:9", "sandboxUrl": "http://127.0.0.1:9",
+        "queues": {"AddContactToXmdQueue": "http://127.0.0.1:9/123456789012/AddContactToXmdQueue"}}))
+    done = subprocess.run([sys.executable, "-m", "local.invoke", "IngestFunction", "events/ingest/identify.json"],
+                          cwd=ROOT, env={**os.environ, "LOCAL_STACK_STATE": str(stale)}, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["statusCode"] == 200
+    assert "does not answer" in done.stderr and "started for this call" in done.stderr
