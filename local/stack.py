@@ -625,6 +625,10 @@ def render_log_line(function: str, line: str) -> str | None:
     return " ".join(parts)
 
 
+class _Stop(Exception):
+    """Raised by the signal handler in the main thread: stop the stack."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Segment → Qualtrics stack locally, without Docker.")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 3000)))
@@ -650,19 +654,21 @@ Segment → Qualtrics local stack is up.
 Try `make demo` in another terminal. Ctrl-C stops.
 """, flush=True)
     received: list[int] = []
-    done = threading.Event()
 
     def on_signal(number: int, _frame: object) -> None:
         if received:   # a second Ctrl-C while stopping: leave now (the function processes exit on EOF)
             print("\nlocal stack: stopped at once (second signal)", flush=True)
             os._exit(128 + number)
         received.append(number)
-        done.set()
+        raise _Stop   # out of the sleep below; no lock taken inside a signal handler
 
     # Explicitly, for both: a shell starts background jobs with SIGINT ignored, and that would stick.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    while not done.wait(3600):
+    try:
+        while True:
+            time.sleep(3600)
+    except _Stop:
         pass
     started = time.monotonic()
     stack.stop()

@@ -52,7 +52,7 @@ def _wait_until_up(process: subprocess.Popen, state: Path) -> list[str]:
 def test_a_signal_stops_everything_quietly(tmp_path: Path, how: str, number: int, ignore_sigint: bool) -> None:
     process = _start(tmp_path, ignore_sigint=ignore_sigint)
     # Reading stdout blocks: a stack that never gets there is killed, and the test fails instead of hanging.
-    watchdog = threading.Timer(120, lambda: os.killpg(process.pid, signal.SIGKILL))
+    watchdog = threading.Timer(240, lambda: os.killpg(process.pid, signal.SIGKILL))
     watchdog.start()
     try:
         _wait_until_up(process, tmp_path / "state.json")
@@ -70,7 +70,12 @@ def test_a_signal_stops_everything_quietly(tmp_path: Path, how: str, number: int
             os.killpg(process.pid, number)
         else:
             process.send_signal(number)
-        rest, _ = process.communicate(timeout=60)
+        try:
+            rest, _ = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            rest, _ = process.communicate()
+            pytest.fail(f"still running 120 s after {signal.Signals(number).name}; its output:\n{rest}")
     finally:
         watchdog.cancel()
         if process.poll() is None:
