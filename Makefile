@@ -10,14 +10,19 @@ include mk/sam.mk
 VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.requirements-dev.stamp
-# The app venv uses the Lambda runtime's Python (3.13) when it is there, else python3.
+# The app venv uses the Lambda runtime's Python (3.13). Without it, python3 if it is 3.11 or 3.12 (the code runs
+# there; Lambda runs 3.13, so deploy-time checks still want 3.13), with a warning; older ones stop with the hint.
 APP_PYTHON := $(if $(wildcard $(PY313)),$(PY313),python3)
+PY313_HINT := install Python 3.13 (pyenv install 3.13, or your package manager's python3.13) or pass PY313_BIN=/dir
 
-.PHONY: help venv run demo test unit integration lint check bench clean
+.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench clean
 
 help:
 	@echo "make run     start the local stack (webhook on http://127.0.0.1:3000/segment)"
 	@echo "make demo    send the sample Segment events to the running stack and show what landed"
+	@echo "make invoke FUNCTION=IngestFunction EVENT=events/ingest/identify.json   one function on one event, no Docker"
+	@echo "make env.json                   env.json for \`sam local invoke --env-vars env.json\` (needs Docker)"
+	@echo "make sam ARGS=\"...\"            the SAM CLI of .sam-venv, e.g. ARGS=\"local invoke IngestFunction -e ...\""
 	@echo "make test    lint, sam validate --lint, sam build, unit and integration tests"
 	@echo "make check   lint + sam validate --lint + sam build only"
 	@echo "make bench   benchmarks (printed figures)"
@@ -32,15 +37,34 @@ help:
 venv: $(VENV_STAMP)
 
 $(VENV_STAMP): requirements-dev.txt layers/common/requirements.txt
+	@test -x $(PY) || [ "$(APP_PYTHON)" != python3 ] || python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "python3.13 not found and python3 is $$(python3 -V 2>&1 | cut -d' ' -f2), too old: $(PY313_HINT)" >&2; exit 1; }
+	@test -x $(PY) || [ "$(APP_PYTHON)" != python3 ] || echo "WARNING: python3.13 not found; .venv uses python3" \
+	  "($$(python3 -V 2>&1 | cut -d' ' -f2)). The code and tests run on 3.11+, but Lambda runs 3.13 and" \
+	  "\`make build\` needs it: $(PY313_HINT)" >&2
 	test -x $(PY) || $(APP_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 run: $(VENV_STAMP)
-	$(PY) -m local.stack
+	@$(PY) -m local.stack
 
 demo: $(VENV_STAMP)
-	$(PY) -m local.demo
+	@$(PY) -m local.demo
+
+# The handler's return value on stdout (JSON), its log lines on stderr: `make invoke ... > result.json` works.
+invoke: $(VENV_STAMP)
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=<LogicalId> EVENT=events/<dir>/<file>.json" \
+	  "(e.g. FUNCTION=AddContactToXmdFunction EVENT=events/add_contact_to_xmd/identify.json)" >&2; exit 2; }
+	@$(PY) -m local.invoke "$(FUNCTION)" "$(EVENT)"
+
+# Function environment for `sam local invoke --env-vars env.json` (Docker), pointed at the host's `make run`.
+env.json: $(VENV_STAMP)
+	@$(PY) -m local.env_json > $@.tmp || { rm -f $@.tmp; exit 1; }
+	@mv $@.tmp $@ && echo "wrote env.json (see docs/local-stack.md)" >&2
+
+sam: $(SAM_STAMP)
+	@$(SAM_ENV) $(SAM) $(ARGS)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .

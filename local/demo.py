@@ -22,6 +22,8 @@ from local.stack import REGION, STATE_FILE
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ["identify.json", "track_transaction_created.json", "batch.json", "batch_with_invalid_event.json",
            "invalid_event.json", "bad_signature.json"]
+# Sent once the others are delivered: a Segment retry of identify.json's messageId, which the worker skips.
+DUPLICATE = "duplicate_of_identify.json"
 
 
 def main() -> int:
@@ -30,31 +32,18 @@ def main() -> int:
         return 1
     state = json.loads(STATE_FILE.read_text())
     secret = state["sharedSecret"].encode()
-    for name in SAMPLES:
-        event = json.loads((ROOT / "events" / "ingest" / name).read_text())
-        body = event["body"].encode()
-        signature = event["headers"]["x-signature"]
-        if name != "bad_signature.json":
-            signature = hmac.new(secret, body, hashlib.sha1).hexdigest()
-        try:
-            answer = requests.post(state["url"], data=body, timeout=15,
-                                   headers={"Content-Type": "application/json", "X-Signature": signature})
-        except requests.ConnectionError:
-            print(f"cannot reach {state['url']}: is `make run` still running?", file=sys.stderr)
-            return 1
-        print(f"POST {name:<34} → {answer.status_code} {answer.text}")
-
-    print("\nwaiting for the workers…")
     sqs = boto3.client("sqs", endpoint_url=state["awsEndpointUrl"], region_name=REGION,
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     sources = {n: u for n, u in state["queues"].items() if not n.endswith("DeadLetterQueue")}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        time.sleep(1)
-        if all(_depth(sqs, url) == 0 for url in sources.values()):
-            break
-    else:
-        print("(some messages are still being retried; run `make demo` output again later)")
+    for batch in (SAMPLES, [DUPLICATE]):
+        if batch == [DUPLICATE]:
+            print("\nnow a Segment retry: identify.json's messageId again (the worker logs `duplicate`)")
+        for name in batch:
+            if not _post(state, secret, name):
+                return 1
+        print("\nwaiting for the workers…")
+        if not _wait(sqs, sources):
+            print("(some messages are still being retried; run `make demo` again later to see them land)")
 
     if state.get("sandboxUrl"):
         sandbox = requests.get(state["sandboxUrl"] + "/_sandbox/state", timeout=5).json()
@@ -82,6 +71,31 @@ def main() -> int:
             print(f"  messageId={attrs.get('segmentMessageId')} {attrs.get('errorCode')} "
                   f"(status {attrs.get('httpStatus', '-')}): {attrs.get('errorMessage')}")
     return 0
+
+
+def _post(state: dict, secret: bytes, name: str) -> bool:
+    event = json.loads((ROOT / "events" / "ingest" / name).read_text())
+    body = event["body"].encode()
+    signature = event["headers"]["x-signature"]
+    if name != "bad_signature.json":
+        signature = hmac.new(secret, body, hashlib.sha1).hexdigest()
+    try:
+        answer = requests.post(state["url"], data=body, timeout=15,
+                               headers={"Content-Type": "application/json", "X-Signature": signature})
+    except requests.ConnectionError:
+        print(f"cannot reach {state['url']}: is `make run` still running?", file=sys.stderr)
+        return False
+    print(f"POST {name:<34} → {answer.status_code} {answer.text}")
+    return True
+
+
+def _wait(sqs, sources: dict[str, str], seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        if all(_depth(sqs, url) == 0 for url in sources.values()):
+            return True
+    return False
 
 
 def _depth(sqs, url: str) -> int:

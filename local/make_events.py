@@ -38,6 +38,12 @@ TRANSACTION_KNOWN_CONTACT = {
     **TRANSACTION, "messageId": "sample-transaction-2", "userId": "user-1002",
     "traits": {"qualtricsContactId": "CID_KNOWN", "qualtricsMailingListId": "CG_SANDBOX"},
 }
+
+def _renamed(event: dict[str, Any], message_id: str) -> dict[str, Any]:
+    """The same event under another messageId: each sample is a distinct Segment message (no false duplicates)."""
+    return {**event, "messageId": message_id}
+
+
 PAGE = {"type": "page", "name": "Pricing", "messageId": "sample-page-1", "anonymousId": "anon-77",
         "properties": {"path": "/pricing"}, "timestamp": "2026-11-29T10:00:01+00:00"}
 INVALID = {"type": "purchase", "messageId": "sample-invalid-1", "userId": "user-1001"}
@@ -87,9 +93,14 @@ def all_events() -> dict[str, dict[str, Any]]:
     return {
         "ingest/identify.json": http_event(IDENTIFY),
         "ingest/track_transaction_created.json": http_event(TRANSACTION),
-        "ingest/batch.json": http_event([IDENTIFY, TRANSACTION, PAGE]),
-        "ingest/batch_envelope.json": http_event({"batch": [IDENTIFY, TRANSACTION_KNOWN_CONTACT]}),
-        "ingest/batch_with_invalid_event.json": http_event([IDENTIFY, INVALID, NO_ID]),
+        "ingest/batch.json": http_event([_renamed(IDENTIFY, "sample-batch-identify-1"),
+                                         _renamed(TRANSACTION, "sample-batch-transaction-1"), PAGE]),
+        "ingest/batch_envelope.json": http_event({"batch": [_renamed(IDENTIFY, "sample-envelope-identify-1"),
+                                                            TRANSACTION_KNOWN_CONTACT]}),
+        "ingest/batch_with_invalid_event.json": http_event([_renamed(IDENTIFY, "sample-mixed-identify-1"),
+                                                            _renamed(INVALID, "sample-mixed-invalid-1"), NO_ID]),
+        # Segment retries deliver the same messageId again: the worker reports `duplicate`, Qualtrics is not called.
+        "ingest/duplicate_of_identify.json": http_event(IDENTIFY),
         "ingest/invalid_event.json": http_event(INVALID),
         "ingest/bad_signature.json": http_event(IDENTIFY, signature="0" * 40),
         "add_contact_to_xmd/identify.json": sqs_event("AddContactToXmdQueue", [

@@ -1,8 +1,8 @@
 """Local stand-in for the Qualtrics REST API v3 endpoints the destination uses.
 
 Standard library only, so it runs anywhere the repo's Python runs (local stack, integration tests,
-benchmarks). It follows Qualtrics' API v3 documentation (the "reference" in comments), not any client:
-where the documentation is silent the chosen behaviour is marked "Interpretation:" in a comment.
+benchmarks). It follows Qualtrics' documented API v3 behaviour, not any client: where the
+documentation is silent the chosen behaviour is marked "Interpretation:" in a comment.
 
 Served endpoints (all need ``X-API-TOKEN``):
     GET  /API/v3/whoami

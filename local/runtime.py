@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -54,6 +55,7 @@ class LocalFunction:
         self.on_log = on_log or (lambda name, line: None)
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._log_thread: threading.Thread | None = None
         self.cold_starts = 0
         self.used = False   # invoked since it started: module-level state may have changed
 
@@ -68,7 +70,8 @@ class LocalFunction:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
             text=True, bufsize=1,
         )
-        threading.Thread(target=self._pump_logs, args=(process,), daemon=True).start()
+        self._log_thread = threading.Thread(target=self._pump_logs, args=(process,), daemon=True)
+        self._log_thread.start()
         self.cold_starts += 1
         self.used = False
         return process
@@ -129,6 +132,8 @@ class LocalFunction:
                 except Exception:  # noqa: BLE001
                     self._process.kill()
                 self._process = None
+            if self._log_thread is not None:
+                self._log_thread.join(timeout=5)   # every line the process wrote has reached on_log
 
 
 class _Context:
@@ -149,6 +154,8 @@ class _Context:
 
 
 def _child(code_dir: str, handler: str, name: str, timeout: str, memory: str) -> None:
+    # The parent stops this process (EOF on stdin): a Ctrl-C reaching the whole process group is not ours.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)   # the function's prints and logs go to stderr: the parent's log stream
     sys.path.insert(0, code_dir)

@@ -39,7 +39,8 @@ from local.cfn_yaml import load_template
 from local.runtime import FunctionError, LocalFunction
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE_FILE = ROOT / ".local-stack" / "state.json"
+# Where `make run` tells `make demo`, `make invoke` and `make dlq` about itself (tests point it elsewhere).
+STATE_FILE = Path(os.environ.get("LOCAL_STACK_STATE") or ROOT / ".local-stack" / "state.json")
 LOCAL_SUBSCRIPTIONS = ROOT / "local" / "subscriptions.json"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -169,6 +170,37 @@ class LocalStack:
                 thread = threading.Thread(target=self._poll_forever, args=(name,), daemon=True)
                 thread.start()
                 self._threads.append(thread)
+        return self
+
+    def attach(self, state: dict[str, Any]) -> LocalStack:
+        """Functions only, against the resources of the stack `make run` serves (its state file): no servers.
+
+        The running stack's pollers deliver whatever these functions queue. ``stop()`` leaves that stack alone.
+        """
+        self.moto_port = int(state["awsEndpointUrl"].rsplit(":", 1)[1])
+        secrets, sqs = self.client("secretsmanager"), self.client("sqs")
+        for name, url in state["queues"].items():
+            self.intrinsics.physical[name] = url
+            self.intrinsics.attributes[(name, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+            self.intrinsics.attributes[(name, "QueueName")] = name
+            self.intrinsics.attributes[(name, "QueueUrl")] = url
+        for name, resource in self.resources.items():
+            if resource.get("Type") == "AWS::SecretsManager::Secret":
+                self.intrinsics.physical[name] = secrets.describe_secret(SecretId=name)["ARN"]
+            elif resource.get("Type") == "AWS::DynamoDB::Table":
+                self.intrinsics.physical[name] = name
+                self.intrinsics.attributes[(name, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+        sqs.list_queues()   # fails now, clearly, if the endpoint is gone
+        qualtrics = {"apiToken": SANDBOX_TOKEN, "datacenter": "sandbox", "baseUrl": state.get("sandboxUrl") or ""}
+        if state.get("sandboxUrl"):
+            self.sandbox = _RemoteSandbox(state["sandboxUrl"])
+        else:   # the running stack uses the real Qualtrics: its secret holds the credentials
+            name = next(n for n, r in self.resources.items() if r.get("Type") == "AWS::SecretsManager::Secret"
+                        and "apiToken" in str(r.get("Properties", {}).get("SecretString", "")))
+            value = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
+            qualtrics = {"apiToken": value["apiToken"], "datacenter": value["datacenter"],
+                         "baseUrl": os.environ.get("QUALTRICS_BASE_URL", "")}
+        self._create_functions(qualtrics)
         return self
 
     def stop(self) -> None:
@@ -548,6 +580,16 @@ class LocalStack:
             "pid": os.getpid()}, indent=2))
 
 
+class _RemoteSandbox:
+    """The sandbox of another process (the running `make run`): its URL, nothing to stop."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def stop(self) -> None:
+        pass
+
+
 def _short(function: str) -> str:
     return function.removesuffix("Function")
 
@@ -583,6 +625,10 @@ def render_log_line(function: str, line: str) -> str | None:
     return " ".join(parts)
 
 
+class _Stop(Exception):
+    """Raised by the signal handler in the main thread: stop the stack."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Segment → Qualtrics stack locally, without Docker.")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 3000)))
@@ -607,15 +653,29 @@ Segment → Qualtrics local stack is up.
   Workers          {", ".join(stack.workers)}
 Try `make demo` in another terminal. Ctrl-C stops.
 """, flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    received: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        if received:   # a second Ctrl-C while stopping: leave now (the function processes exit on EOF)
+            print("\nlocal stack: stopped at once (second signal)", flush=True)
+            os._exit(128 + number)
+        received.append(number)
+        raise _Stop   # out of the sleep below; no lock taken inside a signal handler
+
+    # Explicitly, for both: a shell starts background jobs with SIGINT ignored, and that would stick.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
-        done.wait()
-    except KeyboardInterrupt:
+        while True:
+            time.sleep(3600)
+    except _Stop:
         pass
-    print("stopping…", flush=True)
+    started = time.monotonic()
     stack.stop()
     STATE_FILE.unlink(missing_ok=True)
+    name = signal.Signals(received[0]).name if received else "stop"
+    print(f"\nlocal stack stopped ({name}): webhook, workers, moto and the sandbox shut down in "
+          f"{time.monotonic() - started:.1f} s", flush=True)
     return 0
 
 

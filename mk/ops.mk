@@ -11,6 +11,7 @@
 #   make deploy-check [ENV=prod] [CONFIG=file]   that check alone (CONFIG: the local file DESTINATION_CONFIG stands for)
 #   make smoke URL=https://.../segment SECRET=... one signed test event to the webhook (or STACK=NAME)
 #   make check-qualtrics [STACK=NAME | SECRET_ARN=arn]   GET /API/v3/whoami with the Qualtrics credentials
+# REGION=r is the deployed stack's region (default: the secret ARN's, the AWS configuration's, samconfig.toml's).
 
 PY ?= .venv/bin/python
 OPS_PYTHONPATH := layers/common:.
@@ -20,8 +21,12 @@ ARGS ?=
 
 .PHONY: dlq deploy deploy-check smoke check-qualtrics
 
+# Recipes start with @: `--json` output must be JSON alone on stdout. SAMCONFIG_ENV: the region falls back to
+# samconfig.toml's for that environment when neither REGION (--region) nor the AWS configuration gives one.
+OPS_ENV = PYTHONPATH=$(OPS_PYTHONPATH) SAMCONFIG_ENV=$(ENV)
+
 dlq: $(VENV_STAMP)
-	PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m segment_qualtrics.cli_dlq $(ARGS)
+	@$(OPS_ENV) $(PY) -m segment_qualtrics.cli_dlq $(ARGS) $(if $(REGION),--region "$(REGION)")
 
 # The check runs first: a file with problems never reaches sam build, nor the stack.
 deploy: deploy-check build
@@ -38,9 +43,10 @@ deploy-check: $(VENV_STAMP)
 
 # The secret reaches the script through the environment and the line is not echoed: make prints recipes.
 smoke: $(VENV_STAMP)
-	@SEGMENT_SHARED_SECRET="$(SECRET)" PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m segment_qualtrics.cli_ops smoke \
-	  $(if $(URL),--url "$(URL)") $(if $(STACK),--stack "$(STACK)") $(if $(EVENT),--event "$(EVENT)")
+	@SEGMENT_SHARED_SECRET="$(SECRET)" $(OPS_ENV) $(PY) -m segment_qualtrics.cli_ops smoke \
+	  $(if $(URL),--url "$(URL)") $(if $(STACK),--stack "$(STACK)") $(if $(EVENT),--event "$(EVENT)") \
+	  $(if $(REGION),--region "$(REGION)")
 
 check-qualtrics: $(VENV_STAMP)
-	PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m segment_qualtrics.cli_ops check-qualtrics \
-	  $(if $(SECRET_ARN),--secret-arn "$(SECRET_ARN)") $(if $(STACK),--stack "$(STACK)")
+	@$(OPS_ENV) $(PY) -m segment_qualtrics.cli_ops check-qualtrics \
+	  $(if $(SECRET_ARN),--secret-arn "$(SECRET_ARN)") $(if $(STACK),--stack "$(STACK)") $(if $(REGION),--region "$(REGION)")

@@ -237,3 +237,41 @@ def test_cli_reports_a_missing_local_stack(tmp_path: Path) -> None:
     err = io.StringIO()
     status = cli_dlq.main(["list", "--state", str(tmp_path / "absent.json")], out=io.StringIO(), err=err)
     assert status == 1 and "make run" in err.getvalue()
+
+
+def test_cli_redrive_says_what_it_did_once(stack: LocalStack, sqs, queues: ActionQueues, tmp_path: Path) -> None:
+    # Nothing anywhere: one line per queue, no word about move tasks.
+    status, out, _ = run_cli(stack, tmp_path, "redrive")
+    assert status == 0 and "unavailable" not in out
+    assert out.count("nothing to redrive") == 3
+    # Letters in two DLQs. The local stack's moto has no move tasks: not even asked, nothing said.
+    dead_letter_one(stack)
+    other = stack.queue_url("UpsertContactTransactionDeadLetterQueue")
+    [letter] = peek(sqs, queues)
+    sqs.send_message(QueueUrl=other, MessageBody=letter.body, MessageAttributes=letter.attributes_to_send())
+    status, out, _ = run_cli(stack, tmp_path, "redrive", "--no-wait")
+    assert status == 0 and "move tasks" not in out and out.count("1 message(s) sent back") == 2, out
+    stack.drain()
+    # An endpoint that lacks them although it should (a deployed stack): said once, not per queue.
+    dead_letter_one(stack)
+    [letter] = peek(sqs, queues)
+    sqs.send_message(QueueUrl=other, MessageBody=letter.body, MessageAttributes=letter.attributes_to_send())
+    state = json.loads((tmp_path / "state.json").read_text())
+    target = cli_dlq.Target("a stack", stack.client, state=state, move_tasks=True)
+    out = io.StringIO()
+    assert cli_dlq.main(["redrive", "--no-wait"], out=out, err=io.StringIO(), target=target) == 0
+    assert out.getvalue().count("move tasks unavailable") == 1, out.getvalue()
+    stack.drain()
+    purge(sqs, ActionQueues("upsertContactTransaction", stack.queue_url("UpsertContactTransactionQueue"), other),
+          per_message=True)   # the copies were no transactions: they dead-letter again there
+
+
+def test_cli_purge_twice_within_a_minute_is_quiet(stack: LocalStack, sqs, queues: ActionQueues,
+                                                  tmp_path: Path) -> None:
+    for _ in range(2):   # SQS allows one PurgeQueue a minute per queue: the second finishes message by message
+        dead_letter_one(stack)
+        status, out, err = run_cli(stack, tmp_path, "purge", "--yes", "--action", ACTION)
+        assert status == 0 and f"{ACTION}: 1 dead letter(s) deleted" in out
+        assert "PurgeQueue" not in out + err and "InProgress" not in out + err
+    status, out, _ = run_cli(stack, tmp_path, "purge", "--yes")   # empty queues: no PurgeQueue call at all
+    assert status == 0 and out.count("0 dead letter(s) deleted") == 3 and "PurgeQueue" not in out

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import requests
 
+from local.invoke import invoke
 from local.make_events import all_events, render
+from local.stack import LocalStack
 
-EVENTS = Path(__file__).resolve().parents[2] / "events"
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
 
 INGEST_EXPECTED = {
     "identify.json": (200, {"addContactToXmd": 1}),
@@ -18,6 +25,7 @@ INGEST_EXPECTED = {
     "batch.json": (200, {"addContactToXmd": 1, "upsertContactTransaction": 1, "triggerXflowWorkflow": 1}),
     "batch_envelope.json": (200, {"addContactToXmd": 1, "upsertContactTransaction": 1, "triggerXflowWorkflow": 1}),
     "batch_with_invalid_event.json": (200, {"addContactToXmd": 1}),
+    "duplicate_of_identify.json": (200, {"addContactToXmd": 1}),   # the worker, not the ingest, skips it
     "invalid_event.json": (400, None),
     "bad_signature.json": (401, None),
 }
@@ -74,3 +82,89 @@ def test_workflow_event(stack):
     assert stack.functions["TriggerXflowWorkflowFunction"].invoke(event) == {"batchItemFailures": []}
     [run] = _sandbox(stack)["workflowRuns"]
     assert run["body"]["event"] == "Transaction Created"
+
+
+def test_each_sample_is_a_distinct_message_but_the_duplicate_sample():
+    """Distinct messageIds, so `make demo` never reports a duplicate the user did not send on purpose."""
+    seen: dict[str, str] = {}
+    for name in sorted(n for n in all_events() if n.startswith("ingest/") and "duplicate" not in n
+                       and "bad_signature" not in n):
+        body = json.loads(all_events()[name]["body"])
+        for event in body if isinstance(body, list) else body.get("batch", [body]):
+            assert seen.setdefault(event["messageId"], name) == name, (event["messageId"], name, seen)
+    duplicate = json.loads(all_events()["ingest/duplicate_of_identify.json"]["body"])
+    assert seen[duplicate["messageId"]] == "ingest/identify.json"
+
+
+def _function_for(path: Path, stack) -> str:
+    """The function whose code folder the sample's folder names (events/ingest -> functions/ingest)."""
+    [name] = [n for n, r in stack.resources.items() if r.get("Type") == "AWS::Serverless::Function"
+              and Path(r["Properties"]["CodeUri"]).name == path.parent.name]
+    return name
+
+
+@pytest.mark.parametrize("name", sorted(all_events()))
+def test_make_invoke_runs_every_events_file(stack, name, tmp_path):
+    """`make invoke` (local/invoke.py) on each file, against the running stack as with `make run`."""
+    path = EVENTS / name
+    if name == "upsert_contact_transaction/with_contact_id.json":
+        requests.post(stack.sandbox.base_url + "/_sandbox/contacts", json={"contactId": "CID_KNOWN",
+                      "extRef": "user-1002"}, timeout=5).raise_for_status()
+    state = {"awsEndpointUrl": stack.endpoint_url, "sandboxUrl": stack.sandbox.base_url,
+             "queues": {n: stack.queue_url(n) for n in stack.queue_depths()}}
+    out, log = io.StringIO(), io.StringIO()
+    status = invoke(_function_for(path, stack), json.loads(path.read_text()), state=state, out=out, log=log)
+    assert status == 0, log.getvalue()
+    result = json.loads(out.getvalue())   # the return value alone on stdout
+    if name.startswith("ingest/"):
+        assert result["statusCode"] == INGEST_EXPECTED[Path(name).name][0]
+    else:
+        assert result == {"batchItemFailures": []}, log.getvalue()
+        assert '"outcome":"delivered"' in log.getvalue()   # the function's own log lines
+
+
+def test_make_invoke_without_a_running_stack(tmp_path):
+    """No `make run`: a stack is started for the call; usage problems are one line."""
+    env = {**os.environ, "LOCAL_STACK_STATE": str(tmp_path / "absent.json")}
+    done = subprocess.run(["make", "-o", ".venv/.requirements-dev.stamp", "invoke", "FUNCTION=AddContactToXmdFunction",
+                           "EVENT=events/add_contact_to_xmd/identify.json"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"batchItemFailures": []}
+    assert "started for this call" in done.stderr and '"outcome":"delivered"' in done.stderr
+    done = subprocess.run(["make", "-o", ".venv/.requirements-dev.stamp", "invoke", "FUNCTION=Nope",
+                           "EVENT=events/ingest/identify.json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode != 0 and "FUNCTION is one of: IngestFunction" in done.stderr
+
+
+def test_env_json_names_the_running_stacks_resources(stack):
+    """`make env.json`: what `sam local invoke --env-vars` needs instead of the bare logical ids SAM would give."""
+    from local.env_json import environments
+
+    attached = LocalStack(http_port=0, sandbox_port=0, on_line=lambda _: None).attach(
+        {"awsEndpointUrl": stack.endpoint_url, "sandboxUrl": stack.sandbox.base_url,
+         "queues": {n: stack.queue_url(n) for n in stack.queue_depths()}})
+    document = environments(attached, host="host.docker.internal")
+    assert set(document) == {n for n, r in stack.resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    ingest = document["IngestFunction"]
+    assert ingest["ADD_CONTACT_TO_XMD_QUEUE_URL"].startswith("http://host.docker.internal:")
+    assert ingest["INGEST_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
+    assert all("DESTINATION_CONFIG" not in env for env in document.values())   # a host path the container lacks
+
+
+def test_make_invoke_survives_a_stale_state_file(tmp_path):
+    """A state file whose stack is gone (killed -9): one line, then a stack of its own for the call.
+
+    In a process of its own: moto's backends are per process, and this one already serves the session stack.
+    """
+    stale = tmp_path / "state.json"
+    stale.write_text(json.dumps({
+        "pid": os.getpid(), "awsEndpointUrl": "http://127.0.0.1:9", "sandboxUrl": "http://127.0.0.1:9",
+        "queues": {"AddContactToXmdQueue": "http://127.0.0.1:9/123456789012/AddContactToXmdQueue"}}))
+    done = subprocess.run([sys.executable, "-m", "local.invoke", "IngestFunction", "events/ingest/identify.json"],
+                          cwd=ROOT, env={**os.environ, "LOCAL_STACK_STATE": str(stale)}, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["statusCode"] == 200
+    assert "does not answer" in done.stderr and "started for this call" in done.stderr

@@ -40,7 +40,7 @@ def problems_of(mapping: Any, **kwargs: Any) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Qualtrics default mappings (reference sections 4-6)
+# Qualtrics default mappings (as Segment's Qualtrics destination defines them)
 # --------------------------------------------------------------------------------------------------
 
 EMAIL = {"@if": {"exists": {"@path": "$.email"}, "then": {"@path": "$.email"}, "else": {"@path": "$.traits.email"}}}

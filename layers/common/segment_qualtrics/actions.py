@@ -1,7 +1,7 @@
 """The three Qualtrics actions: their fields, default mappings and payload models.
 
-Field names, defaults and rules follow Segment's Qualtrics (Actions) destination (reference sections
-3-6). Building a payload applies Segment's rules in order: resolve the mapping against the event, drop
+Field names, defaults and rules follow Segment's Qualtrics (Actions) destination (docs/actions/
+lists them). Building a payload applies Segment's rules in order: resolve the mapping against the event, drop
 root keys that are missing, "" or null, coerce scalars, check required fields and formats.
 """
 

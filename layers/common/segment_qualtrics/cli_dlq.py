@@ -24,7 +24,9 @@ from typing import Any, TextIO
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
+from .aws_errors import explain, pick_region
 from .dlq import (
     ACTIONS,
     ActionQueues,
@@ -55,6 +57,7 @@ class Target:
     client: Callable[[str], Any]
     outputs: dict[str, str] | None = None
     state: dict[str, Any] | None = None
+    move_tasks: bool = True   # the local stack's moto has no SQS move tasks (and logs a traceback when asked)
 
     def queues(self, actions: list[str] | None) -> dict[str, ActionQueues]:
         if self.outputs is not None:
@@ -64,7 +67,7 @@ class Target:
 
 def resolve_target(stack: str | None, region: str | None, state_path: str | Path | None) -> Target:
     if stack:
-        session = boto3.session.Session(region_name=region)
+        session = boto3.session.Session(region_name=pick_region(region))
         outputs = stack_outputs(session.client("cloudformation", config=CLIENT_CONFIG), stack)
         where = session.region_name or "the default region"
         return Target(f"stack {stack} ({where})", lambda service: session.client(service, config=CLIENT_CONFIG),
@@ -79,7 +82,7 @@ def resolve_target(stack: str | None, region: str | None, state_path: str | Path
         return boto3.client(service, endpoint_url=endpoint, region_name=LOCAL_REGION, aws_access_key_id="testing",
                             aws_secret_access_key="testing", config=CLIENT_CONFIG)
 
-    return Target(f"the local stack ({endpoint})", client, state=state)
+    return Target(f"the local stack ({endpoint})", client, state=state, move_tasks=False)
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -146,10 +149,14 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if args.command == "list":
             return _list(sqs, queues, selection, args.json, target, out)
         if args.command == "redrive":
-            return _redrive(sqs, queues, selection, args, out)
+            return _redrive(sqs, queues, selection, args, out, target.move_tasks)
         return _purge(sqs, queues, selection, args.yes, target, out, err, ask)
     except DlqError as exc:
         print(f"error: {exc}", file=err)
+        return 1
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: {explain(exc, stack=args.stack, region=pick_region(args.region) if args.stack else None)}",
+              file=err)
         return 1
 
 
@@ -185,18 +192,25 @@ def _list(sqs: Any, queues: dict[str, ActionQueues], selection: Selection, as_js
 
 
 def _redrive(sqs: Any, queues: dict[str, ActionQueues], selection: Selection, args: argparse.Namespace,
-             out: TextIO) -> int:
+             out: TextIO, move_tasks: bool = True) -> int:
     status = 0
+    said: set[str] = set()
     for action, q in queues.items():
-        result = redrive(sqs, q, selection, use_move_task=not args.no_move_task,
+        result = redrive(sqs, q, selection, use_move_task=move_tasks and not args.no_move_task,
                          wait_seconds=0 if args.no_wait else 300)
-        if result.method == "move-task":
+        if result.method == "nothing":
+            print(f"{action}: nothing to redrive", file=out)
+        elif result.method == "move-task":
             print(f"{action}: move task {result.task_handle or ''} {result.task_status or ''}, "
                   f"{result.moved} message(s) moved so far", file=out)
         else:
             print(f"{action}: {result.moved} message(s) sent back to the queue, {result.skipped} not selected, "
                   f"{result.failed} failed", file=out)
         for note in result.notes:
+            if note.startswith("SQS move tasks unavailable"):   # the endpoint's, not the queue's: say it once
+                if note in said:
+                    continue
+                said.add(note)
             print(f"  {note}", file=out)
         if result.failed or result.task_status in ("FAILED", "CANCELLED"):
             status = 1

@@ -26,7 +26,9 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import requests
+from botocore.exceptions import BotoCoreError, ClientError
 
+from .aws_errors import explain, pick_region
 from .cli_dlq import DEFAULT_STATE, resolve_target
 from .dlq import DlqError, read_state
 from .errors import DestinationError
@@ -72,6 +74,8 @@ def send_smoke(url: str, secret: str, kind: str = "identify", session: Any = req
 def _secret_json(client: Any, arn: str) -> dict[str, Any]:
     try:
         value = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+    except (BotoCoreError, ClientError) as exc:   # reported, without the value
+        raise DlqError(explain(exc, secret=arn, region=client.meta.region_name)) from None
     except Exception as exc:  # noqa: BLE001 - reported, without the value
         raise DlqError(f"cannot read secret {arn}: {type(exc).__name__}") from None
     return value if isinstance(value, dict) else {}
@@ -163,10 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
+    if args.stack or getattr(args, "secret_arn", None):
+        # No --region: the secret ARN's, else AWS configuration's, else samconfig.toml's (where `make deploy` went).
+        args.region = pick_region(args.region, getattr(args, "secret_arn", None))
     try:
         return _smoke(args, out) if args.command == "smoke" else _check_qualtrics(args, out)
     except DlqError as exc:
         print(f"error: {exc}", file=err)
+        return 1
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: {explain(exc, stack=args.stack, secret=getattr(args, 'secret_arn', None), region=args.region)}",
+              file=err)
         return 1
 
 

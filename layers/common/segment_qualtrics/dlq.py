@@ -30,6 +30,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .aws_errors import explain
+
 # action slug -> logical id prefix in template.yaml (<prefix>Queue, <prefix>DeadLetterQueue)
 ACTIONS = {
     "addContactToXmd": "AddContactToXmd",
@@ -78,7 +80,7 @@ def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
     try:
         stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as exc:
-        raise DlqError(f"cannot read stack {stack_name!r}: {exc}") from None
+        raise DlqError(explain(exc, stack=stack_name, region=cloudformation.meta.region_name)) from None
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
 
 
@@ -285,7 +287,7 @@ def queue_counts(sqs: Any, url: str) -> dict[str, int]:
 @dataclass
 class RedriveResult:
     action: str
-    method: str                    # "move-task" or "message-by-message"
+    method: str                    # "move-task", "message-by-message", or "nothing" (the DLQ was empty)
     moved: int = 0                 # for a move task: what SQS reports moved (or is moving, without waiting)
     skipped: int = 0               # not selected
     failed: int = 0                # send failed: still in the DLQ
@@ -298,6 +300,8 @@ def redrive(sqs: Any, queues: ActionQueues, selection: Selection = Selection(), 
             wait_seconds: float = 300.0, now: float | None = None, sleep: Callable[[float], None] = time.sleep,
             limit: int = MAX_MESSAGES) -> RedriveResult:
     notes: list[str] = []
+    if not sum(queue_counts(sqs, queues.dead_letter_queue_url).values()):
+        return RedriveResult(queues.action, "nothing")   # no move task, no scan, nothing to say
     if selection.everything and use_move_task:
         result = _move_task(sqs, queues, wait_seconds, sleep, notes)
         if result is not None:
@@ -399,11 +403,16 @@ def purge(sqs: Any, queues: ActionQueues, selection: Selection = Selection(), *,
     notes = []
     if selection.everything and not per_message:
         counts = queue_counts(sqs, url)
+        if not counts["visible"] + counts["inFlight"]:
+            return PurgeResult(queues.action, "purge-queue")   # empty: no PurgeQueue (one a minute per queue)
         try:
             sqs.purge_queue(QueueUrl=url)
             return PurgeResult(queues.action, "purge-queue", deleted=counts["visible"] + counts["inFlight"])
         except ClientError as exc:
-            notes.append(f"PurgeQueue refused ({_reason(exc)}); deleting message by message")
+            # A purge from the last 60 s is still running: finish the job message by message, quietly.
+            if exc.response.get("Error", {}).get("Code") not in ("PurgeQueueInProgress",
+                                                                 "AWS.SimpleQueueService.PurgeQueueInProgress"):
+                notes.append(f"PurgeQueue refused ({_reason(exc)}); deleting message by message")
     result = PurgeResult(queues.action, "message-by-message", notes=notes)
     held: list[DeadLetter] = []
     try:

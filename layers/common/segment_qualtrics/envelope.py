@@ -1,7 +1,7 @@
 """The queue message envelope: what the ingest puts on an action queue and a worker reads back.
 
 A message keeps the raw Segment event and the subscription name, not the mapped payload, so a
-mapping fixed after a failure applies when the dead-letter queue is redriven.
+mapping fixed after a failure applies when the dead-letter queue is redriven (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Error classes shared by the ingest and the workers.
 
-Every failure the product can meet is one of two kinds (DESIGN.md section 3):
+Every failure the product can meet is one of two kinds (docs/architecture.md, "Error model"):
 - ``PermanentError``: retrying cannot help (bad payload, 4xx from Qualtrics, ambiguous contact).
   The worker sends the message to its dead-letter queue at once, with the reason.
 - ``RetryableError``: it may work later (network, timeout, 408, 429, 5xx but 501).
@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-# Statuses Segment's platform retries (reference section 1); we use the same rule.
+# Statuses Segment's platform retries (its documented retry rule); we use the same rule.
 RETRYABLE_STATUSES = frozenset({408, 423, 429})
 
 

@@ -1,6 +1,6 @@
 """The subscriptions file: which action each event triggers, and how it is mapped.
 
-Format, names as in Segment's subscription objects::
+Format (README: "The subscriptions file"), names as in Segment's subscription objects::
 
     {"subscriptions": [{"name": "...", "enabled": true, "actionSlug": "addContactToXmd",
                         "trigger": "type = \\"identify\\"", "mapping": {"directoryId": "${QUALTRICS_DIRECTORY_ID}"}}]}

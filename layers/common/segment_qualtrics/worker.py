@@ -1,6 +1,6 @@
 """The worker core: deliver one SQS batch of queue messages to Qualtrics, with the error model.
 
-Every message ends in exactly one outcome:
+Every message ends in exactly one outcome (docs/error-model.md):
 - delivered (or a duplicate of a delivered one): deleted by Lambda as a batch success;
 - dead-lettered: a permanent error, or a transient one on the last allowed attempt; sent to the DLQ
   with its reason in message attributes, then reported as a success so Lambda deletes it;
