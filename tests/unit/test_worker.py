@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 
 import pytest
-from segment_qualtrics.envelope import QueueMessage
+from segment_qualtrics.envelope import QueueMessage, sqs_entry_problem
 from segment_qualtrics.errors import DestinationError, PermanentError, RetryableError
 from segment_qualtrics.idempotency import ClaimState, MemoryIdempotencyStore
 from segment_qualtrics.subscriptions import parse_subscriptions
@@ -88,6 +88,8 @@ class FakeDeadLetterQueue:
     def send(self, body: str, attributes: dict[str, dict[str, str]]) -> None:
         if self.broken:
             raise ConnectionError("DLQ unreachable")
+        if problem := sqs_entry_problem(body, attributes):   # as SQS would refuse it (moto does not check all)
+            raise ValueError(f"InvalidMessageContents: {problem}")
         self.sent.append((body, attributes))
 
     def reasons(self) -> list[dict[str, str]]:
@@ -783,3 +785,21 @@ def test_may_have_landed():
     assert not may_have_landed(d, refused)
     d.sent = True
     assert may_have_landed(d, internal_error(TypeError("reading the answer")))
+
+
+def test_a_dead_letters_reason_is_sent_whatever_characters_the_message_and_error_hold():
+    """Attributes carry values from the message and the error text: SQS refuses a whole send for one
+    character it does not take (U+FFFE, a lone surrogate) or an empty value; a refused DLQ send would leave
+    the message to SQS's own reason-less redrive."""
+    s = Setup()
+    odd = "id\ufffe\ud800" + "x" * 3000
+    msg = QueueMessage(ACTION, "Contacts", odd, "2024-01-01T00:00:00Z",
+                       {"type": "identify\uffff", "messageId": odd, "userId": "u"})
+    body = json.dumps({"version": 1, "action": ACTION, "subscription": "Contacts", "messageId": odd,
+                       "receivedAt": "2024-01-01T00:00:00Z", "event": msg.event})   # \u escapes: SQS takes it
+    s.executor.fail(odd, PermanentError("qualtrics_rejected", "Qualtrics refused \ufffe\ud800 in a field"))
+    report = s.worker.process([Delivery("r1", "rh-1", body, 1)])
+    [(dead, error)] = report.dead_lettered
+    [reason] = s.dlq.reasons()
+    assert reason["errorCode"] == error.code and reason["segmentMessageId"].startswith("id\ufffd\ufffd")
+    assert all(len(value) <= 1024 for value in reason.values())

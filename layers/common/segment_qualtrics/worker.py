@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .envelope import EnvelopeError, QueueMessage
+from .envelope import EnvelopeError, QueueMessage, sqs_attribute_text
 from .errors import DestinationError, PermanentError, RetryableError
 from .idempotency import ClaimState, IdempotencyStore
 from .subscriptions import Subscription
@@ -399,5 +399,11 @@ def dead_letter_attributes(delivery: Delivery, error: DestinationError) -> dict[
         attributes.update(action=delivery.message.action, subscription=delivery.message.subscription,
                           segmentMessageId=delivery.message.message_id,
                           eventType=str(delivery.message.event.get("type", "")))
-    return {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items() if v}
+    # Values come from the message and the error text: SQS refuses a whole send for one character it does not
+    # take, and a refused dead letter would be left to SQS's reason-less redrive. The body keeps exact values.
+    return {k: {"DataType": "String", "StringValue": sqs_attribute_text(v[:MAX_ATTRIBUTE_CHARS])}
+            for k, v in attributes.items() if v}
+
+
+MAX_ATTRIBUTE_CHARS = 1024   # per dead-letter attribute: the reason stays readable, the message under 1 MiB
 
