@@ -19,6 +19,9 @@ from segment_qualtrics.aws_errors import explain, region_from_arn, samconfig_reg
 
 from local.stack import LocalStack
 
+# Inside `make test` (MAKELEVEL set), a sub-make would print "Entering directory" on stdout, which a user's
+# shell never sees; the stamp is left alone (the venv is the one running the tests).
+MAKE = ("make", "--no-print-directory", "-o", ".venv/.requirements-dev.stamp")
 ROOT = Path(__file__).resolve().parents[2]
 ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:QualtricsSecret-AbCdEf"
 
@@ -118,7 +121,7 @@ def test_make_dlq_json_is_json_alone_on_stdout(stack: LocalStack, tmp_path: Path
     state.write_text(json.dumps({"awsEndpointUrl": stack.endpoint_url,
                                  "queues": {n: stack.queue_url(n) for n in stack.resources
                                             if stack.resources[n].get("Type") == "AWS::SQS::Queue"}}))
-    done = subprocess.run(["make", "-o", ".venv/.requirements-dev.stamp", "dlq",
+    done = subprocess.run([*MAKE, "dlq",
                            f"ARGS=list --json --state {state}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
