@@ -130,6 +130,21 @@ def test_a_leased_key_is_busy_until_its_lease_runs_out(store, clock) -> None:
     assert store.claim("k", LEASE) == Claim(ClaimState.BUSY, retry_after=1)
 
 
+def test_a_busy_claim_does_not_count_as_an_attempt(store, clock) -> None:
+    store.claim("k", LEASE)
+    for _ in range(3):
+        assert store.claim("k", LEASE).state is ClaimState.BUSY
+    clock.advance(LEASE)
+    assert store.claim("k", LEASE) == claimed(recovering=True, attempts=2)
+
+
+def test_a_lease_runs_out_at_its_end(store, clock) -> None:
+    """Busy means a wait of more than zero seconds: at the lease's last second the key is free again."""
+    store.claim("k", LEASE)
+    clock.advance(LEASE)
+    assert store.claim("k", LEASE) == claimed(recovering=True, attempts=2)
+
+
 def test_a_lease_is_never_shorter_than_asked_on_a_clock_between_seconds(store, clock) -> None:
     clock.advance(0.9)
     store.claim("k", LEASE)
@@ -147,6 +162,15 @@ def test_an_expired_lease_is_recovered_and_counted_each_time(store, clock) -> No
     assert store.claim("k", LEASE).state is ClaimState.BUSY   # the recovering claim holds a new lease
     clock.advance(LEASE + 1)
     assert store.claim("k", LEASE) == claimed(recovering=True, attempts=3)
+
+
+def test_the_lease_is_the_one_each_claim_asks_for(store, clock) -> None:
+    store.claim("k", 5)
+    assert store.claim("k", LEASE) == Claim(ClaimState.BUSY, retry_after=5)
+    clock.advance(5)
+    store.claim("k", 300)
+    clock.advance(100)
+    assert store.claim("k", LEASE) == Claim(ClaimState.BUSY, retry_after=200)
 
 
 # --- complete --------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ variable points them at a local endpoint (never hard-coded here).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -111,17 +112,19 @@ class DynamoIdempotencyStore:
         self.clock = clock
 
     def claim(self, key: str, lease_seconds: int) -> Claim:
-        now = int(self.clock())
+        # Whole seconds: the lease ends on the second at or after the one asked for, never before it.
+        clock = self.clock()
+        now, lease_until = math.floor(clock), math.ceil(clock + lease_seconds)
         try:
             # An update, not a put: it creates the record or takes over an expired lease, counting the claim.
             answer = self.dynamodb.update_item(
                 TableName=self.table,
                 Key={"id": {"S": key}},
                 UpdateExpression="SET #s = :p, leaseUntil = :lease, expiration = :exp ADD attempts :one",
-                ConditionExpression="attribute_not_exists(id) OR (#s = :p AND leaseUntil < :now)",
+                ConditionExpression="attribute_not_exists(id) OR (#s = :p AND leaseUntil <= :now)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":p": {"S": "IN_PROGRESS"}, ":now": {"N": str(now)},
-                                           ":lease": {"N": str(now + lease_seconds)},
+                                           ":lease": {"N": str(lease_until)},
                                            ":exp": {"N": str(now + self.keep_seconds)}, ":one": {"N": "1"}},
                 ReturnValues="ALL_OLD",
             )
