@@ -214,6 +214,12 @@ def test_an_uncertain_release_keeps_the_attempt_count(store, clock) -> None:
     assert store.claim("k", LEASE).attempts == 4
 
 
+def test_an_uncertain_release_of_an_unknown_key_leaves_it_uncertain(store) -> None:
+    """Whatever happened to its record, the key may have landed: the next claim recovers (never busy forever)."""
+    store.release("k", uncertain=True)
+    assert store.claim("k", LEASE) == claimed(recovering=True, attempts=1)
+
+
 def test_a_certain_release_of_an_unknown_key_is_harmless(store) -> None:
     store.release("k", uncertain=False)
     assert store.claim("k", LEASE) == claimed(recovering=False, attempts=1)

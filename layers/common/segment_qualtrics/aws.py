@@ -148,9 +148,21 @@ class DynamoIdempotencyStore:
             "expiration": {"N": str(now + self.keep_seconds)}})
 
     def release(self, key: str, *, uncertain: bool) -> None:
-        if uncertain:
-            self.dynamodb.update_item(TableName=self.table, Key={"id": {"S": key}},
-                                      UpdateExpression="SET leaseUntil = :zero",
-                                      ExpressionAttributeValues={":zero": {"N": "0"}})
-        else:
-            self.dynamodb.delete_item(TableName=self.table, Key={"id": {"S": key}})
+        names, in_progress = {"#s": "status"}, {":p": {"S": "IN_PROGRESS"}}
+        try:
+            if uncertain:
+                # A whole record, even where none was left: a claim on a record without a status would be busy
+                # for ever, and one without ``expiration`` would never go.
+                now = int(self.clock())
+                self.dynamodb.update_item(
+                    TableName=self.table, Key={"id": {"S": key}},
+                    UpdateExpression="SET #s = :p, leaseUntil = :zero, expiration = :exp",
+                    ConditionExpression="attribute_not_exists(id) OR #s = :p",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={**in_progress, ":zero": {"N": "0"},
+                                               ":exp": {"N": str(now + self.keep_seconds)}})
+            else:
+                self.dynamodb.delete_item(TableName=self.table, Key={"id": {"S": key}})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
