@@ -225,6 +225,18 @@ def test_a_certain_release_of_an_unknown_key_is_harmless(store) -> None:
     assert store.claim("k", LEASE) == claimed(recovering=False, attempts=1)
 
 
+@pytest.mark.parametrize("uncertain", [True, False])
+def test_a_release_never_undoes_done(make_store, clock, uncertain: bool) -> None:
+    """A worker whose lease was taken over releases late: the key another worker completed stays done."""
+    slow, fast = make_store(clock), make_store(clock)
+    assert slow.claim("k", LEASE).state is ClaimState.CLAIMED
+    clock.advance(LEASE)
+    assert fast.claim("k", LEASE).recovering
+    fast.complete("k")
+    slow.release("k", uncertain=uncertain)
+    assert fast.claim("k", LEASE) == Claim(ClaimState.DONE)
+
+
 # --- concurrency -----------------------------------------------------------------------------------
 
 WORKERS = 8

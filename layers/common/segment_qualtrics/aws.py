@@ -148,6 +148,7 @@ class DynamoIdempotencyStore:
             "expiration": {"N": str(now + self.keep_seconds)}})
 
     def release(self, key: str, *, uncertain: bool) -> None:
+        # Never a COMPLETED record: a late release (a lease taken over) must not undo another worker's done.
         names, in_progress = {"#s": "status"}, {":p": {"S": "IN_PROGRESS"}}
         try:
             if uncertain:
@@ -162,7 +163,8 @@ class DynamoIdempotencyStore:
                     ExpressionAttributeValues={**in_progress, ":zero": {"N": "0"},
                                                ":exp": {"N": str(now + self.keep_seconds)}})
             else:
-                self.dynamodb.delete_item(TableName=self.table, Key={"id": {"S": key}})
+                self.dynamodb.delete_item(TableName=self.table, Key={"id": {"S": key}}, ConditionExpression="#s = :p",
+                                          ExpressionAttributeNames=names, ExpressionAttributeValues=in_progress)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise

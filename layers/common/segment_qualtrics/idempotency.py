@@ -11,6 +11,8 @@ conditional writes in the adapter (aws.py), is:
 
 A failed message is never marked done: a permanent failure deletes the record (Qualtrics refused it,
 nothing happened); a transient one leaves it with an expired lease (we cannot know whether it landed).
+A done message is never undone: a release finding COMPLETED (a late worker whose lease was taken over)
+leaves it so.
 
 Each claim counts itself in the record (``attempts``): the worker's attempt number. SQS's receive count
 also counts receives that attempted nothing (a busy key, a deferral, a batch that died before its turn).
@@ -67,8 +69,10 @@ class MemoryIdempotencyStore:
         self.records[key] = ("COMPLETED", float("inf"), 0)
 
     def release(self, key: str, *, uncertain: bool) -> None:
+        record = self.records.get(key)
+        if record and record[0] == "COMPLETED":
+            return   # a late release (its lease taken over) must not undo another worker's done
         if uncertain:
-            record = self.records.get(key)
             self.records[key] = ("IN_PROGRESS", 0.0, record[2] if record else 0)
         else:
             self.records.pop(key, None)
