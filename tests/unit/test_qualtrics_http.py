@@ -7,8 +7,10 @@ timeouts and refused connections, 2xx bodies that are not a JSON object, and the
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -153,6 +155,31 @@ def test_retry_after_in_seconds_reaches_the_error(http, client, header: str, val
     with pytest.raises(RetryableError) as limited:
         client.whoami()
     assert limited.value.code == "qualtrics_rate_limited" and limited.value.retry_after == expected
+
+
+@pytest.mark.parametrize(("retry_after", "expected"), [
+    ("Mon, 07 Dec 2026 21:05:00 GMT", 300.0),
+    ("Mon, 07 Dec 2026 21:00:01 GMT", 1.0),
+    ("Monday, 07-Dec-26 21:10:00 GMT", 600.0),       # the obsolete RFC 850 form a recipient must accept
+    ("Mon Dec  7 21:01:00 2026", 60.0),               # and asctime's
+    ("Mon, 07 Dec 2026 20:00:00 GMT", 0.0),           # already past: no wait
+    ("Mon, 07 Dec 2026 25:99:00 GMT", None),          # not a date
+    ("Mon, 07 Dec 2026 21:05:00 GMT" + " " * 5000 + "x", None),
+])
+def test_retry_after_as_an_http_date_counts_from_the_answers_date(http, client, retry_after: str, expected) -> None:
+    """Qualtrics' own clock (its Date header) is the one the date was set by: no skew with the worker's."""
+    http.get(WHOAMI, status=429, headers={"Retry-After": retry_after, "Date": "Mon, 07 Dec 2026 21:00:00 GMT"})
+    with pytest.raises(RetryableError) as limited:
+        client.whoami()
+    assert limited.value.retry_after == expected
+
+
+def test_retry_after_as_an_http_date_without_a_date_header_counts_from_now(http, client) -> None:
+    in_an_hour = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    http.get(WHOAMI, status=429, headers={"Retry-After": in_an_hour})
+    with pytest.raises(RetryableError) as limited:
+        client.whoami()
+    assert 3000 < limited.value.retry_after <= 3600
 
 
 def test_retry_after_on_a_503_reaches_the_error_too(http, client) -> None:
