@@ -218,14 +218,35 @@ def test_the_timeout_asked_for_is_the_one_sent(http, client) -> None:
 
 # --- 2xx bodies --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"<html></html>", b"[1, 2]", b'"text"', b"null", b"42",
-                                  b"\xff\xfe\x00"])
+NOT_AN_OBJECT = [b"", b"not json", b"<html></html>", b"[1, 2]", b'"text"', b"null", b"42", b"\xff\xfe\x00"]
+
+
+@pytest.mark.parametrize("body", NOT_AN_OBJECT)
 def test_a_2xx_body_that_is_not_a_json_object_reads_as_empty(http, client, body: bytes) -> None:
     http.get(WHOAMI, status=200, body=body)
     assert client.whoami() == {}
+
+
+@pytest.mark.parametrize("body", [*NOT_AN_OBJECT, b"{}", b'{"result": "x"}', b'{"result": null}', b'{"result": {}}',
+                                  b'{"result": {"elements": "CTR_1"}}', b'{"result": {"elements": {"a": {}}}}',
+                                  b'{"result": {"elements": [1, "x"]}}'])
+def test_a_list_answer_without_a_list_of_elements_proves_nothing(http, client, body: bytes) -> None:
+    """Read as "no contact" or "no transaction", such an answer would create a duplicate: it is an error."""
     http.post(BASE + "/API/v3/directories/POOL_1/contacts/search", status=200, body=body)
+    with pytest.raises(RetryableError) as bad:
+        client.search_contacts("POOL_1", {"extRef": "u1"})
+    assert bad.value.code == "qualtrics_bad_response" and "search_contacts" in bad.value.message
+    http.get(TRANSACTIONS, status=200, json=page([], "/API/v3/p2"))
+    http.get(BASE + "/API/v3/p2", status=200, body=body)   # on a later page as well as the first
+    with pytest.raises(RetryableError) as bad:
+        client.list_contact_transactions("POOL_1", "CID_1")
+    assert bad.value.code == "qualtrics_bad_response"
+
+
+def test_an_empty_list_of_elements_is_an_answer(http, client) -> None:
+    http.post(BASE + "/API/v3/directories/POOL_1/contacts/search", json={"result": {"elements": []}})
     assert client.search_contacts("POOL_1", {"extRef": "u1"}) == []
-    http.get(TRANSACTIONS, status=200, body=body)
+    http.get(TRANSACTIONS, json={"result": {"elements": []}})
     assert client.list_contact_transactions("POOL_1", "CID_1") == []
 
 
