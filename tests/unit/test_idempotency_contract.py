@@ -9,6 +9,7 @@ which the tests move by hand; it stays on whole seconds, the resolution the Dyna
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -85,13 +86,8 @@ def _make_table(endpoint: str) -> str:
 def make_store(request) -> Callable[[Clock], IdempotencyStore]:
     """A factory: stores made by one test share one table (or one memory), as workers share theirs."""
     if request.param == "memory":
-        shared = MemoryIdempotencyStore()
-
-        def memory(clock: Clock) -> IdempotencyStore:
-            store = MemoryIdempotencyStore(clock=clock)
-            store.records = shared.records
-            return store
-        return memory
+        stores: dict[int, MemoryIdempotencyStore] = {}   # one store is one table: workers share it
+        return lambda clock: stores.setdefault(id(clock), MemoryIdempotencyStore(clock=clock))
     endpoint = request.getfixturevalue("moto_endpoint")
     table = _make_table(endpoint)
     return lambda clock: DynamoIdempotencyStore(_client(endpoint), table, keep_seconds=KEEP, clock=clock)
@@ -271,6 +267,19 @@ def test_concurrent_claims_of_an_expired_lease_let_exactly_one_recover(make_stor
     claims = _race(make_store, clock, key)
     assert sorted(c.state.value for c in claims) == ["busy"] * (WORKERS - 1) + ["claimed"]
     assert [c for c in claims if c.state is ClaimState.CLAIMED] == [claimed(recovering=True, attempts=2)]
+
+
+def test_the_memory_store_claims_atomically_however_often_threads_switch() -> None:
+    """DynamoDB's conditional write is atomic; the memory store's read-then-write must be made so."""
+    store = MemoryIdempotencyStore(clock=Clock())
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # a thread switch between any two bytecodes, as often as can be
+    try:
+        winners = [[c.state for c in _race(lambda clock: store, Clock(), f"k{n}")].count(ClaimState.CLAIMED)
+                   for n in range(300)]
+    finally:
+        sys.setswitchinterval(interval)
+    assert set(winners) == {1}
 
 
 def _claim_in_process(endpoint: str, table: str, key: str, now: int, start) -> str:
