@@ -103,7 +103,8 @@ def test_empty_or_unexpected_bodies_still_classify(body):
         ({"RETRY-AFTER": "4"}, 4.0),
         ({"Retry-after": "3"}, 3.0),
         ({"Retry-After": "-3"}, 0.0),
-        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),   # an HTTP-date, long past
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT", "Date": "Wed, 21 Oct 2015 07:27:00 GMT"}, 60.0),
         ({"Retry-After": ""}, None),
         ({"Retry-After": "inf"}, None),
         ({"Retry-After": "nan"}, None),

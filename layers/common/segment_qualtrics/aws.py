@@ -6,6 +6,7 @@ variable points them at a local endpoint (never hard-coded here).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -111,17 +112,19 @@ class DynamoIdempotencyStore:
         self.clock = clock
 
     def claim(self, key: str, lease_seconds: int) -> Claim:
-        now = int(self.clock())
+        # Whole seconds: the lease ends on the second at or after the one asked for, never before it.
+        clock = self.clock()
+        now, lease_until = math.floor(clock), math.ceil(clock + lease_seconds)
         try:
             # An update, not a put: it creates the record or takes over an expired lease, counting the claim.
             answer = self.dynamodb.update_item(
                 TableName=self.table,
                 Key={"id": {"S": key}},
                 UpdateExpression="SET #s = :p, leaseUntil = :lease, expiration = :exp ADD attempts :one",
-                ConditionExpression="attribute_not_exists(id) OR (#s = :p AND leaseUntil < :now)",
+                ConditionExpression="attribute_not_exists(id) OR (#s = :p AND leaseUntil <= :now)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":p": {"S": "IN_PROGRESS"}, ":now": {"N": str(now)},
-                                           ":lease": {"N": str(now + lease_seconds)},
+                                           ":lease": {"N": str(lease_until)},
                                            ":exp": {"N": str(now + self.keep_seconds)}, ":one": {"N": "1"}},
                 ReturnValues="ALL_OLD",
             )
@@ -145,9 +148,23 @@ class DynamoIdempotencyStore:
             "expiration": {"N": str(now + self.keep_seconds)}})
 
     def release(self, key: str, *, uncertain: bool) -> None:
-        if uncertain:
-            self.dynamodb.update_item(TableName=self.table, Key={"id": {"S": key}},
-                                      UpdateExpression="SET leaseUntil = :zero",
-                                      ExpressionAttributeValues={":zero": {"N": "0"}})
-        else:
-            self.dynamodb.delete_item(TableName=self.table, Key={"id": {"S": key}})
+        # Never a COMPLETED record: a late release (a lease taken over) must not undo another worker's done.
+        names, in_progress = {"#s": "status"}, {":p": {"S": "IN_PROGRESS"}}
+        try:
+            if uncertain:
+                # A whole record, even where none was left: a claim on a record without a status would be busy
+                # for ever, and one without ``expiration`` would never go.
+                now = int(self.clock())
+                self.dynamodb.update_item(
+                    TableName=self.table, Key={"id": {"S": key}},
+                    UpdateExpression="SET #s = :p, leaseUntil = :zero, expiration = :exp",
+                    ConditionExpression="attribute_not_exists(id) OR #s = :p",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={**in_progress, ":zero": {"N": "0"},
+                                               ":exp": {"N": str(now + self.keep_seconds)}})
+            else:
+                self.dynamodb.delete_item(TableName=self.table, Key={"id": {"S": key}}, ConditionExpression="#s = :p",
+                                          ExpressionAttributeNames=names, ExpressionAttributeValues=in_progress)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise

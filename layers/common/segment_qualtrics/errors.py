@@ -11,8 +11,10 @@ This module is pure: no boto3, no requests.
 
 from __future__ import annotations
 
+import calendar
 import json
 import math
+import time
 from typing import Any
 
 # Statuses Segment's platform retries (its documented retry rule); we use the same rule.
@@ -71,7 +73,7 @@ def error_from_response(
     """Classify a non-2xx Qualtrics answer. The body may be empty or not JSON: never assume it is."""
     message, error_code, request_id = _read_error_envelope(body)
     # Header names are case-insensitive; the adapter passes a plain dict, so look the name up in any case.
-    retry_after = _parse_retry_after(next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None))
+    retry_after = _parse_retry_after(_header(headers, "retry-after"), _header(headers, "date"))
     text = f"Qualtrics answered {status}" + (f": {message}" if message else "")
     if error_code:
         text += f" ({error_code})"
@@ -105,13 +107,37 @@ def _read_error_envelope(body: bytes | str | None) -> tuple[str | None, str | No
     return error.get("errorMessage"), code, meta.get("requestId")
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    return next((v for k, v in (headers or {}).items() if k.lower() == name), None)
+
+
+def _parse_retry_after(value: str | None, date: str | None = None) -> float | None:
+    """Seconds to wait: Retry-After in seconds, or as an HTTP-date counted from the answer's own Date."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None  # the HTTP-date form is not used by Qualtrics; ignore it rather than guess
+        until = _http_date(value)
+        if until is None:
+            return None
+        now = _http_date(date) if date else None
+        seconds = until - (time.time() if now is None else now)
     if not math.isfinite(seconds):
         return None  # "inf"/"nan" parse as floats but are no delay
     return max(seconds, 0.0)
+
+
+# RFC 9110's HTTP-date: the IMF-fixdate, and the obsolete RFC 850 and asctime forms a recipient must accept.
+_HTTP_DATE_FORMATS = ("%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y")
+
+
+def _http_date(value: str) -> float | None:
+    if len(value) > 64:
+        return None
+    for form in _HTTP_DATE_FORMATS:
+        try:
+            return calendar.timegm(time.strptime(value.strip(), form))
+        except ValueError:
+            continue
+    return None

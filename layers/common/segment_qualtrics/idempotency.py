@@ -11,6 +11,8 @@ conditional writes in the adapter (aws.py), is:
 
 A failed message is never marked done: a permanent failure deletes the record (Qualtrics refused it,
 nothing happened); a transient one leaves it with an expired lease (we cannot know whether it landed).
+A done message is never undone: a release finding COMPLETED (a late worker whose lease was taken over)
+leaves it so.
 
 Each claim counts itself in the record (``attempts``): the worker's attempt number. SQS's receive count
 also counts receives that attempted nothing (a busy key, a deferral, a batch that died before its turn).
@@ -47,28 +49,35 @@ class MemoryIdempotencyStore:
     """In-memory store for pure tests and the preview; same protocol as the DynamoDB adapter."""
 
     def __init__(self, clock=None) -> None:
+        import threading
         import time
 
         self._clock = clock or time.time
+        self._lock = threading.Lock()   # each call is one step, as DynamoDB's conditional writes are
         self.records: dict[str, tuple[str, float, int]] = {}   # key -> (status, lease until, attempts)
 
     def claim(self, key: str, lease_seconds: int) -> Claim:
-        now = self._clock()
-        record = self.records.get(key)
-        if record and record[0] == "COMPLETED":
-            return Claim(ClaimState.DONE)
-        if record and record[1] > now:
-            return Claim(ClaimState.BUSY, retry_after=record[1] - now)
-        attempts = (record[2] if record else 0) + 1
-        self.records[key] = ("IN_PROGRESS", now + lease_seconds, attempts)
-        return Claim(ClaimState.CLAIMED, recovering=record is not None, attempts=attempts)
+        with self._lock:
+            now = self._clock()
+            record = self.records.get(key)
+            if record and record[0] == "COMPLETED":
+                return Claim(ClaimState.DONE)
+            if record and record[1] > now:
+                return Claim(ClaimState.BUSY, retry_after=record[1] - now)
+            attempts = (record[2] if record else 0) + 1
+            self.records[key] = ("IN_PROGRESS", now + lease_seconds, attempts)
+            return Claim(ClaimState.CLAIMED, recovering=record is not None, attempts=attempts)
 
     def complete(self, key: str) -> None:
-        self.records[key] = ("COMPLETED", float("inf"), 0)
+        with self._lock:
+            self.records[key] = ("COMPLETED", float("inf"), 0)
 
     def release(self, key: str, *, uncertain: bool) -> None:
-        if uncertain:
+        with self._lock:
             record = self.records.get(key)
-            self.records[key] = ("IN_PROGRESS", 0.0, record[2] if record else 0)
-        else:
-            self.records.pop(key, None)
+            if record and record[0] == "COMPLETED":
+                return   # a late release (its lease taken over) must not undo another worker's done
+            if uncertain:
+                self.records[key] = ("IN_PROGRESS", 0.0, record[2] if record else 0)
+            else:
+                self.records.pop(key, None)

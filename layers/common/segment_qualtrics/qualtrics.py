@@ -216,7 +216,7 @@ class QualtricsClient:
         criterion = filters[0] if len(filters) == 1 else {"conjunction": "and", "filters": filters}
         data = self._call("search_contacts", "POST",
                           f"/API/v3/directories/{_seg(directory_id)}/contacts/search", {"filter": criterion})
-        return list((data.get("result") or {}).get("elements") or [])
+        return _elements("search_contacts", data)
 
     def create_transactions(self, directory_id: str, transactions: dict[str, dict[str, Any]]) -> TransactionResult:
         data = self._call("create_transactions", "POST",
@@ -231,9 +231,8 @@ class QualtricsClient:
                           f"/API/v3/directories/{_seg(directory_id)}/contacts/{_seg(contact_id)}/transactions")
         elements: list[dict[str, Any]] = []
         for _ in range(MAX_TRANSACTION_PAGES):
-            result = data.get("result") or {}
-            elements += result.get("elements") or []
-            next_page = result.get("nextPage")
+            elements += _elements("list_transactions", data)
+            next_page = data["result"].get("nextPage")
             if not next_page:
                 return elements
             if not isinstance(next_page, str):
@@ -339,6 +338,17 @@ def _origin_text(url: str) -> str:
 def _seg(value: str) -> str:
     """URL-encode one path segment (Segment puts ids in the path unencoded: a bug we do not copy)."""
     return quote(value, safe="")
+
+
+def _elements(operation: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """``result.elements`` of a list answer. Any other shape proves nothing: read as "none", it would let a
+    recovering attempt create the contact or the transaction a second time."""
+    result = data.get("result")
+    elements = result.get("elements") if isinstance(result, dict) else None
+    if not isinstance(elements, list) or not all(isinstance(element, dict) for element in elements):
+        raise RetryableError("qualtrics_bad_response", f"{operation}: the answer has no list of objects in "
+                             "result.elements", request_id=_request_id(data))
+    return elements
 
 
 def _request_id(data: dict[str, Any]) -> str | None:
