@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 import re
 import signal
@@ -156,11 +155,9 @@ class LocalStack:
                             config=Config(retries={"max_attempts": 2}))
 
     def start(self, *, pollers: bool = True) -> LocalStack:
-        from moto.server import ThreadedMotoServer
+        from local.moto_server import LocalAwsServer
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)   # moto's per-request access lines
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
-        self._moto.start()
+        self._moto = LocalAwsServer(self.moto_port).start()
         qualtrics = self._start_qualtrics()
         self._provision(qualtrics)
         self._create_functions(qualtrics)

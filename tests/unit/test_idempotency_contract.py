@@ -20,6 +20,8 @@ import pytest
 from segment_qualtrics.aws import DynamoIdempotencyStore
 from segment_qualtrics.idempotency import Claim, ClaimState, IdempotencyStore, MemoryIdempotencyStore
 
+from local.moto_server import LocalAwsServer
+
 LEASE = 60
 START = 1_700_000_000
 KEEP = 19 * 24 * 3600
@@ -43,31 +45,12 @@ def _client(endpoint: str):
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    """moto's server app, one request at a time.
-
-    DynamoDB applies each conditional write atomically; moto's backend checks the condition and then writes,
-    with no lock, so two threads of ThreadedMotoServer can both pass one condition. Serving one request at a
-    time gives the real service's guarantee, which is what the claim protocol relies on.
-    """
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
-
-    app = DomainDispatcherApplication(create_backend_app)
-    one_at_a_time = threading.Lock()
-
-    def atomic(environ, start_response):
-        with one_at_a_time:
-            return list(app(environ, start_response))
-
-    server = make_server("127.0.0.1", 0, atomic, threaded=True, request_handler=MotoRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
+    """The local stack's AWS endpoint (local/moto_server.py): moto, with DynamoDB's atomic conditional writes."""
+    server = LocalAwsServer().start()
     try:
-        yield f"http://{host}:{port}"
+        yield server.endpoint_url
     finally:
-        server.shutdown()
-        thread.join()
+        server.stop()
 
 
 def _make_table(endpoint: str) -> str:
