@@ -1192,6 +1192,9 @@ class QualtricsSandbox:
                 return replace(response, body=copy.deepcopy(response.body))
         except ApiError as exc:
             return Response(exc.status, {"error": exc.message})
+        except Exception:  # a sandbox bug must still produce an answer (and a traceback)
+            traceback.print_exc()
+            return Response(500, {"error": "Internal sandbox error."})
 
     def _admin_state(self, req: Request) -> Response:
         self._advance_imports()

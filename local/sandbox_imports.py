@@ -56,14 +56,14 @@ def parse_import_config(spec: Any, base: dict[str, Any] | None = None) -> dict[s
     for key, value in spec.items():
         if key not in DEFAULT_CONFIG:
             raise ValueError(f"unknown imports field {key!r}; known: {', '.join(DEFAULT_CONFIG)}")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if not _finite_number(value):
             raise ValueError(f"{key} must be a number")
         if key == "contactsPerSecond":
             if not 0.001 <= value <= 10_000_000:
                 raise ValueError("contactsPerSecond must be between 0.001 and 10000000")
             config[key] = float(value)
         else:
-            if not float(value).is_integer() or not 1 <= value <= 10_000:
+            if (isinstance(value, float) and not value.is_integer()) or not 1 <= value <= 10_000:
                 raise ValueError(f"{key} must be a whole number from 1 to 10000")
             config[key] = int(value)
     if config["maxQueuedJobs"] < config["maxConcurrentJobs"]:
@@ -71,8 +71,15 @@ def parse_import_config(spec: Any, base: dict[str, Any] | None = None) -> dict[s
     return config
 
 
+def _finite_number(value: Any) -> bool:
+    # bool is an int subclass but not a JSON number; math.isfinite overflows on a huge int (which is finite).
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
 def _scalar(value: Any) -> bool:
-    return isinstance(value, str | bool) or (isinstance(value, int | float) and math.isfinite(value))
+    return isinstance(value, str | bool) or _finite_number(value)
 
 
 def parse_import_body(body: dict[str, Any]) -> tuple[list[Any], dict[str, Any] | None]:

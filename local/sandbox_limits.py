@@ -57,9 +57,10 @@ def endpoint_class(method: str, path: str) -> str:
 
 def _number(value: Any, what: str, *, low: float = 0.0, high: float = math.inf, integer: bool = False) -> float:
     # bool is an int subclass, but true/false are not numbers in a JSON config.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if isinstance(value, bool) or not finite:  # math.isfinite would overflow on a huge int
         raise ValueError(f"{what} must be a number")
-    if integer and not float(value).is_integer():
+    if integer and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"{what} must be a whole number")
     if not low <= value <= high:
         raise ValueError(f"{what} must be between {low:g} and {high:g}")

@@ -221,6 +221,7 @@ def test_limits_can_be_set_at_start_and_reset_returns_to_them() -> None:
         {"contact_writes": True},
         {"contact_writes": "500"},
         {"contact_writes": 10**12},
+        {"contact_writes": 10**400},
         {"nope": 1},
         {"windowSeconds": 0},
         {"windowSeconds": -5},
@@ -349,7 +350,17 @@ def test_jitter_is_reproducible_with_a_seed_and_never_below_the_base() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    [{"seconds": -0.1}, {"seconds": 61}, {"classes": {"nope": 1}}, {"classes": []}, {"seed": 1.5}, {"x": 1}, [1]],
+    [
+        {"seconds": -0.1},
+        {"seconds": 61},
+        {"seconds": 10**400},
+        {"seed": 10**400},
+        {"seed": 1.5},
+        {"classes": {"nope": 1}},
+        {"classes": []},
+        {"x": 1},
+        [1],
+    ],
 )
 def test_a_bad_latency_config_is_a_400(api: Api, spec: Any) -> None:
     answer = api.admin("POST", "latency", spec)
