@@ -220,8 +220,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON: Python accepts NaN/Infinity by default, a JSON API does not."""
-    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    """Strict JSON: Python accepts NaN/Infinity by default, a JSON API does not. Too deep is invalid too."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -165,6 +165,10 @@ class ImportJob:
     transactions_created: int = 0
     unprocessed: list[dict[str, Any]] = field(default_factory=list)
     invalid_emails: list[str] = field(default_factory=list)
+    total: int = 0  # len(contacts): the contacts themselves are dropped once the job ends
+
+    def __post_init__(self) -> None:
+        self.total = len(self.contacts)
 
     @property
     def done(self) -> bool:
@@ -173,7 +177,7 @@ class ImportJob:
     def percent(self) -> int:
         if self.status == "complete":
             return 100
-        return self.processed * 100 // len(self.contacts)
+        return self.processed * 100 // self.total
 
     def status_result(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -233,13 +237,13 @@ class ImportJobs:
 
     def _finish_time(self, job: ImportJob) -> float:
         assert job.started is not None
-        end = job.fail_at if job.fail_message is not None else len(job.contacts)
+        end = min(job.fail_at, job.total) if job.fail_message is not None else job.total
         return job.started + end / self.config["contactsPerSecond"]
 
     def _run(self, job: ImportJob, now: float, apply: Apply) -> None:
         assert job.started is not None
         speed = self.config["contactsPerSecond"]
-        end = min(job.fail_at, len(job.contacts)) if job.fail_message is not None else len(job.contacts)
+        end = min(job.fail_at, job.total) if job.fail_message is not None else job.total
         target = min(end, math.floor((now - job.started) * speed + 1e-9))
         while job.processed < target:
             index = job.processed
@@ -259,6 +263,7 @@ class ImportJobs:
         if job.processed >= end:
             job.status = "failed" if job.fail_message is not None else "complete"
             job.finished = self._finish_time(job)
+            job.contacts = []  # a long backfill keeps hundreds of jobs: keep their counts, not their input
             heapq.heappush(self._freed, job.finished)
 
     def _start_waiting(self, now: float) -> bool:

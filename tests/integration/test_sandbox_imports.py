@@ -275,6 +275,15 @@ def test_a_declared_body_far_too_large_is_refused_unread(api: Api) -> None:
     assert api.call("GET", "/API/v3/whoami").status_code == 200  # the server is still fine
 
 
+@pytest.mark.parametrize("path", [IMPORTS, f"/API/v3/directories/{POOL}/contacts"])
+def test_a_too_deeply_nested_body_is_a_400_not_a_dropped_connection(api: Api, path: str) -> None:
+    body = '{"contacts": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    answer = api.call("POST", path, data=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400
+    assert "not valid JSON" in answer.json()["meta"]["error"]["errorMessage"]
+    assert api.call("GET", "/API/v3/whoami").status_code == 200
+
+
 def test_unknown_ids_complete_with_zero_counts_as_qualtrics_does(api: Api) -> None:
     # The reference: an import into an unknown directory, list or batch completes with all-zero counts.
     api.imports_config(**INSTANT)
