@@ -301,6 +301,7 @@ class Directory:
     is_default: bool = False
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # insertion-ordered
     transactions: list[dict[str, Any]] = field(default_factory=list)
+    _index: dict[tuple[str, ...], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -331,18 +332,36 @@ class Directory:
     def find_duplicate(self, fields: dict[str, Any]) -> dict[str, Any] | None:
         """The existing contact automatic deduplication would merge `fields` into, if any (the first one)."""
         wanted = self.dedup_key(fields)
-        if wanted is None:
-            return None
-        return next((c for c in self.contacts.values() if self.dedup_key(c) == wanted), None)
+        return None if wanted is None else self._dedup_index().get(wanted)
 
-    def dedup_index(self) -> dict[tuple[str, ...], dict[str, Any]]:
-        """dedup key -> the contact find_duplicate would pick, for bulk imports (one pass, not one per contact)."""
-        index: dict[tuple[str, ...], dict[str, Any]] = {}
-        for contact in self.contacts.values():
-            key = self.dedup_key(contact)
-            if key is not None:
-                index.setdefault(key, contact)
-        return index
+    def upsert(self, fields: dict[str, Any], now: int) -> tuple[dict[str, Any], bool]:
+        """Create a contact, or merge into the one dedup finds: (contact, created). Create-contact and imports."""
+        contact = self.find_duplicate(fields)
+        created = contact is None
+        if contact is None:
+            contact = new_contact(now)
+            self.contacts[contact["contactId"]] = contact
+        apply_contact_fields(contact, fields, now)
+        # A merge keeps the key (every criterion matched); a new contact's key was free, else it would have merged.
+        key = self.dedup_key(contact)
+        if key is not None and self._index is not None:
+            self._index.setdefault(key, contact)
+        return contact, created
+
+    def put_contact(self, contact: dict[str, Any]) -> None:
+        """Store a contact as is (admin seeding, which may replace one): the dedup index is rebuilt on next use."""
+        self.contacts[contact["contactId"]] = contact
+        self._index = None
+
+    def _dedup_index(self) -> dict[tuple[str, ...], dict[str, Any]]:
+        # dedup key -> the first contact (insertion order) with it, so a lookup is not a scan of the directory.
+        if self._index is None:
+            self._index = {}
+            for contact in self.contacts.values():
+                key = self.dedup_key(contact)
+                if key is not None:
+                    self._index.setdefault(key, contact)
+        return self._index
 
 
 def seed_directory() -> Directory:
@@ -1039,11 +1058,7 @@ class QualtricsSandbox:
         directory = self._directory(directory_id)
         fields = validate_contact(req.json_object())
         now = now_ms()
-        contact = directory.find_duplicate(fields)
-        if contact is None:
-            contact = new_contact(now)
-            directory.contacts[contact["contactId"]] = contact
-        apply_contact_fields(contact, fields, now)
+        contact, _ = directory.upsert(fields, now)
         return ok({"id": contact["contactId"]})
 
     def _get_contact(self, req: Request, directory_id: str, contact_id: str) -> Response:
@@ -1100,8 +1115,7 @@ class QualtricsSandbox:
     # ---- transaction-contacts imports (bulk) ------------------------------------------------
 
     def _advance_imports(self) -> None:
-        """Bring every import job up to now (lock held). One dedup index per directory per pass."""
-        indexes: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {}
+        """Bring every import job up to now (lock held)."""
 
         def apply(job: ImportJob, index: int, fields: dict[str, Any], data: dict[str, Any] | None) -> str | None:
             directory = self._directories.get(job.directory_id)
@@ -1109,20 +1123,8 @@ class QualtricsSandbox:
             # import completes with all-zero counts.
             if directory is None or job.mailing_list_id not in directory.mailing_lists:
                 return None
-            dedup = indexes.get(directory.directory_id)
-            if dedup is None:
-                dedup = indexes[directory.directory_id] = directory.dedup_index()
-            now = now_ms()
-            key = directory.dedup_key(fields)
-            contact = dedup.get(key) if key is not None else None
-            outcome = "updated"
-            if contact is None:
-                contact, outcome = new_contact(now), "added"
-                directory.contacts[contact["contactId"]] = contact
-            apply_contact_fields(contact, fields, now)
-            new_key = directory.dedup_key(contact)
-            if new_key is not None:
-                dedup.setdefault(new_key, contact)
+            contact, created = directory.upsert(fields, now_ms())  # the same dedup as create-contact
+            outcome = "added" if created else "updated"
             if data is not None and job.meta is not None:
                 directory.transactions.append(
                     {
@@ -1229,7 +1231,7 @@ class QualtricsSandbox:
         contact = new_contact(now)
         contact["contactId"] = contact_id
         apply_contact_fields(contact, fields, now)
-        directory.contacts[contact_id] = contact
+        directory.put_contact(contact)
         return Response(200, contact_get_shape(contact))
 
     def _admin_add_fault(self, req: Request) -> Response:

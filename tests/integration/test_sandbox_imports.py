@@ -470,3 +470,16 @@ def test_reset_drops_jobs_and_restores_the_start_settings() -> None:
         listing = api.admin("GET", "imports").json()
         assert listing["jobs"] == []
         assert listing["config"] == {"contactsPerSecond": 0.001, "maxConcurrentJobs": 3, "maxQueuedJobs": 100}
+
+
+def test_dedup_sees_contacts_seeded_or_replaced_through_the_admin_endpoint(api: Api) -> None:
+    api.imports_config(**INSTANT)
+    contacts = f"/API/v3/directories/{POOL}/contacts"
+    assert api.call("POST", contacts, json={"extRef": "warm"}).status_code == 200  # the index exists now
+    assert api.admin("POST", "contacts", {"contactId": "CID_SEEDED", "extRef": "seeded"}).status_code == 200
+    summary = api.wait(api.start([{"extRef": "SEEDED", "firstName": "Imported"}]))
+    assert summary["contacts"]["count"] == {"added": 0, "updated": 1, "failed": 0}
+    # Replace the seeded contact under the same id: its old extRef no longer finds it, the new one does.
+    assert api.admin("POST", "contacts", {"contactId": "CID_SEEDED", "extRef": "renamed"}).status_code == 200
+    assert api.call("POST", contacts, json={"extRef": "renamed"}).json()["result"]["id"] == "CID_SEEDED"
+    assert api.call("POST", contacts, json={"extRef": "seeded"}).json()["result"]["id"] != "CID_SEEDED"
