@@ -12,6 +12,8 @@ Served endpoints (all need ``X-API-TOKEN``):
     POST /API/v3/directories/{directoryId}/contacts/search
     POST /API/v3/directories/{directoryId}/transactions
     GET  /API/v3/directories/{directoryId}/contacts/{contactId}/transactions
+    POST /API/v3/directories/{directoryId}/mailinglists/{mailingListId}/transactioncontacts
+    GET  /API/v3/directories/{directoryId}/mailinglists/{mailingListId}/transactioncontacts/{importId}[/summary]
     POST /inbound-event/v1/events/json/triggers?urlTokenId=...   (also /JSON/)
 
 Seeded state (also after reset): directory POOL_SANDBOX ("Sandbox directory", deduplicates on
@@ -21,19 +23,35 @@ Admin endpoints (no token, plain JSON, not recorded in the request log):
     GET    /_sandbox/state        directories (contacts in GET shape, transactions) + workflowRuns
     GET    /_sandbox/requests     every API request in arrival order: method, path, query, status,
                                   body (parsed JSON or null), headers (token masked), time
-    POST   /_sandbox/reset        back to the seeded state; clears the log and the faults
+    POST   /_sandbox/reset        back to the seeded state; clears the log, the faults, the counts and
+                                  the import jobs; limits, latency and import settings go back to the
+                                  start configuration
     POST   /_sandbox/directories  {"directoryId", "name"?, "deduplicationCriteria"?, "mailingLists"?}
                                   creates or replaces (empties) a directory; unlisted criteria are off
     GET    /_sandbox/faults       pending faults
     POST   /_sandbox/faults       {"pathPattern" (re.search on the path), "status", "method"?,
                                   "times"?: 1, "retryAfter"?, "delaySeconds"?: 0,
-                                  "when"?: "before"|"after", "body"?, "location"?}
+                                  "when"?: "before"|"after", "body"?, "location"?,
+                                  "failImport"?: message, "failImportAtPercent"?: 0}
     DELETE /_sandbox/faults       drop all faults
+    GET|POST|DELETE /_sandbox/limits   {"brand"?, "<endpoint class>"?: calls per window, "windowSeconds"?: 60}
+    GET|POST|DELETE /_sandbox/latency  {"seconds"?, "classes"?: {"<endpoint class>": s}, "jitterSeconds"?, "seed"?}
+    GET    /_sandbox/stats        per endpoint class: served, refused (by the limits), statuses answered
+    GET|POST /_sandbox/imports    import jobs; settings {"contactsPerSecond"?, "maxConcurrentJobs"?, "maxQueuedJobs"?}
 
 A fault hits the next `times` matching API requests. "before" answers `status` without applying the
 request; "after" applies it, then answers `status` (a response lost after Qualtrics accepted).
 Status 0 leaves the answer alone, so status 0 + delaySeconds is a slow success. "location" sets the
 Location header: with a 3xx status it is a redirect (to test that clients do not follow one).
+"failImport" on an import request lets the import be accepted, then fail as a whole once
+"failImportAtPercent" of its contacts are processed.
+
+Limits, latency and imports (local/sandbox_limits.py, local/sandbox_imports.py; docs/local-stack.md):
+every API call belongs to an endpoint class (contact_writes, searches, transactions, workflows, reads,
+imports, other); a call past its class's budget or the brand-wide one gets 429 with Retry-After and is
+not applied. Start configuration: the constructor's limits/latency/imports arguments, or the
+SANDBOX_LIMITS / SANDBOX_LATENCY / SANDBOX_IMPORTS environment variables (JSON) for the CLI and
+local/stack.py. By default there are no limits and no added latency.
 
 CLI: ``python -m local.qualtrics_sandbox --port 8765 --token TOKEN`` (Ctrl-C stops it).
 """
