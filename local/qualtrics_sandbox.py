@@ -895,14 +895,22 @@ class QualtricsSandbox:
         """Constructor options from SANDBOX_LIMITS, SANDBOX_LATENCY and SANDBOX_IMPORTS (JSON objects)."""
         environ = os.environ if environ is None else environ
         options = {}
-        names = (("SANDBOX_LIMITS", "limits"), ("SANDBOX_LATENCY", "latency"), ("SANDBOX_IMPORTS", "imports"))
-        for name, option in names:
+        names = (
+            ("SANDBOX_LIMITS", "limits", parse_limits),
+            ("SANDBOX_LATENCY", "latency", parse_latency),
+            ("SANDBOX_IMPORTS", "imports", parse_import_config),
+        )
+        for name, option, parse in names:
             raw = environ.get(name, "").strip()
             if raw:
                 try:
                     options[option] = json.loads(raw)
                 except ValueError as exc:
                     raise ValueError(f"{name} is not valid JSON: {exc}") from None
+                try:
+                    parse(options[option])  # checked here so the message names the variable
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
         return options
 
     # ---- lifecycle -------------------------------------------------------------------------

@@ -250,6 +250,8 @@ def test_a_bad_start_config_raises() -> None:
         QualtricsSandbox(TOKEN, latency={"jitterSeconds": -1})
     with pytest.raises(ValueError, match="SANDBOX_LIMITS"):
         QualtricsSandbox.options_from_environment({"SANDBOX_LIMITS": "{brand: 5"})
+    with pytest.raises(ValueError, match="SANDBOX_IMPORTS: unknown imports field 'speed'"):
+        QualtricsSandbox.options_from_environment({"SANDBOX_IMPORTS": '{"speed": 5}'})
 
 
 def test_options_come_from_the_environment() -> None:
@@ -393,3 +395,22 @@ def test_reset_zeroes_the_counts(api: Api) -> None:
     assert api.stats()["total"]["served"] == 1
     assert api.admin("POST", "reset").status_code == 200
     assert api.stats() == {"classes": {}, "total": {"served": 0, "refused": 0, "status429": 0}, "refusedBy": {}}
+
+
+def test_the_local_stack_passes_the_environment_to_its_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    from local.stack import LocalStack
+
+    monkeypatch.delenv("QUALTRICS_API_TOKEN", raising=False)
+    monkeypatch.setenv("SANDBOX_LIMITS", '{"brand": 3000, "contact_writes": 500}')
+    monkeypatch.setenv("SANDBOX_LATENCY", '{"seconds": 0.01}')
+    monkeypatch.setenv("SANDBOX_IMPORTS", '{"maxConcurrentJobs": 5}')
+    stack = LocalStack(http_port=0, sandbox_port=0, on_line=lambda _: None)
+    qualtrics = stack._start_qualtrics()  # only the sandbox: no moto, no functions
+    try:
+        base = qualtrics["baseUrl"]
+        limits = requests.get(base + "/_sandbox/limits", timeout=5).json()["limits"]
+        assert limits == {"brand": 3000, "contact_writes": 500, "windowSeconds": 60.0}
+        assert requests.get(base + "/_sandbox/latency", timeout=5).json()["latency"]["seconds"] == 0.01
+        assert requests.get(base + "/_sandbox/imports", timeout=5).json()["config"]["maxConcurrentJobs"] == 5
+    finally:
+        stack.sandbox.stop()
