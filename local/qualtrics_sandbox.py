@@ -1145,7 +1145,7 @@ class QualtricsSandbox:
 
         def apply(job: ImportJob, index: int, fields: dict[str, Any], data: dict[str, Any] | None) -> str | None:
             directory = self._directories.get(job.directory_id)
-            # Reference: an unknown directory, list or batch id is not refused up front; such an
+            # Qualtrics documents that an unknown directory, list or batch id is not refused up front; such an
             # import completes with all-zero counts.
             if directory is None or job.mailing_list_id not in directory.mailing_lists:
                 return None
@@ -1157,7 +1157,7 @@ class QualtricsSandbox:
                         "transactionId": new_id("CTR_"),
                         "contactId": contact["contactId"],
                         "mailingListId": job.mailing_list_id,
-                        # Interpretation: the reference names no date for imported transactions: the
+                        # Interpretation: Qualtrics documents no date for imported transactions: the
                         # processing time, like a create-transactions call without transactionDate.
                         "transactionDate": datetime.now(UTC).strftime(TRANSACTION_DATE_FORMAT),
                         "data": dict(data),

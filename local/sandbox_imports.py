@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_CONTACTS = 10_000  # per import (reference)
-MAX_BODY_BYTES = 5 * 1024 * 1024  # per import (reference: 5 MB)
+MAX_CONTACTS = 10_000  # per import (Qualtrics documents it)
+MAX_BODY_BYTES = 5 * 1024 * 1024  # per import (Qualtrics documents 5 MB)
 DEFAULT_CONFIG = {"contactsPerSecond": 2000.0, "maxConcurrentJobs": 25, "maxQueuedJobs": 100}
 CONTACT_STRING_FIELDS = ("firstName", "lastName", "email", "phone", "extRef", "language")
 CONTACT_KEYS = (*CONTACT_STRING_FIELDS, "unsubscribed", "embeddedData", "transactionData")
-# Interpretation: the reference gives no email rule; one "@" with text on both sides and no spaces.
+# Interpretation: Qualtrics documents no email rule; one "@" with text on both sides and no spaces.
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
 
 

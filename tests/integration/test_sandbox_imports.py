@@ -285,7 +285,7 @@ def test_a_too_deeply_nested_body_is_a_400_not_a_dropped_connection(api: Api, pa
 
 
 def test_unknown_ids_complete_with_zero_counts_as_qualtrics_does(api: Api) -> None:
-    # The reference: an import into an unknown directory, list or batch completes with all-zero counts.
+    # Qualtrics documents that an import into an unknown directory, list or batch completes with all-zero counts.
     api.imports_config(**INSTANT)
     for path in (
         f"/API/v3/directories/{POOL}/mailinglists/CG_NOPE/transactioncontacts",
