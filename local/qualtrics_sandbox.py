@@ -12,6 +12,8 @@ Served endpoints (all need ``X-API-TOKEN``):
     POST /API/v3/directories/{directoryId}/contacts/search
     POST /API/v3/directories/{directoryId}/transactions
     GET  /API/v3/directories/{directoryId}/contacts/{contactId}/transactions
+    POST /API/v3/directories/{directoryId}/mailinglists/{mailingListId}/transactioncontacts
+    GET  /API/v3/directories/{directoryId}/mailinglists/{mailingListId}/transactioncontacts/{importId}[/summary]
     POST /inbound-event/v1/events/json/triggers?urlTokenId=...   (also /JSON/)
 
 Seeded state (also after reset): directory POOL_SANDBOX ("Sandbox directory", deduplicates on
@@ -21,19 +23,35 @@ Admin endpoints (no token, plain JSON, not recorded in the request log):
     GET    /_sandbox/state        directories (contacts in GET shape, transactions) + workflowRuns
     GET    /_sandbox/requests     every API request in arrival order: method, path, query, status,
                                   body (parsed JSON or null), headers (token masked), time
-    POST   /_sandbox/reset        back to the seeded state; clears the log and the faults
+    POST   /_sandbox/reset        back to the seeded state; clears the log, the faults, the counts and
+                                  the import jobs; limits, latency and import settings go back to the
+                                  start configuration
     POST   /_sandbox/directories  {"directoryId", "name"?, "deduplicationCriteria"?, "mailingLists"?}
                                   creates or replaces (empties) a directory; unlisted criteria are off
     GET    /_sandbox/faults       pending faults
     POST   /_sandbox/faults       {"pathPattern" (re.search on the path), "status", "method"?,
                                   "times"?: 1, "retryAfter"?, "delaySeconds"?: 0,
-                                  "when"?: "before"|"after", "body"?, "location"?}
+                                  "when"?: "before"|"after", "body"?, "location"?,
+                                  "failImport"?: message, "failImportAtPercent"?: 0}
     DELETE /_sandbox/faults       drop all faults
+    GET|POST|DELETE /_sandbox/limits   {"brand"?, "<endpoint class>"?: calls per window, "windowSeconds"?: 60}
+    GET|POST|DELETE /_sandbox/latency  {"seconds"?, "classes"?: {"<endpoint class>": s}, "jitterSeconds"?, "seed"?}
+    GET    /_sandbox/stats        per endpoint class: served, refused (by the limits), statuses answered
+    GET|POST /_sandbox/imports    import jobs; settings {"contactsPerSecond"?, "maxConcurrentJobs"?, "maxQueuedJobs"?}
 
 A fault hits the next `times` matching API requests. "before" answers `status` without applying the
 request; "after" applies it, then answers `status` (a response lost after Qualtrics accepted).
 Status 0 leaves the answer alone, so status 0 + delaySeconds is a slow success. "location" sets the
 Location header: with a 3xx status it is a redirect (to test that clients do not follow one).
+"failImport" on an import request lets the import be accepted, then fail as a whole once
+"failImportAtPercent" of its contacts are processed.
+
+Limits, latency and imports (local/sandbox_limits.py, local/sandbox_imports.py; docs/local-stack.md):
+every API call belongs to an endpoint class (contact_writes, searches, transactions, workflows, reads,
+imports, other); a call past its class's budget or the brand-wide one gets 429 with Retry-After and is
+not applied. Start configuration: the constructor's limits/latency/imports arguments, or the
+SANDBOX_LIMITS / SANDBOX_LATENCY / SANDBOX_IMPORTS environment variables (JSON) for the CLI and
+local/stack.py. By default there are no limits and no added latency.
 
 CLI: ``python -m local.qualtrics_sandbox --port 8765 --token TOKEN`` (Ctrl-C stops it).
 """
@@ -46,7 +64,9 @@ import binascii
 import copy
 import hmac
 import json
+import math
 import operator
+import os
 import re
 import signal
 import sys
@@ -61,6 +81,19 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from local.sandbox_imports import (
+    MAX_BODY_BYTES as IMPORT_MAX_BODY,
+)
+from local.sandbox_imports import (
+    ImportJob,
+    ImportJobs,
+    ImportRefused,
+    new_import_id,
+    parse_import_body,
+    parse_import_config,
+)
+from local.sandbox_limits import Latency, RateLimiter, Stats, endpoint_class, parse_latency, parse_limits
 
 SEED_DIRECTORY_ID = "POOL_SANDBOX"
 SEED_DIRECTORY_NAME = "Sandbox directory"
@@ -97,6 +130,7 @@ WHOAMI = {
 API_PREFIXES = ("/API/v3/", "/inbound-event/")
 ADMIN_PREFIX = "/_sandbox"
 WORKFLOW_MAX_BODY = 100 * 1024  # JSON-event payload limit (SUP-JSON: 100 KB)
+MAX_REQUEST_BYTES = 8 * 1024 * 1024  # above every endpoint's limit (imports: 5 MB); larger is refused unread
 SEARCH_DEFAULT_PAGE_SIZE = 100
 SEARCH_MAX_PAGE_SIZE = 100  # Interpretation: reference gives only the default (100); larger -> 400.
 SEARCH_MAX_OFFSET = 10_000  # reference: paginating beyond the first 10,000 contacts -> 400
@@ -131,11 +165,14 @@ ERROR_CODES = {
 class ApiError(Exception):
     """Raised anywhere in request handling; rendered as a Qualtrics error envelope."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code or ERROR_CODES.get(status, f"HTTP_{status}")
+        self.headers = headers or {}
 
 
 def status_text(status: int) -> str:
@@ -201,8 +238,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON: Python accepts NaN/Infinity by default, a JSON API does not."""
-    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    """Strict JSON: Python accepts NaN/Infinity by default, a JSON API does not. Too deep is invalid too."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,6 +257,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     raw_body: bytes
+    import_failure: tuple[str, float] | None = None  # set by a failImport fault: (message, at percent)
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()
@@ -278,6 +319,7 @@ class Directory:
     is_default: bool = False
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # insertion-ordered
     transactions: list[dict[str, Any]] = field(default_factory=list)
+    _index: dict[tuple[str, ...], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -297,20 +339,47 @@ class Directory:
             "transactions": copy.deepcopy(self.transactions),
         }
 
-    def find_duplicate(self, fields: dict[str, Any]) -> dict[str, Any] | None:
-        """The existing contact automatic deduplication would merge `fields` into, if any.
-
-        Every enabled criterion must have a value in the new contact equal to the existing
-        contact's (trimmed, case-insensitive); a criterion the new contact lacks never matches.
-        """
-        enabled = [DEDUP_FIELDS[name] for name, on in self.deduplication.items() if on]
-        wanted = {f: normalized(fields.get(f)) for f in enabled}
-        if not wanted or not all(wanted.values()):
+    def dedup_key(self, fields: dict[str, Any]) -> tuple[str, ...] | None:
+        """What automatic deduplication compares: every enabled criterion's value (trimmed,
+        case-insensitive). None when dedup is off or a criterion has no value (that never matches)."""
+        wanted = tuple(normalized(fields.get(DEDUP_FIELDS[name])) for name, on in self.deduplication.items() if on)
+        if not wanted or not all(wanted):
             return None
-        for contact in self.contacts.values():
-            if all(normalized(contact[f]) == v for f, v in wanted.items()):
-                return contact
-        return None
+        return wanted
+
+    def find_duplicate(self, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """The existing contact automatic deduplication would merge `fields` into, if any (the first one)."""
+        wanted = self.dedup_key(fields)
+        return None if wanted is None else self._dedup_index().get(wanted)
+
+    def upsert(self, fields: dict[str, Any], now: int) -> tuple[dict[str, Any], bool]:
+        """Create a contact, or merge into the one dedup finds: (contact, created). Create-contact and imports."""
+        contact = self.find_duplicate(fields)
+        created = contact is None
+        if contact is None:
+            contact = new_contact(now)
+            self.contacts[contact["contactId"]] = contact
+        apply_contact_fields(contact, fields, now)
+        # A merge keeps the key (every criterion matched); a new contact's key was free, else it would have merged.
+        key = self.dedup_key(contact)
+        if key is not None and self._index is not None:
+            self._index.setdefault(key, contact)
+        return contact, created
+
+    def put_contact(self, contact: dict[str, Any]) -> None:
+        """Store a contact as is (admin seeding, which may replace one): the dedup index is rebuilt on next use."""
+        self.contacts[contact["contactId"]] = contact
+        self._index = None
+
+    def _dedup_index(self) -> dict[tuple[str, ...], dict[str, Any]]:
+        # dedup key -> the first contact (insertion order) with it, so a lookup is not a scan of the directory.
+        if self._index is None:
+            self._index = {}
+            for contact in self.contacts.values():
+                key = self.dedup_key(contact)
+                if key is not None:
+                    self._index.setdefault(key, contact)
+        return self._index
 
 
 def seed_directory() -> Directory:
@@ -665,7 +734,19 @@ def validate_transaction_data(entry: dict[str, Any]) -> dict[str, Any]:
 # Faults
 # --------------------------------------------------------------------------------------------
 
-FAULT_KEYS = ("method", "pathPattern", "status", "times", "retryAfter", "delaySeconds", "when", "body", "location")
+FAULT_KEYS = (
+    "method",
+    "pathPattern",
+    "status",
+    "times",
+    "retryAfter",
+    "delaySeconds",
+    "when",
+    "body",
+    "location",
+    "failImport",
+    "failImportAtPercent",
+)
 
 
 @dataclass
@@ -679,6 +760,8 @@ class Fault:
     when: str = "before"
     body: dict[str, Any] | None = None
     location: str | None = None
+    fail_import: str | None = None  # an import this fault hits is accepted, then fails as a whole...
+    fail_import_at_percent: float = 0  # ...once this share of its contacts is processed
 
     def matches(self, req: Request) -> bool:
         method_ok = self.method is None or self.method == req.method
@@ -709,6 +792,8 @@ class Fault:
             "when": self.when,
             "body": self.body,
             "location": self.location,
+            "failImport": self.fail_import,
+            "failImportAtPercent": self.fail_import_at_percent,
         }
 
 
@@ -741,6 +826,12 @@ def parse_fault(spec: dict[str, Any]) -> Fault:
     location = spec.get("location")
     if location is not None and (not isinstance(location, str) or not location.isprintable()):
         raise ApiError(400, "'location' must be a string without control characters.")
+    fail_import = spec.get("failImport")
+    if fail_import is not None and (not isinstance(fail_import, str) or not fail_import or len(fail_import) > 1000):
+        raise ApiError(400, "'failImport' must be the failure message: a non-empty string (at most 1000 characters).")
+    fail_at = _non_negative(spec, "failImportAtPercent", 0)
+    if fail_at > 100:
+        raise ApiError(400, "'failImportAtPercent' must be from 0 to 100.")
     return Fault(
         path_pattern=compiled,
         status=status,
@@ -751,6 +842,8 @@ def parse_fault(spec: dict[str, Any]) -> Fault:
         when=when,
         body=body,
         location=location,
+        fail_import=fail_import,
+        fail_import_at_percent=fail_at,
     )
 
 
@@ -771,14 +864,54 @@ class QualtricsSandbox:
 
     log_requests = False  # the CLI turns on the one-line-per-request access log
 
-    def __init__(self, api_token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        api_token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        limits: dict[str, Any] | None = None,
+        latency: dict[str, Any] | None = None,
+        imports: dict[str, Any] | None = None,
+    ) -> None:
+        """`limits`, `latency` and `imports` are the start configuration (the JSON the admin endpoints take);
+        reset() comes back to it. A bad value raises ValueError."""
         self._api_token = api_token
         self._host = host
         self._port = port
         self._lock = threading.RLock()
         self._server: _SandboxServer | None = None
         self._thread: threading.Thread | None = None
+        self._start_limits = parse_limits(limits or {})
+        self._start_latency = parse_latency(latency or {})
+        self._start_imports = parse_import_config(imports or {})
+        self._limiter = RateLimiter(self._start_limits)
+        self._latency = Latency(self._start_latency)
+        self._stats = Stats()
         self.reset()
+
+    @classmethod
+    def options_from_environment(cls, environ: Any = None) -> dict[str, Any]:
+        """Constructor options from SANDBOX_LIMITS, SANDBOX_LATENCY and SANDBOX_IMPORTS (JSON objects)."""
+        environ = os.environ if environ is None else environ
+        options = {}
+        names = (
+            ("SANDBOX_LIMITS", "limits", parse_limits),
+            ("SANDBOX_LATENCY", "latency", parse_latency),
+            ("SANDBOX_IMPORTS", "imports", parse_import_config),
+        )
+        for name, option, parse in names:
+            raw = environ.get(name, "").strip()
+            if raw:
+                try:
+                    options[option] = json.loads(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{name} is not valid JSON: {exc}") from None
+                try:
+                    parse(options[option])  # checked here so the message names the variable
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return options
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -815,6 +948,11 @@ class QualtricsSandbox:
             self._requests: list[dict[str, Any]] = []
             self._faults: list[Fault] = []
             self._workflow_runs: list[dict[str, Any]] = []
+            # Limits, latency and import settings go back to the start configuration; counts to zero.
+            self._limiter.configure(self._start_limits)
+            self._latency.configure(self._start_latency)
+            self._stats.reset()
+            self._imports = ImportJobs(self._start_imports)
 
     def __enter__(self) -> QualtricsSandbox:
         return self.start()
@@ -831,35 +969,55 @@ class QualtricsSandbox:
 
     def _handle_api(self, req: Request) -> Response:
         entry = self._log_request(req)
+        klass = endpoint_class(req.method, req.path)
         fault = self._take_fault(req)
+        refused_by = None
         if fault and fault.status and fault.when == "before":
             response = fault.response()  # the request never reaches "Qualtrics"
         else:
-            response = self._dispatch_api(req)
+            if fault and fault.fail_import is not None:
+                req.import_failure = (fault.fail_import, fault.fail_import_at_percent)
+            response, refused_by = self._dispatch_api(req, klass)
             if fault and fault.status:
                 response = fault.response()  # applied, but the client sees a failure
         with self._lock:
             entry["status"] = response.status
-        if fault and fault.delay_seconds:
-            time.sleep(fault.delay_seconds)  # outside the lock: other requests keep flowing
+        self._stats.record(klass, response.status, refused_by)
+        delay = (fault.delay_seconds if fault else 0) + self._latency.delay(klass)
+        if delay:
+            time.sleep(delay)  # outside the lock: other requests keep flowing
         return response
 
-    def _dispatch_api(self, req: Request) -> Response:
+    def _dispatch_api(self, req: Request, klass: str) -> tuple[Response, str | None]:
+        """The answer, and the budget that refused the call (None if it was not rate limited)."""
         try:
             if not req.path.startswith(API_PREFIXES):
                 raise ApiError(404, NOT_FOUND_MESSAGE)
             self._check_token(req)
             found, params = find_route(self._API_ROUTES, req)
+            refusal = self._limiter.acquire(klass)
+            if refusal is not None:
+                return self._rate_limited(*refusal), refusal[0]
             check_body_headers(req, found)
             with self._lock:
+                self._advance_imports()
                 response = found.handler(self, req, **params)
                 # Copy while locked: the body is serialized after the lock is released.
-                return replace(response, body=copy.deepcopy(response.body))
+                return replace(response, body=copy.deepcopy(response.body)), None
         except ApiError as exc:
-            return Response(exc.status, error_envelope(exc.status, exc.message, exc.code))
+            return Response(exc.status, error_envelope(exc.status, exc.message, exc.code), dict(exc.headers)), None
         except Exception:  # a sandbox bug must still produce an answer (and a traceback)
             traceback.print_exc()
-            return Response(500, error_envelope(500, "Internal sandbox error.", ERROR_CODES[500]))
+            return Response(500, error_envelope(500, "Internal sandbox error.", ERROR_CODES[500])), None
+
+    def _rate_limited(self, budget: str, wait: float) -> Response:
+        retry_after = self._limiter.retry_after_header(wait)
+        what = "brand-wide" if budget == "brand" else budget
+        message = (
+            f"Too many requests: the {what} limit ({self._limiter.describe(budget)}) is used up; "
+            f"retry after {retry_after} s."
+        )
+        return Response(429, error_envelope(429, message, ERROR_CODES[429]), {"Retry-After": retry_after})
 
     def _check_token(self, req: Request) -> None:
         token = req.header("X-API-TOKEN")
@@ -926,11 +1084,7 @@ class QualtricsSandbox:
         directory = self._directory(directory_id)
         fields = validate_contact(req.json_object())
         now = now_ms()
-        contact = directory.find_duplicate(fields)
-        if contact is None:
-            contact = new_contact(now)
-            directory.contacts[contact["contactId"]] = contact
-        apply_contact_fields(contact, fields, now)
+        contact, _ = directory.upsert(fields, now)
         return ok({"id": contact["contactId"]})
 
     def _get_contact(self, req: Request, directory_id: str, contact_id: str) -> Response:
@@ -984,6 +1138,66 @@ class QualtricsSandbox:
             next_page = f"http://{host}{req.path}?{query}"
         return ok({"elements": elements[offset : offset + page_size], "nextPage": next_page})
 
+    # ---- transaction-contacts imports (bulk) ------------------------------------------------
+
+    def _advance_imports(self) -> None:
+        """Bring every import job up to now (lock held)."""
+
+        def apply(job: ImportJob, index: int, fields: dict[str, Any], data: dict[str, Any] | None) -> str | None:
+            directory = self._directories.get(job.directory_id)
+            # Qualtrics documents that an unknown directory, list or batch id is not refused up front; such an
+            # import completes with all-zero counts.
+            if directory is None or job.mailing_list_id not in directory.mailing_lists:
+                return None
+            contact, created = directory.upsert(fields, now_ms())  # the same dedup as create-contact
+            outcome = "added" if created else "updated"
+            if data is not None and job.meta is not None:
+                directory.transactions.append(
+                    {
+                        "transactionId": new_id("CTR_"),
+                        "contactId": contact["contactId"],
+                        "mailingListId": job.mailing_list_id,
+                        # Interpretation: Qualtrics documents no date for imported transactions: the
+                        # processing time, like a create-transactions call without transactionDate.
+                        "transactionDate": datetime.now(UTC).strftime(TRANSACTION_DATE_FORMAT),
+                        "data": dict(data),
+                        "batchId": job.meta["batchId"],
+                    }
+                )
+                job.transactions_created += 1
+            return outcome
+
+        self._imports.advance(time.monotonic(), apply)
+
+    def _create_import(self, req: Request, directory_id: str, mailing_list_id: str) -> Response:
+        try:
+            contacts, meta = parse_import_body(req.json_object())
+            job = ImportJob(new_import_id(), directory_id, mailing_list_id, contacts, meta, created=time.monotonic())
+            if req.import_failure is not None:
+                message, at_percent = req.import_failure
+                job.fail_message, job.fail_at = message, math.floor(len(contacts) * at_percent / 100)
+            self._imports.submit(job, time.monotonic())
+        except ImportRefused as exc:
+            headers = {}
+            if exc.retry_after is not None:
+                headers["Retry-After"] = self._limiter.retry_after_header(exc.retry_after)
+            raise ApiError(exc.status, exc.message, headers=headers) from None
+        host = req.header("Host") or "127.0.0.1"
+        tracking = f"http://{host}{req.path.rstrip('/')}/{job.import_id}"
+        return ok({"id": job.import_id, "status": job.status, "percentComplete": 0, "tracking": {"url": tracking}})
+
+    def _import_job(self, directory_id: str, mailing_list_id: str, import_id: str) -> ImportJob:
+        job = self._imports.jobs.get(import_id)
+        if job is None or (job.directory_id, job.mailing_list_id) != (directory_id, mailing_list_id):
+            raise ApiError(404, f"Import {import_id} not found.")
+        return job
+
+    def _get_import(self, req: Request, directory_id: str, mailing_list_id: str, import_id: str) -> Response:
+        return ok(self._import_job(directory_id, mailing_list_id, import_id).status_result())
+
+    def _get_import_summary(self, req: Request, directory_id: str, mailing_list_id: str, import_id: str) -> Response:
+        return ok(self._import_job(directory_id, mailing_list_id, import_id).summary_result())
+
     def _trigger_workflow(self, req: Request) -> Response:
         url_token_id = req.query.get("urlTokenId")
         if not url_token_id:
@@ -1009,8 +1223,12 @@ class QualtricsSandbox:
                 return replace(response, body=copy.deepcopy(response.body))
         except ApiError as exc:
             return Response(exc.status, {"error": exc.message})
+        except Exception:  # a sandbox bug must still produce an answer (and a traceback)
+            traceback.print_exc()
+            return Response(500, {"error": "Internal sandbox error."})
 
     def _admin_state(self, req: Request) -> Response:
+        self._advance_imports()
         directories = {d_id: d.state() for d_id, d in self._directories.items()}
         return Response(200, {"directories": directories, "workflowRuns": self._workflow_runs})
 
@@ -1039,7 +1257,7 @@ class QualtricsSandbox:
         contact = new_contact(now)
         contact["contactId"] = contact_id
         apply_contact_fields(contact, fields, now)
-        directory.contacts[contact_id] = contact
+        directory.put_contact(contact)
         return Response(200, contact_get_shape(contact))
 
     def _admin_add_fault(self, req: Request) -> Response:
@@ -1053,8 +1271,49 @@ class QualtricsSandbox:
         self._faults.clear()
         return Response(200, {"faults": []})
 
+    def _admin_get_limits(self, req: Request) -> Response:
+        return Response(200, {"limits": self._limiter.config()})
+
+    def _admin_set_limits(self, req: Request) -> Response:
+        """Replaces every budget (an unlisted class is unlimited) and starts the windows afresh."""
+        self._limiter.configure(_admin_parse(parse_limits, req.json_object()))
+        return self._admin_get_limits(req)
+
+    def _admin_clear_limits(self, req: Request) -> Response:
+        self._limiter.configure(parse_limits({}))
+        return self._admin_get_limits(req)
+
+    def _admin_get_latency(self, req: Request) -> Response:
+        return Response(200, {"latency": self._latency.config()})
+
+    def _admin_set_latency(self, req: Request) -> Response:
+        self._latency.configure(_admin_parse(parse_latency, req.json_object()))
+        return self._admin_get_latency(req)
+
+    def _admin_clear_latency(self, req: Request) -> Response:
+        self._latency.configure(parse_latency({}))
+        return self._admin_get_latency(req)
+
+    def _admin_stats(self, req: Request) -> Response:
+        return Response(200, self._stats.snapshot())
+
+    def _admin_get_imports(self, req: Request) -> Response:
+        self._advance_imports()
+        jobs = [
+            {**job.summary_result(), "directoryId": job.directory_id, "mailingListId": job.mailing_list_id}
+            for job in self._imports.jobs.values()
+        ]
+        return Response(200, {"config": dict(self._imports.config), "jobs": jobs})
+
+    def _admin_set_imports(self, req: Request) -> Response:
+        """Merges into the current settings; running jobs continue at the new speed from now on."""
+        self._advance_imports()
+        self._imports.config = _admin_parse(parse_import_config, req.json_object(), self._imports.config)
+        return self._admin_get_imports(req)
+
     _DIRECTORY = r"/API/v3/directories/(?P<directory_id>[^/]+)"
     _CONTACT = _DIRECTORY + r"/contacts/(?P<contact_id>[^/]+)"
+    _IMPORTS = _DIRECTORY + r"/mailinglists/(?P<mailing_list_id>[^/]+)/transactioncontacts"
     _API_ROUTES = (
         route("GET", r"/API/v3/whoami", _whoami),
         route("GET", r"/API/v3/directories/?", _list_directories),
@@ -1063,6 +1322,9 @@ class QualtricsSandbox:
         route("GET", _CONTACT, _get_contact),
         route("GET", _CONTACT + r"/transactions", _list_contact_transactions),
         route("POST", _DIRECTORY + r"/transactions", _create_transactions),
+        route("POST", _IMPORTS + r"/?", _create_import, max_body=IMPORT_MAX_BODY),
+        route("GET", _IMPORTS + r"/(?P<import_id>[^/]+)", _get_import),
+        route("GET", _IMPORTS + r"/(?P<import_id>[^/]+)/summary", _get_import_summary),
         route(
             "POST",
             r"/inbound-event/v1/events/(?:json|JSON)/triggers",
@@ -1079,7 +1341,23 @@ class QualtricsSandbox:
         route("GET", r"/_sandbox/faults", _admin_list_faults),
         route("POST", r"/_sandbox/faults", _admin_add_fault),
         route("DELETE", r"/_sandbox/faults", _admin_clear_faults),
+        route("GET", r"/_sandbox/limits", _admin_get_limits),
+        route("POST", r"/_sandbox/limits", _admin_set_limits),
+        route("DELETE", r"/_sandbox/limits", _admin_clear_limits),
+        route("GET", r"/_sandbox/latency", _admin_get_latency),
+        route("POST", r"/_sandbox/latency", _admin_set_latency),
+        route("DELETE", r"/_sandbox/latency", _admin_clear_latency),
+        route("GET", r"/_sandbox/stats", _admin_stats),
+        route("GET", r"/_sandbox/imports", _admin_get_imports),
+        route("POST", r"/_sandbox/imports", _admin_set_imports),
     )
+
+
+def _admin_parse(parse: Callable[..., dict[str, Any]], spec: Any, *args: Any) -> dict[str, Any]:
+    try:
+        return parse(spec, *args)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def check_body_headers(req: Request, found: Route) -> None:
@@ -1140,12 +1418,28 @@ class _SandboxHandler(BaseHTTPRequestHandler):
     server: _SandboxServer
 
     def _handle(self) -> None:
+        if self._too_large():
+            return
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         req = Request(self.command, url.path, query, dict(self.headers.items()), self._read_body())
         self._write(self.server.sandbox.handle(req))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    def _too_large(self) -> bool:
+        """Refuse a declared body above MAX_REQUEST_BYTES unread: reading it would only fill memory."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if 0 <= length <= MAX_REQUEST_BYTES:
+            return False
+        self.close_connection = True
+        status = 413 if length > 0 else 400
+        message = f"Request body exceeds {MAX_REQUEST_BYTES} bytes." if status == 413 else "Invalid Content-Length."
+        self._write(Response(status, error_envelope(status, message, ERROR_CODES[status])))
+        return True
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -1192,7 +1486,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # SIGTERM (e.g. from `make run` or a process manager) stops as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    sandbox = QualtricsSandbox(args.token, args.host, args.port)
+    try:
+        sandbox = QualtricsSandbox(args.token, args.host, args.port, **QualtricsSandbox.options_from_environment())
+    except ValueError as exc:
+        parser.error(str(exc))
     sandbox.log_requests = not args.quiet
     sandbox.start()
     print(

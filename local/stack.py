@@ -227,7 +227,9 @@ class LocalStack:
             return {"apiToken": token, "datacenter": datacenter, "baseUrl": os.environ.get("QUALTRICS_BASE_URL", "")}
         from local.qualtrics_sandbox import QualtricsSandbox
 
-        self.sandbox = QualtricsSandbox(api_token=SANDBOX_TOKEN, port=self.sandbox_port).start()
+        # SANDBOX_LIMITS / SANDBOX_LATENCY / SANDBOX_IMPORTS (JSON) configure limits, latency and imports.
+        options = QualtricsSandbox.options_from_environment()
+        self.sandbox = QualtricsSandbox(api_token=SANDBOX_TOKEN, port=self.sandbox_port, **options).start()
         return {"apiToken": SANDBOX_TOKEN, "datacenter": "sandbox", "baseUrl": self.sandbox.base_url}
 
     # --- AWS resources ----------------------------------------------------------------------------
