@@ -15,7 +15,7 @@ VENV_STAMP := $(VENV)/.requirements-dev.stamp
 APP_PYTHON := $(if $(wildcard $(PY313)),$(PY313),python3)
 PY313_HINT := install Python 3.13 (pyenv install 3.13, or your package manager's python3.13) or pass PY313_BIN=/dir
 
-.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench clean
+.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench fuzz soak clean
 
 help:
 	@echo "make run     start the local stack (webhook on http://127.0.0.1:3000/segment)"
@@ -26,6 +26,8 @@ help:
 	@echo "make test    lint, sam validate --lint, sam build, unit and integration tests"
 	@echo "make check   lint + sam validate --lint + sam build only"
 	@echo "make bench   benchmarks (printed figures)"
+	@echo "make fuzz    the ingest fuzz tests with 20,000 hostile bodies per generator (a few minutes)"
+	@echo "make soak    bench/soak.py: 2,000 events with faults and crashes, lost/duplicated counts (ARGS=--help)"
 	@echo "make check-config [CONFIG=f]    check a subscriptions file, list every problem"
 	@echo "make preview EVENT=f.json       what each subscription would do with an event (no AWS, no network)"
 	@echo "make import-segment FILE=f      convert a Segment Public API subscriptions export"
@@ -85,9 +87,13 @@ bench: $(VENV_STAMP)
 	$(PY) bench/cold_start.py
 	$(PY) bench/ingest.py
 	$(PY) bench/api_calls.py
+	$(PY) bench/linear_inputs.py --max-kib 512
 
 fuzz: $(VENV_STAMP)
 	INGEST_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests/unit/test_ingest_fuzz.py -q
+
+soak: $(VENV_STAMP)
+	$(PY) bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack
