@@ -803,3 +803,40 @@ def test_a_dead_letters_reason_is_sent_whatever_characters_the_message_and_error
     [reason] = s.dlq.reasons()
     assert reason["errorCode"] == error.code and reason["segmentMessageId"].startswith("id\ufffd\ufffd")
     assert all(len(value) <= 1024 for value in reason.values())
+
+
+# --- hand-made messages with fields of another type -------------------------------------------------
+
+_EVENT = {"type": "identify", "messageId": "x", "userId": "u", "traits": {"email": "a@b.c"}}
+
+
+@pytest.mark.parametrize("fields", [
+    {"subscription": "Nope", "messageId": 12345},
+    {"subscription": "Nope", "messageId": {"a": 1}},
+    {"action": [ACTION]},
+    {"subscription": ["Contacts"]},
+    {"subscription": 7},
+])
+@pytest.mark.parametrize("position", [0, 5, 9])
+def test_a_field_of_another_type_is_dead_lettered_with_a_reason_and_spares_the_batch(fields, position):
+    s = Setup()
+    body = {"version": 1, "action": ACTION, "subscription": "Contacts", "messageId": "m", "event": _EVENT, **fields}
+    batch = [delivery(message(f"good-{i}")) for i in range(9)]
+    batch.insert(position, delivery(json.dumps(body), record_id="poison", attempt=8))
+    s.worker.max_receives = 8
+    report = s.process(*batch)
+    assert len(report.delivered) == 9 and report.failure_ids == []
+    [(dead, error)] = report.dead_lettered
+    assert dead.record_id == "poison" and error.code == "invalid_message" and "not a string" in error.message
+    [reason] = s.dlq.reasons()
+    assert reason["errorCode"] == "invalid_message" and "not a string" in reason["errorMessage"]
+
+
+def test_dead_letter_attributes_take_values_of_any_type():
+    from segment_qualtrics.worker import dead_letter_attributes
+
+    d = delivery(message("m"))
+    d.message = QueueMessage(ACTION, ["Contacts"], 12345, "", {"type": {"odd": 1}})   # as an older check let by
+    attributes = dead_letter_attributes(d, PermanentError("unknown_subscription", "x"))
+    assert attributes["segmentMessageId"]["StringValue"] == "12345"
+    assert attributes["subscription"]["StringValue"] == "['Contacts']"

@@ -401,8 +401,9 @@ def dead_letter_attributes(delivery: Delivery, error: DestinationError) -> dict[
                           eventType=str(delivery.message.event.get("type", "")))
     # Values come from the message and the error text: SQS refuses a whole send for one character it does not
     # take, and a refused dead letter would be left to SQS's reason-less redrive. The body keeps exact values.
-    return {k: {"DataType": "String", "StringValue": sqs_attribute_text(v[:MAX_ATTRIBUTE_CHARS])}
-            for k, v in attributes.items() if v}
+    # str(): a value of another type (a hand-made message read by an older check) still leaves with its reason.
+    return {k: {"DataType": "String", "StringValue": sqs_attribute_text(str(v)[:MAX_ATTRIBUTE_CHARS])}
+            for k, v in attributes.items() if v not in (None, "")}
 
 
 MAX_ATTRIBUTE_CHARS = 1024   # per dead-letter attribute: the reason stays readable, the message under 1 MiB
