@@ -413,6 +413,29 @@ def test_a_message_another_worker_holds_is_retried_without_calling_the_executor(
     assert len(report.delivered) == 1 and s.executor.calls == [[("seg-1", True)]]
 
 
+def test_a_wait_on_a_key_another_worker_holds_is_no_attempt():
+    # Its 5th receive (max_attempts 5), but it never attempted anything: the other worker holds the key.
+    s = Setup()
+    s.worker.max_receives = 8
+    msg = message("seg-1")
+    s.store.claim(msg.idempotency_key, 600)   # another worker
+    report = s.process(delivery(msg, attempt=5))
+    assert [e.code for _, e, _ in report.retried] == ["in_progress"] and report.dead_lettered == []
+    assert s.dlq.sent == []
+
+
+def test_a_wait_on_the_last_receive_is_dead_lettered_saying_it_waited():
+    s = Setup()
+    s.worker.max_receives = 8
+    msg = message("seg-1")
+    s.store.claim(msg.idempotency_key, 600)
+    report = s.process(delivery(msg, attempt=8))   # handed back now, SQS would move it without a reason
+    assert report.retried == [] and [e.code for _, e in report.dead_lettered] == ["in_progress"]
+    [reason] = s.dlq.reasons()
+    assert "waited on that worker until the last receive the queue allows (8 receives)" in reason["errorMessage"]
+    assert "gave up" not in reason["errorMessage"] and reason["errorRetryable"] == "true"
+
+
 def test_the_same_message_twice_in_one_batch_is_executed_once():
     s = Setup()
     report = s.process(delivery(message("seg-1"), record_id="sqs-a"), delivery(message("seg-1"), record_id="sqs-b"))
@@ -750,6 +773,18 @@ def test_the_first_call_of_an_invocation_always_starts():
     report = s.process(delivery(message("seg-0")), delivery(message("seg-1")))
     assert [d.message.message_id for d in report.delivered] == ["seg-0"]
     assert [d.message.message_id for d in report.deferred] == ["seg-1"]
+
+
+def test_little_time_left_after_the_claims_starts_only_the_first_call():
+    # The invocation started with 30 s; the claims left 16.0 s, just under one call's 16.05 s. The rule must
+    # apply (only the first call starts), not switch off as if the function's timeout were that short.
+    s = Setup()
+    s.worker.call_seconds = 16.05
+    s.worker.invocation_seconds = 30.0
+    s.worker.remaining_seconds = lambda: 16.0 - 13.05 * sum(d.sent for d in s.executor.seen)
+    report = s.process(*(delivery(message(f"seg-{i}")) for i in range(10)))
+    assert [d.message.message_id for d in report.delivered] == ["seg-0"]
+    assert len(report.deferred) == 9 and sum(d.sent for d in s.executor.seen) == 1
 
 
 def test_a_timeout_shorter_than_one_call_leaves_the_batch_to_lambdas_own_timeout():

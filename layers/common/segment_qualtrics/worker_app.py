@@ -164,11 +164,14 @@ class WorkerApp:
     @tracer.capture_method(capture_response=False)
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         records = event.get("Records") or []
+        remaining = _remaining_seconds(context)
+        started_with = remaining() if remaining is not None else None   # before the startup check and the claims
         self.observer.begin()
         try:
             self._run_startup_check()
             self.worker.lease_seconds = _lease_seconds(context)
-            self.worker.remaining_seconds = _remaining_seconds(context)
+            self.worker.remaining_seconds = remaining
+            self.worker.invocation_seconds = started_with
             report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
         finally:
             self.observer.end(len(records), self.worker.executor)
