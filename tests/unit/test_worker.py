@@ -875,3 +875,31 @@ def test_dead_letter_attributes_take_values_of_any_type():
     attributes = dead_letter_attributes(d, PermanentError("unknown_subscription", "x"))
     assert attributes["segmentMessageId"]["StringValue"] == "12345"
     assert attributes["subscription"]["StringValue"] == "['Contacts']"
+
+
+# --- the Qualtrics secret cannot be read ---------------------------------------------------------------
+
+def test_an_unreachable_secrets_manager_retries_the_batch_rather_than_dead_lettering_it():
+    # Real botocore against a local port nothing listens on (a Secrets Manager outage): Powertools wraps the
+    # connection error in GetParameterError, which used to end as a permanent internal_error for every message.
+    import socket
+
+    import boto3
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from segment_qualtrics.executors import AddContactExecutor
+    from segment_qualtrics.qualtrics import QualtricsClient
+    from segment_qualtrics.worker_app import SECRETS_CONFIG, secret_credentials
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    secrets = boto3.client("secretsmanager", endpoint_url=f"http://127.0.0.1:{closed}", region_name="us-east-1",
+                           aws_access_key_id="x", aws_secret_access_key="x", config=SECRETS_CONFIG)
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:q"
+    s = Setup()
+    s.worker.executor = AddContactExecutor(QualtricsClient(secret_credentials(SecretsProvider(boto3_client=secrets),
+                                                                              arn)))
+    report = s.process(*(delivery(message(f"m-{i}")) for i in range(3)))
+    assert report.dead_lettered == [] and s.dlq.sent == []
+    assert [e.code for _, e, _ in report.retried] == ["qualtrics_secret_unavailable"] * 3
+    assert all("EndpointConnectionError" in e.message for _, e, _ in report.retried)

@@ -12,12 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+from botocore.config import Config
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from .aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
-from .errors import DestinationError
+from .errors import DestinationError, PermanentError, RetryableError
 from .executors import EXECUTORS
 from .health import check_whoami
 from .observability import (
@@ -41,6 +43,39 @@ from .worker import Delivery, RetryPolicy, Worker
 # timeouts (its worst case) plus the time to mark outcomes, dead-letter and hand back the rest.
 FINISH_MARGIN_SECONDS = 3.0
 CALL_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + FINISH_MARGIN_SECONDS
+
+
+# Reading the Qualtrics secret: an unreachable Secrets Manager fails in seconds (botocore's defaults wait a
+# minute per try), so the batch's messages are retried rather than the invocation timing out.
+SECRETS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+
+
+def secret_credentials(provider: SecretsProvider, secret_arn: str) -> Callable[[bool], QualtricsCredentials]:
+    """The Qualtrics client's credentials provider, read from the secret (Powertools caches it a few seconds).
+
+    A secret that cannot be read (Secrets Manager unreachable or throttled, the secret missing or denied) is
+    ``qualtrics_secret_unavailable``, retried: nothing about the message is wrong, and a retry after the outage
+    or the fix succeeds. A secret that is read but unusable (not a JSON object, no apiToken) is
+    ``qualtrics_not_configured``, permanent.
+    """
+
+    def credentials(force: bool) -> QualtricsCredentials:
+        try:
+            value = provider.get(secret_arn, transform="json", force_fetch=force)
+        except TransformParameterError:
+            raise PermanentError("qualtrics_not_configured", "the Qualtrics secret is not JSON") from None
+        except GetParameterError as exc:
+            cause = exc.__context__ or exc   # Powertools raises it inside its except: the botocore error
+            raise RetryableError("qualtrics_secret_unavailable",
+                                 f"cannot read the Qualtrics secret: {type(cause).__name__}: {str(cause)[:300]}"
+                                 ) from None
+        if not isinstance(value, dict):
+            raise PermanentError("qualtrics_not_configured", "the Qualtrics secret is not a JSON object")
+        found = QualtricsCredentials.from_secret(value)
+        redact(found.api_token)
+        return found
+
+    return credentials
 
 
 class RetryRecord(Exception):
@@ -131,12 +166,7 @@ class WorkerApp:
         observer = WorkerObserver(settings.ACTION_SLUG)
         set_process_keys(action=settings.ACTION_SLUG)   # on every line, the raw event's included
 
-        def credentials(force: bool) -> QualtricsCredentials:
-            value = parameters.get_secret(settings.QUALTRICS_SECRET_ARN, transform="json", force_fetch=force)
-            found = QualtricsCredentials.from_secret(value or {})
-            redact(found.api_token)
-            return found
-
+        credentials = secret_credentials(SecretsProvider(boto_config=SECRETS_CONFIG), settings.QUALTRICS_SECRET_ARN)
         client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, on_call=observer.call)
         sqs = boto3.client("sqs")
         executor = EXECUTORS[settings.ACTION_SLUG](client)
