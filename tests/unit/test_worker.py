@@ -903,3 +903,31 @@ def test_an_unreachable_secrets_manager_retries_the_batch_rather_than_dead_lette
     assert report.dead_lettered == [] and s.dlq.sent == []
     assert [e.code for _, e, _ in report.retried] == ["qualtrics_secret_unavailable"] * 3
     assert all("EndpointConnectionError" in e.message for _, e, _ in report.retried)
+
+
+# --- a mapping that would build more text than any event holds ---------------------------------------------
+
+def test_a_template_that_would_outgrow_the_cap_is_dead_lettered_quickly_and_spares_the_batch():
+    # The review's event: a note of "{{properties.pad}}" x 10,000 and a pad of 10,000 characters. It used to be
+    # expanded again (100 MB; about 950 MB at the event limit: an out-of-memory kill of the whole batch). Now
+    # the note is inserted as it is; a template that would still pass MAX_TEXT_CHARS is an invalid payload.
+    [template_subscription] = parse_subscriptions({"subscriptions": [
+        {"name": "Notes", "actionSlug": ACTION, "trigger": 'type = "identify"',
+         "mapping": {"directoryId": "POOL_1", "email": {"@path": "$.traits.email"},
+                     "embeddedData": {"note": {"@template": "Note: {{{properties.note}}} / {{{properties.note}}}"}}}},
+    ]}, environ={})
+    s = Setup()
+    s.worker.subscriptions = {**SUBSCRIPTIONS, "Notes": template_subscription}
+    note = "{{properties.pad}}" * 10_000
+    event = {"type": "identify", "messageId": "big", "userId": "u", "traits": {"email": "a@b.c"},
+             "properties": {"note": note, "pad": "x" * 10_000}}
+    small = dict(event, messageId="small", properties={"note": "{{properties.pad}}", "pad": "x"})
+    report = s.process(delivery(message("big", subscription="Notes", event=event)),
+                       delivery(message("small", subscription="Notes", event=small)),
+                       delivery(message("seg-1")))
+    assert sorted(d.message.message_id for d in report.delivered) == ["seg-1", "small"]
+    [small_delivery] = [d for d in s.executor.seen if d.message.message_id == "small"]
+    assert small_delivery.payload.embeddedData == {"note": "Note: {{properties.pad}} / {{properties.pad}}"}
+    [(dead, error)] = report.dead_lettered
+    assert dead.message.message_id == "big" and error.code == "invalid_payload"
+    assert "@template: the rendered text would be longer than 262144 characters" in error.message
