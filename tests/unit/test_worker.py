@@ -896,6 +896,8 @@ def test_an_unreachable_secrets_manager_retries_the_batch_rather_than_dead_lette
     secrets = boto3.client("secretsmanager", endpoint_url=f"http://127.0.0.1:{closed}", region_name="us-east-1",
                            aws_access_key_id="x", aws_secret_access_key="x", config=SECRETS_CONFIG)
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:q"
+    events: list[str] = []
+    secrets.meta.events.register("before-call.secrets-manager.GetSecretValue", lambda **_: events.append("read"))
     s = Setup()
     s.worker.executor = AddContactExecutor(QualtricsClient(secret_credentials(SecretsProvider(boto3_client=secrets),
                                                                               arn)))
@@ -903,6 +905,7 @@ def test_an_unreachable_secrets_manager_retries_the_batch_rather_than_dead_lette
     assert report.dead_lettered == [] and s.dlq.sent == []
     assert [e.code for _, e, _ in report.retried] == ["qualtrics_secret_unavailable"] * 3
     assert all("EndpointConnectionError" in e.message for _, e, _ in report.retried)
+    assert len(events) == 1   # one failed read answered for the whole batch: no message waits out the timeouts again
 
 
 # --- a mapping that would build more text than any event holds ---------------------------------------------

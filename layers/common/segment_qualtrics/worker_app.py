@@ -8,6 +8,7 @@ carries the Segment messageId (as correlation id) and the subscription.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,7 @@ CALL_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + FINISH_MARGIN_SECONDS
 # Reading the Qualtrics secret: an unreachable Secrets Manager fails in seconds (botocore's defaults wait a
 # minute per try), so the batch's messages are retried rather than the invocation timing out.
 SECRETS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+SECRET_FAILURE_SECONDS = 10.0   # how long one failed read of the secret answers for the next ones
 
 
 def secret_credentials(provider: SecretsProvider, secret_arn: str) -> Callable[[bool], QualtricsCredentials]:
@@ -59,16 +61,23 @@ def secret_credentials(provider: SecretsProvider, secret_arn: str) -> Callable[[
     ``qualtrics_not_configured``, permanent.
     """
 
+    failed: list[tuple[float, RetryableError]] = []   # the last read failure, kept a few seconds
+
     def credentials(force: bool) -> QualtricsCredentials:
+        if failed and time.monotonic() < failed[0][0]:
+            # One failed read answers for the rest of the batch: no message waits out the same timeouts again.
+            raise failed[0][1]
         try:
             value = provider.get(secret_arn, transform="json", force_fetch=force)
         except TransformParameterError:
             raise PermanentError("qualtrics_not_configured", "the Qualtrics secret is not JSON") from None
         except GetParameterError as exc:
             cause = exc.__context__ or exc   # Powertools raises it inside its except: the botocore error
-            raise RetryableError("qualtrics_secret_unavailable",
-                                 f"cannot read the Qualtrics secret: {type(cause).__name__}: {str(cause)[:300]}"
-                                 ) from None
+            error = RetryableError("qualtrics_secret_unavailable",
+                                   f"cannot read the Qualtrics secret: {type(cause).__name__}: {str(cause)[:300]}")
+            failed[:] = [(time.monotonic() + SECRET_FAILURE_SECONDS, error)]
+            raise error from None
+        failed.clear()
         if not isinstance(value, dict):
             raise PermanentError("qualtrics_not_configured", "the Qualtrics secret is not a JSON object")
         found = QualtricsCredentials.from_secret(value)
