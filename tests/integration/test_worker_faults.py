@@ -168,3 +168,30 @@ def test_idempotency_records_outlive_the_dead_letter_queue(stack, client, retent
     assert item["status"]["S"] == "COMPLETED"
     kept = int(item["expiration"]["N"]) - int(item["completedAt"]["N"])
     assert kept == (retention or dlq_retention) + 5 * 24 * 3600
+
+
+# --- the Qualtrics secret: unreadable (retried) or unusable (dead-lettered at once) ---------------------
+
+def test_a_secret_that_cannot_be_read_is_retried_then_dead_lettered_with_its_reason(stack, client):
+    """A missing secret stands for any read failure (an outage, throttling, a denied read): the messages are
+    retried, not dead-lettered at once as a permanent internal_error, and only give up after their attempts."""
+    missing = stack.queue_url(QUEUE).replace("/", "_")   # no secret by that name
+    stack.configure("UpsertContactTransactionFunction", QUALTRICS_SECRET_ARN="arn:aws:secretsmanager:us-east-1:"
+                    "123456789012:secret:" + missing[-40:])
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url(QUEUE), MessageBody=envelope(1))
+    stack.drain()
+    [dead] = client.dead_letters(DLQ)
+    assert dead["errorCode"] == "qualtrics_secret_unavailable" and dead["errorRetryable"] == "true", dead
+    assert "ResourceNotFoundException" in dead["errorMessage"] and "gave up after 5 attempts" in dead["errorMessage"]
+    assert client.transactions() == []
+
+
+@pytest.mark.parametrize("value", ["a-bare-token", '["x"]', '{"datacenter": "iad1"}'])
+def test_a_secret_without_a_usable_token_is_dead_lettered_at_once(stack, client, value):
+    arn = stack.intrinsics.physical["QualtricsSecret"]
+    stack.client("secretsmanager").put_secret_value(SecretId=arn, SecretString=value)
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url(QUEUE), MessageBody=envelope(1))
+    stack.drain()
+    [dead] = client.dead_letters(DLQ)
+    assert dead["errorCode"] == "qualtrics_not_configured" and dead["errorRetryable"] == "false", dead
+    assert dead["attempts"] == "1"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from segment_qualtrics.envelope import ENVELOPE_VERSION, EnvelopeError, QueueMessage, sqs_entry_problem, sqs_safe
 
 EVENT = {"type": "identify", "messageId": "seg-1", "userId": "user-1", "traits": {"name": "Zoë"}}
@@ -65,6 +67,13 @@ def test_received_at_is_optional():
         (body(event={}), "lacks event"),
         (body(event=[EVENT]), "event is not an object"),
         (body(event="identify"), "event is not an object"),
+        # A hand-made message: the key, the subscription lookup and the dead letter's reason need text.
+        (body(messageId=12345), "messageId not a string"),
+        (body(messageId={"a": 1}), "messageId not a string"),
+        (body(action=["addContactToXmd"]), "action not a string"),
+        (body(subscription=7), "subscription not a string"),
+        (body(subscription=["Contacts"]), "subscription not a string"),
+        (body(receivedAt=1), "receivedAt not a string"),
     ],
 )
 def test_bad_bodies_are_an_envelope_error(text, needle):
@@ -94,6 +103,26 @@ def test_a_long_idempotency_key_is_hashed_below_dynamodbs_limit(message_id):
     assert key == QueueMessage("addContactToXmd", "Contacts", message_id, "x", {}).idempotency_key   # stable
     assert key != QueueMessage("addContactToXmd", "Other", message_id, "", EVENT).idempotency_key
     assert QueueMessage.from_json(message.to_json()).message_id == message_id   # the id stays in the message
+
+
+def test_a_name_with_a_hash_cannot_take_another_messages_key():
+    # "Orders" + messageId "vip#m-victim" was the same text as "Orders#vip" + "m-victim": one event lost.
+    attacker = QueueMessage("addContactToXmd", "Orders", "vip#m-victim", "", EVENT)
+    victim = QueueMessage("addContactToXmd", "Orders#vip", "m-victim", "", EVENT)
+    assert attacker.idempotency_key == "addContactToXmd#Orders#vip#m-victim"   # no '#' in the name: unchanged
+    assert victim.idempotency_key.startswith("sha256t#") and victim.idempotency_key != attacker.idempotency_key
+    assert victim.idempotency_key == QueueMessage("addContactToXmd", "Orders#vip", "m-victim", "x", {}).idempotency_key
+
+
+_PART = st.text(alphabet="ab#é\ud800", max_size=6) | st.sampled_from(["sha256", "sha256t", "a" * 1100, "#" * 1100])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_PART, _PART, _PART), min_size=2, max_size=12))
+def test_distinct_messages_never_share_an_idempotency_key(triples):
+    keys = {triple: QueueMessage(*triple, "", EVENT).idempotency_key for triple in triples}
+    assert len(set(keys.values())) == len(keys)
+    assert all(len(key.encode("utf-8", "surrogatepass")) <= 2048 for key in keys.values())
 
 
 def test_characters_sqs_refuses_are_escaped_in_the_body_and_replaced_in_attributes():

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from segment_qualtrics.mapping import (
+    MAX_MERGED_STRING_CHARS,
+    MAX_TEXT_CHARS,
     UNDEFINED,
     MappingError,
     compile_path,
@@ -642,9 +644,60 @@ def test_template_fixtures(template: str, data: Any, expected: str) -> None:
     assert transform({"@template": template}, data) == expected
 
 
-def test_template_fills_triple_braces_first_then_double_braces() -> None:
-    # placeholders.ts runs two replace passes, so text inserted by {{{a}}} is itself filled in
-    assert resolve_value({"@template": "{{{a}}}"}, {"a": "{{b}}", "b": "x"}) == "x"
+def test_template_never_fills_in_the_text_it_inserted() -> None:
+    # placeholders.ts runs a {{{a}}} pass then a {{a}} pass over its result, so event text was filled in
+    # again: an event could make its own text expand. Here one pass: inserted text stays as it came.
+    assert resolve_value({"@template": "{{{a}}}"}, {"a": "{{b}}", "b": "x"}) == "{{b}}"
+    assert resolve_value({"@template": "{{a}}"}, {"a": "{{b}}", "b": "x"}) == "{{b}}"
+    assert resolve_value({"@template": "{{{a}}} {{b}}"}, {"a": "{{", "b": "x"}) == "{{ x"
+
+
+def test_an_event_cannot_make_a_template_expand() -> None:
+    # The review's shape: 186 KiB of event rendered to 100 MB (about 950 MB at the ingest's 256 KiB limit).
+    event = {"properties": {"note": "{{properties.pad}}" * 10_000, "pad": "x" * 10_000}}
+    assert resolve_value({"@template": "Note: {{{properties.note}}}"}, event) == "Note: " + event["properties"]["note"]
+
+
+def test_a_template_longer_than_the_cap_is_an_invalid_payload() -> None:
+    event = {"a": "x" * 100_000}
+    assert len(resolve_value({"@template": "{{a}}{{a}}"}, event)) == 200_000
+    with pytest.raises(MappingError) as caught:
+        resolve_mapping({"note": {"@template": "{{a}}" * 1000}}, event)   # 100 MB
+    assert caught.value.problems == [f"note: @template: the rendered text would be longer than {MAX_TEXT_CHARS} "
+                                     "characters"]
+
+
+def test_the_text_cap_is_the_ingests_event_limit() -> None:
+    from segment_qualtrics.ingest import MAX_EVENT_BYTES
+
+    assert MAX_TEXT_CHARS == MAX_EVENT_BYTES
+
+
+def test_replace_with_the_text_around_each_match_is_capped() -> None:
+    # "$`" and "$'" insert the text before and after each match: quadratic in the value's length.
+    mapping = {"@replace": {"pattern": "a", "replacement": "$`$'", "value": {"@path": "$.v"}}}
+    assert resolve_value(mapping, {"v": "aaa"}) == "aaaaaa"
+    with pytest.raises(MappingError) as caught:
+        resolve_value(mapping, {"v": "a" * 100_000})   # 10 billion characters
+    assert caught.value.problems == [f"@replace: the result would be longer than {MAX_TEXT_CHARS} characters"]
+
+
+def test_flatten_keys_are_capped() -> None:
+    # Every key repeats its parents' keys: one 100,000-character key over 10,000 members is a billion.
+    event = {"v": {"k" * 100_000: {str(i): 1 for i in range(10_000)}}}
+    with pytest.raises(MappingError) as caught:
+        resolve_value({"@flatten": {"separator": ".", "value": {"@path": "$.v"}}}, event)
+    assert caught.value.problems == [f"@flatten: the keys would be longer than {MAX_TEXT_CHARS} characters"]
+    assert resolve_value({"@flatten": {"separator": ".", "value": {"@path": "$.v"}}},
+                         {"v": {"a": {"b": 1, "c": [2]}}}) == {"a.b": 1, "a.c.0": 2}
+
+
+def test_merging_a_long_string_is_refused() -> None:
+    mapping = {"@merge": {"direction": "right", "objects": [{"@path": "$.s"}]}}
+    assert resolve_value(mapping, {"s": "ab"}) == {"0": "a", "1": "b"}
+    with pytest.raises(MappingError) as caught:
+        resolve_value(mapping, {"s": "x" * 200_000})
+    assert caught.value.problems == [f"@merge: a string of more than {MAX_MERGED_STRING_CHARS} characters to merge"]
 
 
 def test_template_argument_may_be_a_directive() -> None:

@@ -413,6 +413,29 @@ def test_a_message_another_worker_holds_is_retried_without_calling_the_executor(
     assert len(report.delivered) == 1 and s.executor.calls == [[("seg-1", True)]]
 
 
+def test_a_wait_on_a_key_another_worker_holds_is_no_attempt():
+    # Its 5th receive (max_attempts 5), but it never attempted anything: the other worker holds the key.
+    s = Setup()
+    s.worker.max_receives = 8
+    msg = message("seg-1")
+    s.store.claim(msg.idempotency_key, 600)   # another worker
+    report = s.process(delivery(msg, attempt=5))
+    assert [e.code for _, e, _ in report.retried] == ["in_progress"] and report.dead_lettered == []
+    assert s.dlq.sent == []
+
+
+def test_a_wait_on_the_last_receive_is_dead_lettered_saying_it_waited():
+    s = Setup()
+    s.worker.max_receives = 8
+    msg = message("seg-1")
+    s.store.claim(msg.idempotency_key, 600)
+    report = s.process(delivery(msg, attempt=8))   # handed back now, SQS would move it without a reason
+    assert report.retried == [] and [e.code for _, e in report.dead_lettered] == ["in_progress"]
+    [reason] = s.dlq.reasons()
+    assert "waited on that worker until the last receive the queue allows (8 receives)" in reason["errorMessage"]
+    assert "gave up" not in reason["errorMessage"] and reason["errorRetryable"] == "true"
+
+
 def test_the_same_message_twice_in_one_batch_is_executed_once():
     s = Setup()
     report = s.process(delivery(message("seg-1"), record_id="sqs-a"), delivery(message("seg-1"), record_id="sqs-b"))
@@ -752,6 +775,18 @@ def test_the_first_call_of_an_invocation_always_starts():
     assert [d.message.message_id for d in report.deferred] == ["seg-1"]
 
 
+def test_little_time_left_after_the_claims_starts_only_the_first_call():
+    # The invocation started with 30 s; the claims left 16.0 s, just under one call's 16.05 s. The rule must
+    # apply (only the first call starts), not switch off as if the function's timeout were that short.
+    s = Setup()
+    s.worker.call_seconds = 16.05
+    s.worker.invocation_seconds = 30.0
+    s.worker.remaining_seconds = lambda: 16.0 - 13.05 * sum(d.sent for d in s.executor.seen)
+    report = s.process(*(delivery(message(f"seg-{i}")) for i in range(10)))
+    assert [d.message.message_id for d in report.delivered] == ["seg-0"]
+    assert len(report.deferred) == 9 and sum(d.sent for d in s.executor.seen) == 1
+
+
 def test_a_timeout_shorter_than_one_call_leaves_the_batch_to_lambdas_own_timeout():
     s = Setup()
     s.worker.remaining_seconds = lambda: 2.0   # e.g. a test function with a 2 s timeout: no endless deferral
@@ -803,3 +838,99 @@ def test_a_dead_letters_reason_is_sent_whatever_characters_the_message_and_error
     [reason] = s.dlq.reasons()
     assert reason["errorCode"] == error.code and reason["segmentMessageId"].startswith("id\ufffd\ufffd")
     assert all(len(value) <= 1024 for value in reason.values())
+
+
+# --- hand-made messages with fields of another type -------------------------------------------------
+
+_EVENT = {"type": "identify", "messageId": "x", "userId": "u", "traits": {"email": "a@b.c"}}
+
+
+@pytest.mark.parametrize("fields", [
+    {"subscription": "Nope", "messageId": 12345},
+    {"subscription": "Nope", "messageId": {"a": 1}},
+    {"action": [ACTION]},
+    {"subscription": ["Contacts"]},
+    {"subscription": 7},
+])
+@pytest.mark.parametrize("position", [0, 5, 9])
+def test_a_field_of_another_type_is_dead_lettered_with_a_reason_and_spares_the_batch(fields, position):
+    s = Setup()
+    body = {"version": 1, "action": ACTION, "subscription": "Contacts", "messageId": "m", "event": _EVENT, **fields}
+    batch = [delivery(message(f"good-{i}")) for i in range(9)]
+    batch.insert(position, delivery(json.dumps(body), record_id="poison", attempt=8))
+    s.worker.max_receives = 8
+    report = s.process(*batch)
+    assert len(report.delivered) == 9 and report.failure_ids == []
+    [(dead, error)] = report.dead_lettered
+    assert dead.record_id == "poison" and error.code == "invalid_message" and "not a string" in error.message
+    [reason] = s.dlq.reasons()
+    assert reason["errorCode"] == "invalid_message" and "not a string" in reason["errorMessage"]
+
+
+def test_dead_letter_attributes_take_values_of_any_type():
+    from segment_qualtrics.worker import dead_letter_attributes
+
+    d = delivery(message("m"))
+    d.message = QueueMessage(ACTION, ["Contacts"], 12345, "", {"type": {"odd": 1}})   # as an older check let by
+    attributes = dead_letter_attributes(d, PermanentError("unknown_subscription", "x"))
+    assert attributes["segmentMessageId"]["StringValue"] == "12345"
+    assert attributes["subscription"]["StringValue"] == "['Contacts']"
+
+
+# --- the Qualtrics secret cannot be read ---------------------------------------------------------------
+
+def test_an_unreachable_secrets_manager_retries_the_batch_rather_than_dead_lettering_it():
+    # Real botocore against a local port nothing listens on (a Secrets Manager outage): Powertools wraps the
+    # connection error in GetParameterError, which used to end as a permanent internal_error for every message.
+    import socket
+
+    import boto3
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from segment_qualtrics.executors import AddContactExecutor
+    from segment_qualtrics.qualtrics import QualtricsClient
+    from segment_qualtrics.worker_app import SECRETS_CONFIG, secret_credentials
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    secrets = boto3.client("secretsmanager", endpoint_url=f"http://127.0.0.1:{closed}", region_name="us-east-1",
+                           aws_access_key_id="x", aws_secret_access_key="x", config=SECRETS_CONFIG)
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:q"
+    events: list[str] = []
+    secrets.meta.events.register("before-call.secrets-manager.GetSecretValue", lambda **_: events.append("read"))
+    s = Setup()
+    s.worker.executor = AddContactExecutor(QualtricsClient(secret_credentials(SecretsProvider(boto3_client=secrets),
+                                                                              arn)))
+    report = s.process(*(delivery(message(f"m-{i}")) for i in range(3)))
+    assert report.dead_lettered == [] and s.dlq.sent == []
+    assert [e.code for _, e, _ in report.retried] == ["qualtrics_secret_unavailable"] * 3
+    assert all("EndpointConnectionError" in e.message for _, e, _ in report.retried)
+    assert len(events) == 1   # one failed read answered for the whole batch: no message waits out the timeouts again
+
+
+# --- a mapping that would build more text than any event holds ---------------------------------------------
+
+def test_a_template_that_would_outgrow_the_cap_is_dead_lettered_quickly_and_spares_the_batch():
+    # The review's event: a note of "{{properties.pad}}" x 10,000 and a pad of 10,000 characters. It used to be
+    # expanded again (100 MB; about 950 MB at the event limit: an out-of-memory kill of the whole batch). Now
+    # the note is inserted as it is; a template that would still pass MAX_TEXT_CHARS is an invalid payload.
+    [template_subscription] = parse_subscriptions({"subscriptions": [
+        {"name": "Notes", "actionSlug": ACTION, "trigger": 'type = "identify"',
+         "mapping": {"directoryId": "POOL_1", "email": {"@path": "$.traits.email"},
+                     "embeddedData": {"note": {"@template": "Note: {{{properties.note}}} / {{{properties.note}}}"}}}},
+    ]}, environ={})
+    s = Setup()
+    s.worker.subscriptions = {**SUBSCRIPTIONS, "Notes": template_subscription}
+    note = "{{properties.pad}}" * 10_000
+    event = {"type": "identify", "messageId": "big", "userId": "u", "traits": {"email": "a@b.c"},
+             "properties": {"note": note, "pad": "x" * 10_000}}
+    small = dict(event, messageId="small", properties={"note": "{{properties.pad}}", "pad": "x"})
+    report = s.process(delivery(message("big", subscription="Notes", event=event)),
+                       delivery(message("small", subscription="Notes", event=small)),
+                       delivery(message("seg-1")))
+    assert sorted(d.message.message_id for d in report.delivered) == ["seg-1", "small"]
+    [small_delivery] = [d for d in s.executor.seen if d.message.message_id == "small"]
+    assert small_delivery.payload.embeddedData == {"note": "Note: {{properties.pad}} / {{properties.pad}}"}
+    [(dead, error)] = report.dead_lettered
+    assert dead.message.message_id == "big" and error.code == "invalid_payload"
+    assert "@template: the rendered text would be longer than 262144 characters" in error.message

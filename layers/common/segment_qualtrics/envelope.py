@@ -123,8 +123,18 @@ class QueueMessage:
     def idempotency_key(self) -> str:
         """``action#subscription#messageId``: Segment's messageId, not the SQS one (a re-post of the same event
         gets a new SQS id). Over MAX_PLAIN_KEY_BYTES (a DynamoDB hash key holds 2048), ``sha256#`` and the
-        hex SHA-256 of that text instead: the same for every copy of the message, and the id stays in it."""
-        key = f"{self.action}#{self.subscription}#{self.message_id}"
+        hex SHA-256 of that text instead: the same for every copy of the message, and the id stays in it.
+        A subscription (or action) name holding '#' gets ``sha256t#`` and the SHA-256 of the length-prefixed
+        parts: distinct messages never share a key, and keys of names without '#' are unchanged."""
+        action, subscription, message_id = str(self.action), str(self.subscription), str(self.message_id)
+        if "#" in action or "#" in subscription:
+            # The plain text would be ambiguous ("Orders" + "vip#m" = "Orders#vip" + "m"): the hash of the three
+            # parts, each length-prefixed. Its prefix differs from "sha256", and a plain key has two '#' or more.
+            parts = b"".join(b"%d:%s" % (len(data), data) for data in (
+                part.encode("utf-8", "surrogatepass") for part in (action, subscription, message_id)))
+            return "sha256t#" + hashlib.sha256(parts).hexdigest()
+        # No '#' in action and subscription: the first two '#' split the text back into its three parts.
+        key = f"{action}#{subscription}#{message_id}"
         if len(key) * 4 <= MAX_PLAIN_KEY_BYTES:   # surely short enough, whatever the characters
             return key
         data = key.encode("utf-8", "surrogatepass")
@@ -163,6 +173,11 @@ class QueueMessage:
         missing = [k for k in ("action", "subscription", "messageId", "event") if not data.get(k)]
         if missing:
             raise EnvelopeError(f"message lacks {', '.join(missing)}")
+        # A hand-made message may hold any JSON there: the key, the lookups and the dead letter need text.
+        not_text = [k for k in ("action", "subscription", "messageId", "receivedAt")
+                    if k in data and not isinstance(data[k], str)]
+        if not_text:
+            raise EnvelopeError(f"message {', '.join(not_text)} not a string")
         if not isinstance(data["event"], dict):
             raise EnvelopeError("message event is not an object")
         return cls(

@@ -62,6 +62,20 @@ MAX_PATTERN_LENGTH: Final = 10
 MAX_REPLACEMENT_LENGTH: Final = 10
 
 
+# The longest text a directive may build from an event: the ingest's MAX_EVENT_BYTES (256 KiB), since nothing
+# an action sends needs more than the largest event. The directives whose output can far outgrow their input
+# stop past it with a MappingError (invalid_payload) instead of filling the worker's memory: @template (a
+# placeholder repeated, or a long field), @replace ($` and $' insert the text around each match: quadratic),
+# @flatten (every key repeats its parents' keys). @merge of a string (one member per character) takes at most
+# MAX_MERGED_STRING_CHARS characters.
+MAX_TEXT_CHARS: Final = 256 * 1024
+MAX_MERGED_STRING_CHARS: Final = 4096
+
+
+def _too_long(what: str) -> str:
+    return f"{what} would be longer than {MAX_TEXT_CHARS} characters"
+
+
 # The deepest event (and mapping) the resolver walks. The helpers below recurse on values, so depth is
 # bounded here rather than by Python's recursion limit: the ingest caps JSON depth when it accepts an
 # event, but a DLQ redrive or an old message may carry a deeper one, and a worker must be safe on its own.
@@ -439,7 +453,18 @@ def _perform_replace(value: str, pattern: str, replacement: str, *, is_global: b
         raise _DirectiveError(f'@replace requires a "replacement" less than {MAX_REPLACEMENT_LENGTH} characters')
     # mapping-kit escapes the pattern: it is always matched literally, never as a regular expression.
     regex = re.compile(re.escape(pattern), re.IGNORECASE if ignorecase else 0)
-    return regex.sub(_js_replacement(replacement), value, count=0 if is_global else 1)
+    expand = _js_replacement(replacement)
+    length = len(value)
+
+    def capped(match: re.Match[str]) -> str:
+        nonlocal length
+        text = expand(match)
+        length += len(text) - (match.end() - match.start())
+        if length > MAX_TEXT_CHARS:   # stops at once: "$`$'" on a long value is quadratic otherwise
+            raise _DirectiveError("@replace: " + _too_long("the result"))
+        return text
+
+    return regex.sub(capped, value, count=0 if is_global else 1)
 
 
 @_directive("@replace")
@@ -488,20 +513,29 @@ def _array_path(data: Any, payload: Any) -> Any:
     return root
 
 
-_TRIPLE_BRACES: Final = re.compile(r"\{\{\{([^}]+)\}\}\}")
-_DOUBLE_BRACES: Final = re.compile(r"\{\{([^}]+)\}\}")
+# {{{path}}} or {{path}}, in one scan: at each place the triple form is tried first.
+_PLACEHOLDER: Final = re.compile(r"\{\{\{([^}]+)\}\}\}|\{\{([^}]+)\}\}")
 
 
 def _render(template: str, payload: Any) -> str:
-    """placeholders.ts: {{{path}}} then {{path}}, each replaced by String(value ?? "")."""
+    """placeholders.ts: {{{path}}} and {{path}}, each replaced by String(value ?? "") (no HTML escaping).
+
+    One pass, unlike placeholders.ts (a {{{path}}} pass, then a {{path}} pass over its result): event text
+    inserted is never filled in again, so an event cannot make its own text expand (a note of "{{pad}}" x
+    10,000 would be 10,000 copies of pad). The result stops past MAX_TEXT_CHARS.
+    """
+    length = len(template)
 
     def replace(match: re.Match[str]) -> str:
-        value = _get(payload, _compile_keys(match.group(1).strip()))
-        return "" if value is None or value is UNDEFINED else _js_string(value)
+        nonlocal length
+        value = _get(payload, _compile_keys((match.group(1) or match.group(2)).strip()))
+        text = "" if value is None or value is UNDEFINED else _js_string(value)
+        length += len(text) - (match.end() - match.start())
+        if length > MAX_TEXT_CHARS:
+            raise _DirectiveError("@template: " + _too_long("the rendered text"))
+        return text
 
-    # Two passes, as in placeholders.ts (no HTML escaping in either): text inserted by the first
-    # pass can itself be filled in by the second.
-    return _DOUBLE_BRACES.sub(replace, _TRIPLE_BRACES.sub(replace, template))
+    return _PLACEHOLDER.sub(replace, template)
 
 
 @_directive("@template")
@@ -509,13 +543,21 @@ def _template(value: Any, payload: Any) -> Any:
     return _render(_resolve_string("@template", value, payload), payload)
 
 
-def _flatten(value: Any, prefix: str, separator: str, omit_arrays: bool) -> dict[str, Any]:
-    """flatten.ts: nested keys joined by separator; a scalar at the top becomes {"": value}."""
+def _flatten(value: Any, prefix: str, separator: str, omit_arrays: bool, budget: list[int]) -> dict[str, Any]:
+    """flatten.ts: nested keys joined by separator; a scalar at the top becomes {"": value}.
+
+    ``budget`` holds the characters the keys may still take: each key repeats its parents' keys, so a long
+    key over many members would make far more text than the event holds.
+    """
     if isinstance(value, Mapping) or (not omit_arrays and _is_array(value)):
         entries = value.items() if isinstance(value, Mapping) else ((str(i), v) for i, v in enumerate(value))
         flat: dict[str, Any] = {}
         for key, item in entries:
-            flat.update(_flatten(item, f"{prefix}{separator}{key}" if prefix else key, separator, omit_arrays))
+            key = f"{prefix}{separator}{key}" if prefix else key
+            budget[0] -= len(key)
+            if budget[0] < 0:
+                raise _DirectiveError("@flatten: " + _too_long("the keys"))
+            flat.update(_flatten(item, key, separator, omit_arrays, budget))
         return flat
     return {prefix: value}
 
@@ -529,7 +571,7 @@ def _flatten_directive(opts: Any, payload: Any) -> Any:
     if not isinstance(separator, str):
         raise _DirectiveError("@flatten requires a string separator")
     value = _resolve(opts.get("value", UNDEFINED), payload)
-    return _flatten(value, "", separator, _js_truthy(opts.get("omitArrays")))
+    return _flatten(value, "", separator, _js_truthy(opts.get("omitArrays")), [MAX_TEXT_CHARS])
 
 
 @_directive("@json")
@@ -561,6 +603,9 @@ def _assign(target: dict[str, Any], source: Any) -> None:
     """Object.assign(target, source) for JSON values."""
     if isinstance(source, Mapping):
         target.update(source)
+    elif isinstance(source, str) and len(source) > MAX_MERGED_STRING_CHARS:
+        # One member per character: a long string would be hundreds of bytes of memory per character.
+        raise _DirectiveError(f"@merge: a string of more than {MAX_MERGED_STRING_CHARS} characters to merge")
     elif _is_array(source) or isinstance(source, str):
         target.update((str(i), item) for i, item in enumerate(source))
     # null, undefined, numbers and booleans add nothing

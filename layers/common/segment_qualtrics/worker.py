@@ -205,9 +205,15 @@ class Worker:
     # The queue's RedrivePolicy maxReceiveCount: on that receive, SQS moves a message handed back to the DLQ
     # without a reason, so the worker dead-letters it itself (None: unknown).
     max_receives: int | None = None
+    # Seconds the invocation had when it started (worker_app sets it at the start of each invocation): whether
+    # the function's timeout leaves room for one call at all. None: read from remaining_seconds as a batch starts.
+    invocation_seconds: float | None = None
 
     def process(self, deliveries: Sequence[Delivery]) -> Report:
         report = Report()
+        whole = self.invocation_seconds
+        if whole is None and self.remaining_seconds is not None:
+            whole = self.remaining_seconds()
         ready: list[Delivery] = []
         in_batch: set[str] = set()
         for delivery in deliveries:
@@ -216,16 +222,18 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - one record's failure is that record's outcome
                 self._fail(delivery, internal_error(exc), report, claimed=False)
         if ready:
-            self._execute(ready, report, self._budget())
+            self._execute(ready, report, self._budget(whole))
         return report
 
-    def _budget(self) -> Callable[[], float] | None:
-        """The clock no call may outrun; None when the function's timeout leaves no room for a whole call
-        (a function configured that short runs as if unbounded: Lambda's own timeout is then the limit)."""
-        remaining = self.remaining_seconds
-        if remaining is None or remaining() < self.call_seconds:
+    def _budget(self, whole: float | None) -> Callable[[], float] | None:
+        """The clock no call may outrun; None when the function's whole timeout leaves no room for one call
+        (a function configured that short runs as if unbounded: Lambda's own timeout is then the limit).
+
+        Judged on the time the invocation started with, not on what the claims left: with little time left
+        the rule must apply (only the first call starts), not switch off."""
+        if self.remaining_seconds is None or whole is None or whole < self.call_seconds:
             return None
-        return remaining
+        return self.remaining_seconds
 
     def _admit(self, delivery: Delivery, ready: list[Delivery], in_batch: set[str], report: Report) -> None:
         """Prepare and claim one delivery: it joins ``ready``, or its outcome is settled here."""
@@ -249,7 +257,7 @@ class Worker:
             # Come back when the other worker's lease ends: if it crashed, this attempt recovers.
             busy = RetryableError("in_progress", "another worker is delivering this message",
                                   retry_after=claim.retry_after)
-            self._fail(delivery, busy, report, claimed=False)
+            self._fail(delivery, busy, report, claimed=False, waited=True)
         else:
             delivery.recovering = claim.recovering
             delivery.claims = claim.attempts
@@ -335,14 +343,17 @@ class Worker:
             return internal_error(exc)
         return None
 
-    def _fail(self, delivery: Delivery, error: DestinationError, report: Report, *, claimed: bool) -> None:
+    def _fail(self, delivery: Delivery, error: DestinationError, report: Report, *, claimed: bool,
+              waited: bool = False) -> None:
+        """``waited``: it only waited on a key another worker holds; that is no attempt (its receives are)."""
         if claimed:
             # Keep the key "uncertain" while this or an earlier attempt may have reached Qualtrics, so the
             # next attempt (or a redrive from the DLQ) checks before acting; forget it only when nothing landed.
             self._release(delivery, uncertain=may_have_landed(delivery, error))
         # On the last receive the queue allows, handing it back would let SQS dead-letter it without a reason.
         last_receive = self.max_receives is not None and delivery.attempt >= self.max_receives
-        if error.retryable and delivery.attempts < self.retry.max_attempts and not last_receive:
+        attempts_left = waited or delivery.attempts < self.retry.max_attempts
+        if error.retryable and attempts_left and not last_receive:
             seconds = self.retry.delay(delivery.attempts, error)
             try:
                 self.visibility.delay(delivery.receipt_handle, seconds)
@@ -351,7 +362,10 @@ class Worker:
             report.retried.append((delivery, error, seconds))
             self._notify("retried", delivery, error)
             return
-        if error.retryable:
+        if waited:
+            error = type(error)(error.code, f"{error.message}: waited on that worker until the last receive the "
+                                            f"queue allows ({delivery.attempt} receives)")
+        elif error.retryable:
             error = type(error)(error.code, f"{error.message} (gave up after {delivery.attempts} attempts, "
                                             f"{delivery.attempt} receives)",
                                 status=error.status, request_id=error.request_id)
@@ -401,8 +415,9 @@ def dead_letter_attributes(delivery: Delivery, error: DestinationError) -> dict[
                           eventType=str(delivery.message.event.get("type", "")))
     # Values come from the message and the error text: SQS refuses a whole send for one character it does not
     # take, and a refused dead letter would be left to SQS's reason-less redrive. The body keeps exact values.
-    return {k: {"DataType": "String", "StringValue": sqs_attribute_text(v[:MAX_ATTRIBUTE_CHARS])}
-            for k, v in attributes.items() if v}
+    # str(): a value of another type (a hand-made message read by an older check) still leaves with its reason.
+    return {k: {"DataType": "String", "StringValue": sqs_attribute_text(str(v)[:MAX_ATTRIBUTE_CHARS])}
+            for k, v in attributes.items() if v not in (None, "")}
 
 
 MAX_ATTRIBUTE_CHARS = 1024   # per dead-letter attribute: the reason stays readable, the message under 1 MiB

@@ -8,16 +8,19 @@ carries the Segment messageId (as correlation id) and the subscription.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+from botocore.config import Config
 
 from .aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
-from .errors import DestinationError
+from .errors import DestinationError, PermanentError, RetryableError
 from .executors import EXECUTORS
 from .health import check_whoami
 from .observability import (
@@ -41,6 +44,47 @@ from .worker import Delivery, RetryPolicy, Worker
 # timeouts (its worst case) plus the time to mark outcomes, dead-letter and hand back the rest.
 FINISH_MARGIN_SECONDS = 3.0
 CALL_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT + FINISH_MARGIN_SECONDS
+
+
+# Reading the Qualtrics secret: an unreachable Secrets Manager fails in seconds (botocore's defaults wait a
+# minute per try), so the batch's messages are retried rather than the invocation timing out.
+SECRETS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+SECRET_FAILURE_SECONDS = 10.0   # how long one failed read of the secret answers for the next ones
+
+
+def secret_credentials(provider: SecretsProvider, secret_arn: str) -> Callable[[bool], QualtricsCredentials]:
+    """The Qualtrics client's credentials provider, read from the secret (Powertools caches it a few seconds).
+
+    A secret that cannot be read (Secrets Manager unreachable or throttled, the secret missing or denied) is
+    ``qualtrics_secret_unavailable``, retried: nothing about the message is wrong, and a retry after the outage
+    or the fix succeeds. A secret that is read but unusable (not a JSON object, no apiToken) is
+    ``qualtrics_not_configured``, permanent.
+    """
+
+    failed: list[tuple[float, RetryableError]] = []   # the last read failure, kept a few seconds
+
+    def credentials(force: bool) -> QualtricsCredentials:
+        if failed and time.monotonic() < failed[0][0]:
+            # One failed read answers for the rest of the batch: no message waits out the same timeouts again.
+            raise failed[0][1]
+        try:
+            value = provider.get(secret_arn, transform="json", force_fetch=force)
+        except TransformParameterError:
+            raise PermanentError("qualtrics_not_configured", "the Qualtrics secret is not JSON") from None
+        except GetParameterError as exc:
+            cause = exc.__context__ or exc   # Powertools raises it inside its except: the botocore error
+            error = RetryableError("qualtrics_secret_unavailable",
+                                   f"cannot read the Qualtrics secret: {type(cause).__name__}: {str(cause)[:300]}")
+            failed[:] = [(time.monotonic() + SECRET_FAILURE_SECONDS, error)]
+            raise error from None
+        failed.clear()
+        if not isinstance(value, dict):
+            raise PermanentError("qualtrics_not_configured", "the Qualtrics secret is not a JSON object")
+        found = QualtricsCredentials.from_secret(value)
+        redact(found.api_token)
+        return found
+
+    return credentials
 
 
 class RetryRecord(Exception):
@@ -131,12 +175,7 @@ class WorkerApp:
         observer = WorkerObserver(settings.ACTION_SLUG)
         set_process_keys(action=settings.ACTION_SLUG)   # on every line, the raw event's included
 
-        def credentials(force: bool) -> QualtricsCredentials:
-            value = parameters.get_secret(settings.QUALTRICS_SECRET_ARN, transform="json", force_fetch=force)
-            found = QualtricsCredentials.from_secret(value or {})
-            redact(found.api_token)
-            return found
-
+        credentials = secret_credentials(SecretsProvider(boto_config=SECRETS_CONFIG), settings.QUALTRICS_SECRET_ARN)
         client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, on_call=observer.call)
         sqs = boto3.client("sqs")
         executor = EXECUTORS[settings.ACTION_SLUG](client)
@@ -164,11 +203,14 @@ class WorkerApp:
     @tracer.capture_method(capture_response=False)
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         records = event.get("Records") or []
+        remaining = _remaining_seconds(context)
+        started_with = remaining() if remaining is not None else None   # before the startup check and the claims
         self.observer.begin()
         try:
             self._run_startup_check()
             self.worker.lease_seconds = _lease_seconds(context)
-            self.worker.remaining_seconds = _remaining_seconds(context)
+            self.worker.remaining_seconds = remaining
+            self.worker.invocation_seconds = started_with
             report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
         finally:
             self.observer.end(len(records), self.worker.executor)
