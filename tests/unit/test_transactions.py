@@ -474,3 +474,10 @@ def test_an_unexpected_exception_in_the_call_fails_its_messages_as_internal_erro
     errors = run(client, d)
     assert errors["sqs-m-1"].code == "internal_error" and "TypeError" in errors["sqs-m-1"].message
     assert d.sent   # it may have landed: the worker keeps the key uncertain
+
+
+def test_a_message_id_with_a_lone_surrogate_has_a_transaction_key():
+    """A hand-made or redriven message may carry one (the ingest refuses them); its key must not raise."""
+    odd, plain = delivery("m-\ud800"), delivery("m-1")
+    assert transaction_key(odd) == transaction_key(delivery("m-\ud800")) != transaction_key(plain)
+    assert transaction_key(plain).startswith("seg") and len(transaction_key(odd)) == 27

@@ -72,7 +72,8 @@ class ContactCache:
 
 def transaction_key(delivery: Delivery) -> str:
     """Deterministic per message, so a retried call carries the same key (Segment's is random)."""
-    return "seg" + hashlib.sha256(delivery.message.idempotency_key.encode()).hexdigest()[:24]
+    data = delivery.message.idempotency_key.encode("utf-8", "surrogatepass")   # as the key itself is hashed
+    return "seg" + hashlib.sha256(data).hexdigest()[:24]
 
 
 @dataclass
