@@ -12,7 +12,7 @@ import json
 import math
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_core import SchemaValidator, core_schema
@@ -222,11 +222,14 @@ def first_problem(value: Any) -> tuple[str, str] | None:
     integer of more than 4,300 digits back: ``invalid_json``).
 
     One pass without recursion, in memory proportional to the depth, not the size: a stack of the open arrays'
-    and objects' iterators (and their keys), from which the path is read only for the message.
+    and objects' iterators (and their keys), from which the path is read only for the message. An array or
+    object that holds only plain values is cleared in bulk (C loops), without a step per item.
     """
     if type(value) is not dict and type(value) is not list:
         reason = _scalar_problem(value)
         return (reason[0], f"the event: {reason[1]}") if reason else None
+    if _plainly_fine(value):
+        return None
     keys: list[Any] = []   # the key of each open array or object below the top one
     stack = [iter(value.items()) if type(value) is dict else enumerate(value)]
     while stack:
@@ -236,10 +239,11 @@ def first_problem(value: Any) -> tuple[str, str] | None:
                 if len(stack) >= MAX_EVENT_DEPTH:
                     return "too_deep", (f"{_where((*keys, key))}: the event nests arrays and objects more than "
                                         f"{MAX_EVENT_DEPTH} levels deep; the limit is {MAX_EVENT_DEPTH}")
-                keys.append(key)
-                stack.append(iter(item.items()) if kind is dict else enumerate(item))
-                break
-            if (kind is str or kind is float or kind is int) and (reason := _scalar_problem(item)):
+                if not _plainly_fine(item):
+                    keys.append(key)
+                    stack.append(iter(item.items()) if kind is dict else enumerate(item))
+                    break
+            elif (kind is str or kind is float or kind is int) and (reason := _scalar_problem(item)):
                 return reason[0], f"{_where((*keys, key))}: {reason[1]}"
             if type(key) is str and (reason := _scalar_problem(key)):   # a key: named at its object's path
                 return reason[0], f"{_where(keys)}: {reason[1]}"
@@ -248,6 +252,24 @@ def first_problem(value: Any) -> tuple[str, str] | None:
             if keys:
                 keys.pop()
     return None
+
+
+_NUMBERS = frozenset({int, float, bool, type(None)})
+
+
+def _plainly_fine(container: dict[Any, Any] | list[Any]) -> bool:
+    """True when ``container`` holds no array or object and none of its values (or keys) breaks a rule; False
+    when unsure. In C loops: the types of the items, the largest number, the text of all strings at once."""
+    items = container.values() if type(container) is dict else container
+    kinds = set(map(type, items))
+    if type(container) is dict and _SURROGATE.search("".join(container)):   # parsed JSON: keys are str
+        return False
+    if kinds <= _NUMBERS:
+        numbers = [x for x in items if x is not None] if type(None) in kinds else items
+        return not numbers or _scalar_problem(max(map(abs, numbers))) is None
+    if kinds == {str}:
+        return _SURROGATE.search("".join(items)) is None
+    return False
 
 
 def _scalar_problem(item: Any) -> tuple[str, str] | None:
@@ -397,17 +419,20 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
         fast = False
     if within is None:   # it parsed, so its brackets balance: it is too deep
         raise _too_deep()
-    # Most bodies need no look at their events: the checks on the bytes (C passes) clear them. Otherwise one
-    # pass over each event (first_problem) finds what is wrong and where.
-    suspect = (within > MAX_EVENT_DEPTH   # one event may be too deep
-               or (not fast and _SURROGATE_ESCAPE.search(body) is not None)   # maybe a lone surrogate
-               or (_maybe_huge_number(body) and _huge_number(body)))   # a number that reads as inf
+    # Most bodies need no look at their events: checks on the bytes (C passes) clear them. Otherwise each event
+    # is checked by the same rules on its own JSON text (json.dumps, in C), and only an event that breaks one
+    # is walked (first_problem) to name where.
+    checks = _Checks(deep=within > MAX_EVENT_DEPTH,   # one event may be too deep
+                     surrogates=not fast and _SURROGATE_ESCAPE.search(body) is not None,   # maybe a lone one
+                     numbers=_maybe_huge_number(body) and _huge_number(body))   # a number that reads as inf
     if isinstance(data, dict) and isinstance(data.get("batch"), list):
         events = data["batch"]
     elif isinstance(data, list):
         events = data
     elif isinstance(data, dict):
-        if suspect and (problem := first_problem(data)):
+        if checks.deep:   # the body is the event
+            raise BodyError("too_deep", _TOO_DEEP_EVENT)
+        if (checks.surrogates or checks.numbers) and (problem := first_problem(data)):
             raise BodyError(*problem)
         # Read by pydantic-core, the body is UTF-8 JSON: its text less JSON's whitespace is the object's.
         return [data], body.decode().strip(" \t\n\r") if fast else None
@@ -418,9 +443,21 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
     if len(events) > MAX_EVENTS_PER_REQUEST:
         raise BodyError("too_many_events", f"the body holds {len(events)} events; the limit is "
                                            f"{MAX_EVENTS_PER_REQUEST} per request", status=413)
-    if suspect:   # rare: look at each event
-        events = [_refused_or_event(raw) for raw in events]
+    if checks.deep or checks.surrogates or checks.numbers:   # rare: look at each event
+        events = [_refused_or_event(raw, checks) for raw in events]
     return events, None
+
+
+_TOO_DEEP_EVENT = (f"the event nests more than {MAX_EVENT_DEPTH} levels of arrays and objects; "
+                   f"the limit is {MAX_EVENT_DEPTH}")
+
+
+class _Checks(NamedTuple):
+    """Which per-event checks a body needs (what its bytes could not clear)."""
+
+    deep: bool
+    surrogates: bool
+    numbers: bool
 
 
 def _too_deep() -> BodyError:
@@ -428,9 +465,25 @@ def _too_deep() -> BodyError:
                                  f"the limit is {MAX_EVENT_DEPTH} per event")
 
 
-def _refused_or_event(raw: Any) -> Any:
-    problem = first_problem(raw) if type(raw) is dict or type(raw) is list else None
-    return Refused(raw, problem[1]) if problem else raw
+def _refused_or_event(raw: Any, checks: _Checks) -> Any:
+    """``raw``, or a Refused saying why: each check on the event's JSON text (C passes, linear), then a walk of a
+    failing event only, to name where."""
+    if type(raw) is not dict and type(raw) is not list:
+        return raw
+    if checks.deep and nesting_limit(json.dumps(raw).encode()) != MAX_EVENT_DEPTH:
+        return Refused(raw, _TOO_DEEP_EVENT)
+    if ((checks.surrogates and _SURROGATE.search(json.dumps(raw, ensure_ascii=False)))
+            or (checks.numbers and _holds_huge_number(raw))) and (problem := first_problem(raw)):
+        return Refused(raw, problem[1])
+    return raw
+
+
+def _holds_huge_number(raw: Any) -> bool:
+    try:
+        text = json.dumps(raw, allow_nan=False).encode()   # ASCII; integers written digit for digit
+    except ValueError:   # a float that is inf, or an integer of more than 4,300 digits
+        return True
+    return _maybe_huge_number(text) and _huge_number(text)
 
 
 def message_id_problem(message_id: str) -> str | None:
