@@ -419,9 +419,9 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
         fast = False
     if within is None:   # it parsed, so its brackets balance: it is too deep
         raise _too_deep()
-    # Most bodies need no look at their events: checks on the bytes (C passes) clear them. Otherwise each event
-    # is checked by the same rules on its own JSON text (json.dumps, in C), and only an event that breaks one
-    # is walked (first_problem) to name where.
+    # Most bodies need no look at their events: checks on the bytes (C passes) clear them. Otherwise one pass
+    # over each event (first_problem: memory ~ its depth, plain arrays and objects cleared in bulk) finds what is
+    # wrong and where.
     checks = _Checks(deep=within > MAX_EVENT_DEPTH,   # one event may be too deep
                      surrogates=not fast and _SURROGATE_ESCAPE.search(body) is not None,   # maybe a lone one
                      numbers=_maybe_huge_number(body) and _huge_number(body))   # a number that reads as inf
@@ -444,7 +444,7 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
         raise BodyError("too_many_events", f"the body holds {len(events)} events; the limit is "
                                            f"{MAX_EVENTS_PER_REQUEST} per request", status=413)
     if checks.deep or checks.surrogates or checks.numbers:   # rare: look at each event
-        events = [_refused_or_event(raw, checks) for raw in events]
+        events = [_refused_or_event(raw) for raw in events]
     return events, None
 
 
@@ -465,25 +465,9 @@ def _too_deep() -> BodyError:
                                  f"the limit is {MAX_EVENT_DEPTH} per event")
 
 
-def _refused_or_event(raw: Any, checks: _Checks) -> Any:
-    """``raw``, or a Refused saying why: each check on the event's JSON text (C passes, linear), then a walk of a
-    failing event only, to name where."""
-    if type(raw) is not dict and type(raw) is not list:
-        return raw
-    if checks.deep and nesting_limit(json.dumps(raw).encode()) != MAX_EVENT_DEPTH:
-        return Refused(raw, _TOO_DEEP_EVENT)
-    if ((checks.surrogates and _SURROGATE.search(json.dumps(raw, ensure_ascii=False)))
-            or (checks.numbers and _holds_huge_number(raw))) and (problem := first_problem(raw)):
-        return Refused(raw, problem[1])
-    return raw
-
-
-def _holds_huge_number(raw: Any) -> bool:
-    try:
-        text = json.dumps(raw, allow_nan=False).encode()   # ASCII; integers written digit for digit
-    except ValueError:   # a float that is inf, or an integer of more than 4,300 digits
-        return True
-    return _maybe_huge_number(text) and _huge_number(text)
+def _refused_or_event(raw: Any) -> Any:
+    problem = first_problem(raw) if type(raw) is dict or type(raw) is list else None
+    return Refused(raw, problem[1]) if problem else raw
 
 
 def message_id_problem(message_id: str) -> str | None:
