@@ -12,7 +12,7 @@ import json
 import math
 import re
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_core import SchemaValidator, core_schema
@@ -327,9 +327,9 @@ def _constant(name: str) -> Any:
 
 # A number reads as an infinite double (|x| >= 1.8e308) only if its integer digits plus its exponent make 309
 # or more: so it has an exponent of 3 digits or more, or 210 integer digits in a row (JSON allows no leading
-# zero). The gate looks for either on the body with digits as "0", e/E as "e", "+" and "-" as "+" and the rest
-# as spaces (one C pass, then substring searches): it cannot miss one. It also fires on such text inside a
-# string ("code e2024"): _huge_number then looks closer, still on the bytes.
+# zero). The gate looks for a 3-digit exponent or 200 digits in a row, on the body with digits as "0", e/E as
+# "e", "+" and "-" as "+" and the rest as spaces (one C pass, then substring searches): it cannot miss one. It
+# also fires on such text inside a string ("code e2024"): _huge_number then looks closer, still on the bytes.
 _NUMBER_SHAPE = bytes(48 if b in b"0123456789" else 101 if b in b"eE" else 43 if b in b"+-" else 32 for b in range(256))
 _NUMBER_TEXT = bytes(b if b in b"0123456789eE+-." else 32 for b in range(256))   # a number's characters kept
 _TOKEN_SHAPE = bytes.maketrans(b"123456789E-", b"000000000e+")   # _NUMBER_SHAPE, the "." kept in its number
@@ -422,17 +422,18 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
     # Most bodies need no look at their events: checks on the bytes (C passes) clear them. Otherwise one pass
     # over each event (first_problem: memory ~ its depth, plain arrays and objects cleared in bulk) finds what is
     # wrong and where.
-    checks = _Checks(deep=within > MAX_EVENT_DEPTH,   # one event may be too deep
-                     surrogates=not fast and _SURROGATE_ESCAPE.search(body) is not None,   # maybe a lone one
-                     numbers=_maybe_huge_number(body) and _huge_number(body))   # a number that reads as inf
+    deep = within > MAX_EVENT_DEPTH   # one event may be too deep
+    suspect = (deep
+               or (not fast and _SURROGATE_ESCAPE.search(body) is not None)   # maybe a lone surrogate
+               or (_maybe_huge_number(body) and _huge_number(body)))   # a number that reads as inf
     if isinstance(data, dict) and isinstance(data.get("batch"), list):
         events = data["batch"]
     elif isinstance(data, list):
         events = data
     elif isinstance(data, dict):
-        if checks.deep:   # the body is the event
+        if deep:   # the body is the event
             raise BodyError("too_deep", _TOO_DEEP_EVENT)
-        if (checks.surrogates or checks.numbers) and (problem := first_problem(data)):
+        if suspect and (problem := first_problem(data)):
             raise BodyError(*problem)
         # Read by pydantic-core, the body is UTF-8 JSON: its text less JSON's whitespace is the object's.
         return [data], body.decode().strip(" \t\n\r") if fast else None
@@ -443,21 +444,13 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
     if len(events) > MAX_EVENTS_PER_REQUEST:
         raise BodyError("too_many_events", f"the body holds {len(events)} events; the limit is "
                                            f"{MAX_EVENTS_PER_REQUEST} per request", status=413)
-    if checks.deep or checks.surrogates or checks.numbers:   # rare: look at each event
+    if suspect:   # rare: look at each event
         events = [_refused_or_event(raw) for raw in events]
     return events, None
 
 
 _TOO_DEEP_EVENT = (f"the event nests more than {MAX_EVENT_DEPTH} levels of arrays and objects; "
                    f"the limit is {MAX_EVENT_DEPTH}")
-
-
-class _Checks(NamedTuple):
-    """Which per-event checks a body needs (what its bytes could not clear)."""
-
-    deep: bool
-    surrogates: bool
-    numbers: bool
 
 
 def _too_deep() -> BodyError:
