@@ -198,13 +198,14 @@ def nesting_limit(body: bytes) -> int | None:
     0.1 s for 4 MB of brackets). Exact for UTF-8 (no byte of a multi-byte character is a bracket, a quote
     or a backslash).
     """
-    if body.count(b"[") + body.count(b"{") <= MAX_EVENT_DEPTH:
-        return MAX_EVENT_DEPTH   # not that many brackets in all: no need to look closer
     if b"\\" in body:   # escapes that hide a quote out (left to right, as a parser pairs backslashes)
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    # Quotes and brackets only. A "" is an empty string, or two strings side by side, whose contents merge
-    # (both are inside strings): taking it out leaves every other quote opening or closing a string.
-    outside = body.translate(None, _NOT_SYNTAX).replace(b'""', b"")
+    syntax = body.translate(None, _NOT_SYNTAX)   # quotes and brackets only
+    if syntax.count(b"[") + syntax.count(b"{") <= MAX_EVENT_DEPTH:
+        return MAX_EVENT_DEPTH   # not that many brackets in all: no need to look closer
+    # A "" is an empty string, or two strings side by side, whose contents merge (both are inside strings):
+    # taking it out leaves every other quote opening or closing a string.
+    outside = syntax.replace(b'""', b"")
     if b'"' in outside:   # some strings hold brackets: out with them
         outside = _STRING.sub(b"", outside)
     shape = outside.translate(_SQUARE)
@@ -328,18 +329,20 @@ def _constant(name: str) -> Any:
 # A number reads as an infinite double (|x| >= 1.8e308) only if its integer digits plus its exponent make 309
 # or more: so it has an exponent of 3 digits or more, or 210 integer digits in a row (JSON allows no leading
 # zero). The gate looks for a 3-digit exponent or 200 digits in a row, on the body with digits as "0", e/E as
-# "e", "+" and "-" as "+" and the rest as spaces (one C pass, then substring searches): it cannot miss one. It
-# also fires on such text inside a string ("code e2024"): _huge_number then looks closer, still on the bytes.
-_NUMBER_SHAPE = bytes(48 if b in b"0123456789" else 101 if b in b"eE" else 43 if b in b"+-" else 32 for b in range(256))
+# "e" and the rest as spaces (one C pass, then substring searches): it cannot miss one. It also fires on such
+# text inside a string ("code e2024"): _huge_number then looks closer, still on the bytes.
+_NUMBER_SHAPE = bytes(48 if b in b"0123456789" else 101 if b in b"eE" else 32 for b in range(256))
 _NUMBER_TEXT = bytes(b if b in b"0123456789eE+-." else 32 for b in range(256))   # a number's characters kept
-_TOKEN_SHAPE = bytes.maketrans(b"123456789E-", b"000000000e+")   # _NUMBER_SHAPE, the "." kept in its number
+_TOKEN_SHAPE = bytes.maketrans(b"123456789E-", b"000000000e+")   # for _huge_number: "." kept in its number
 _DIGITS_200 = b"0" * 200
 _HUGE_SIGNS = (b"e000", b"e+000", _DIGITS_200)
 
 
 def _maybe_huge_number(body: bytes) -> bool:
-    shape = body.translate(_NUMBER_SHAPE)
-    return shape.find(b"e000") >= 0 or shape.find(b"e+000") >= 0 or shape.find(_DIGITS_200) >= 0
+    # "+" taken out: "e+308" reads "e308" (one search, not two); a "-" is a space: a negative exponent makes
+    # no number large (a join taking "+" out makes may fire the gate, never hide a number from it).
+    shape = body.translate(_NUMBER_SHAPE, b"+")
+    return shape.find(b"e000") >= 0 or shape.find(_DIGITS_200) >= 0
 
 
 def _outside_strings(body: bytes) -> bytes:
