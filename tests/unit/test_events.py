@@ -372,6 +372,7 @@ def test_first_problem_names_the_path_of_what_breaks_a_rule():
     assert first_problem({"a": [1, {"b": [0, 1e999]}]}) == (
         "invalid_json", "a.1.b.1: a number beyond the range of a double (such as 1e400)")
     assert first_problem({"a": ["x", {"\ud800": 1}]})[1].startswith("a.1: ")   # a key: its object's path
+    assert first_problem({"a": {"\ud800": {"b": [1]}}})[1].startswith("a: ")   # also when it holds more
     assert first_problem({"a": [0] * 10 + [-(10**400)]})[1].startswith("a.10: ")
     assert first_problem({"a": [None, 1.5, True, 10**300, "x"]}) is None
     assert first_problem(json.loads(_deep(MAX_EVENT_DEPTH - 1, "1").join(["{\"a\":", "}"]))) is None

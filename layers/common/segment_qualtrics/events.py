@@ -235,6 +235,8 @@ def first_problem(value: Any) -> tuple[str, str] | None:
     stack = [iter(value.items()) if type(value) is dict else enumerate(value)]
     while stack:
         for key, item in stack[-1]:
+            if type(key) is str and (reason := _scalar_problem(key)):   # a key: named at its object's path
+                return reason[0], f"{_where(keys)}: {reason[1]}"
             kind = type(item)
             if kind is dict or kind is list:
                 if len(stack) >= MAX_EVENT_DEPTH:
@@ -246,8 +248,6 @@ def first_problem(value: Any) -> tuple[str, str] | None:
                     break
             elif (kind is str or kind is float or kind is int) and (reason := _scalar_problem(item)):
                 return reason[0], f"{_where((*keys, key))}: {reason[1]}"
-            if type(key) is str and (reason := _scalar_problem(key)):   # a key: named at its object's path
-                return reason[0], f"{_where(keys)}: {reason[1]}"
         else:
             stack.pop()
             if keys:
