@@ -15,7 +15,12 @@ Linear time doubles with the size (ratio ~2); the quadratic email regex this rep
 - the whole ingest handler (``IngestApp.handle``: HTTP API event in, response and log lines out, secrets and
   SQS replaced by in-memory stand-ins) on its rejection paths: a huge Content-Type (415), a body with a bad
   signature (401), a signed event whose ``type`` is a huge string (400, echoed and logged), and a signed
-  body of junk text inside a JSON string.
+  body of junk text inside a JSON string;
+- the ingest's checks of a body (``read_body``: parse, nesting, lone surrogates, numbers that read as
+  infinite) on the shapes that once walked every item with a path each (seconds and over a GB at 4 MiB):
+  items nested 60 deep with "e2024" in a string (the number gate fires), with a real 1e999 after them (the
+  event is walked to name it), next to a 65-level event in a batch, and with a lone surrogate (json.loads
+  reads the body); json.loads of the first for scale.
 Sizes go up to MAX_BODY_BYTES (4 MiB), the largest body the ingest reads. Nothing here asserts a time.
 """
 
@@ -41,6 +46,7 @@ os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "SegmentQualtrics")
 
 from segment_qualtrics import observability  # noqa: E402
+from segment_qualtrics.events import BodyError, read_body  # noqa: E402
 from segment_qualtrics.ingest import MAX_BODY_BYTES, IngestCredentials  # noqa: E402
 from segment_qualtrics.ingest_app import IngestApp  # noqa: E402
 from segment_qualtrics.settings import IngestSettings  # noqa: E402
@@ -109,6 +115,38 @@ HANDLER: dict[str, Callable[[int], dict[str, Any]]] = {
     "400: junk n-byte string, signed": lambda n: (lambda b: http_event(b, signed(b)))(
         body_of(n, lambda s: {"type": "identify", "messageId": "m", "traits": {"phone": s}, "timestamp": s}, 2)),
 }
+
+
+def _items_deep(n: int, template: str) -> bytes:
+    """``template`` with ITEMS: about n bytes of small items (``0,0,...``) 60 levels down; DEEP: 63 levels."""
+    items = ",".join(["0"] * max(1, (n - len(template)) // 2))
+    return template.replace("ITEMS", "[" * 60 + items + "]" * 60).replace("DEEP", "[" * 63 + "1" + "]" * 63).encode()
+
+
+BODIES: dict[str, Callable[[int], bytes]] = {
+    "gate fires: 'e2024' in a string": lambda n: _items_deep(
+        n, '{"type":"identify","userId":"u","traits":{"note":"code e2024","x":ITEMS}}'),
+    "a real 1e999 after the items": lambda n: _items_deep(
+        n, '{"type":"identify","userId":"u","traits":{"x":ITEMS,"n":1e999}}'),
+    "a 65-level event in a batch": lambda n: _items_deep(
+        n, '[{"type":"identify","userId":"u","traits":{"x":ITEMS}},{"type":"identify","userId":"u","d":DEEP}]'),
+    "a lone surrogate (json.loads)": lambda n: _items_deep(
+        n, '[{"type":"identify","userId":"u","traits":{"x":ITEMS,"s":"\\ud800"}}]'),
+}
+
+
+BODY_CHECKS = "ingest body checks (read_body: parse and every check), items 60 levels deep"
+
+
+def body_check(make: Callable[[int], bytes], parse: Callable[[bytes], Any]) -> Callable[[int], Callable[[], Any]]:
+    def at(n: int) -> Callable[[], Any]:
+        body = make(n)
+
+        def run() -> None:
+            with contextlib.suppress(BodyError):
+                parse(body)
+        return run
+    return at
 
 
 def best_time(run: Callable[[], Any], times: int) -> float:
@@ -180,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", action="store_true",
                         help="first time the patterns this release replaced, on small inputs (they are quadratic)")
+    parser.add_argument("--body-checks", action="store_true", help="only the table of the ingest's body checks")
     args = parser.parse_args(argv)
     sizes, size = [], args.min_kib * 1024
     while size <= args.max_kib * 1024:
@@ -188,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seconds (best of {args.repeat}) per size; xN = ratio to the previous size (linear: about x2)")
     if args.before:
         before(args.repeat)
+    body_checks = {**{name: body_check(make, read_body) for name, make in BODIES.items()},
+                   "json.loads of the first, for scale": body_check(BODIES["gate fires: 'e2024' in a string"],
+                                                                    json.loads)}
+    if args.body_checks:
+        table(BODY_CHECKS, sizes, body_checks, args.repeat)
+        return 0
     table("email and phone masking on caller text, without the cut", sizes,
           {name: masking(lambda text: observability._mask_phones(observability._mask_emails(text)), make)
            for name, make in MASKING.items()}, args.repeat)
@@ -216,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             return run
         return at
 
+    table(BODY_CHECKS, sizes, body_checks, args.repeat)
     table("whole ingest handler (IngestApp.handle), rejection paths", sizes,
           {name: handler_run(name, make) for name, make in HANDLER.items()}, args.repeat)
     print("\nstatuses:", ", ".join(f"{name} -> {status}" for name, status in statuses.items()))

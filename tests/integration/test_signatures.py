@@ -99,3 +99,40 @@ def test_rotating_the_shared_secret_accepts_both_values_during_the_grace_then_on
     stack.functions["IngestFunction"].stop()   # a new instance: no cached secret
     assert post_signed(client, old, "late") == 401
     assert post_signed(client, new, "after") == 200
+
+
+def ingest_errors(stack: LocalStack) -> list[dict[str, Any]]:
+    records = []
+    for line in stack.log_lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("level") == "ERROR":
+            records.append(record)
+    return records
+
+
+def test_a_secret_that_is_not_a_json_object_is_our_500_auth_not_configured(stack: LocalStack, client: Client) -> None:
+    pasted = f"bare-shared-secret-{RUN}"   # the operator pasted the shared secret itself, not {"sharedSecret": ...}
+    stack.client("secretsmanager").put_secret_value(SecretId=stack.intrinsics.physical["IngestSecret"],
+                                                    SecretString=pasted)
+    stack.functions["IngestFunction"].stop()   # no cached secret
+    answer = client.post(identify("pasted"))
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "auth_not_configured"
+    assert "JSON object" in answer.json()["error"]["message"] and pasted not in answer.text
+    errors = ingest_errors(stack)
+    assert [e["code"] for e in errors] == ["auth_not_configured"] and "not a JSON object" in errors[0]["cause"]
+    assert not any(pasted in line for line in stack.log_lines)
+
+
+def test_a_secret_that_cannot_be_read_is_a_503_secret_unavailable(stack: LocalStack, client: Client) -> None:
+    missing = stack.intrinsics.physical["IngestSecret"] + "-missing"
+    stack.configure("IngestFunction", INGEST_SECRET_ARN=missing)
+    answer = client.post(identify("unreadable"))
+    assert answer.status_code == 503   # Segment retries 5xx: the events come again once the secret is back
+    assert answer.json()["error"]["code"] == "secret_unavailable"
+    errors = ingest_errors(stack)
+    assert [e["code"] for e in errors] == ["secret_unavailable"]
+    assert "ResourceNotFoundException" in errors[0]["cause"]

@@ -7,8 +7,12 @@ import hmac
 import json
 from datetime import UTC, datetime, timedelta
 
+import boto3
 import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
 from segment_qualtrics.ingest import ECHO_LIMIT, IngestCredentials, IngestRequest, authenticate, handle_ingest
+from segment_qualtrics.ingest_app import IngestApp
 from segment_qualtrics.settings import IngestSettings
 from segment_qualtrics.subscriptions import parse_subscriptions
 
@@ -222,3 +226,51 @@ def test_a_hostile_batch_with_the_switch_on_is_a_401_not_a_500(body):
     response = handle_ingest(request(body, **{"x-signature": "0" * 40}), SUBSCRIPTIONS, credentials, Publisher(),
                              now=NOW)
     assert (response.status, code(response)) == (401, "bad_signature")
+
+
+# --- the ingest secret as read by the function (Powertools over an in-process moto Secrets Manager) --------
+
+@pytest.fixture
+def secrets(monkeypatch):
+    for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "POWERTOOLS_METRICS_NAMESPACE": "test"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    parameters.clear_caches()
+    with mock_aws():
+        yield boto3.client("secretsmanager")
+    parameters.clear_caches()
+
+
+def app_answer(arn: str, caplog) -> tuple[int, dict, list]:
+    body = json.dumps({"type": "identify", "userId": "u"}).encode()
+    event = {"headers": {"content-type": "application/json", "x-signature": sign(body)}, "body": body.decode()}
+    with caplog.at_level("ERROR"):
+        answer = IngestApp(IngestSettings(INGEST_SECRET_ARN=arn), [], publisher=None).handle(event)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    return answer["statusCode"], json.loads(answer["body"])["error"], errors
+
+
+@pytest.mark.parametrize("value", ["the-bare-shared-secret-pasted-in", '"a JSON string"', "[1, 2]", "{not json"])
+def test_a_secret_that_is_not_a_json_object_is_our_500_naming_the_shape_not_the_value(secrets, caplog, value):
+    arn = secrets.create_secret(Name="ingest", SecretString=value)["ARN"]
+    status, error, errors = app_answer(arn, caplog)
+    assert (status, error["code"]) == (500, "auth_not_configured")
+    assert '{"sharedSecret": "..."}' in error["message"] and value not in error["message"]
+    assert len(errors) == 1 and value not in errors[0].getMessage() + str(errors[0].__dict__)
+
+
+def test_a_secret_that_cannot_be_read_is_a_503_segment_retries(secrets, caplog):
+    arn = secrets.create_secret(Name="ingest", SecretString=json.dumps({"sharedSecret": SECRET}))["ARN"]
+    secrets.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    status, error, errors = app_answer(arn, caplog)
+    assert (status, error["code"]) == (503, "secret_unavailable")
+    assert len(errors) == 1 and "ResourceNotFoundException" in errors[0].__dict__["cause"]
+
+
+def test_a_good_secret_read_by_the_function_authenticates(secrets, caplog):
+    arn = secrets.create_secret(Name="ingest", SecretString=json.dumps({"sharedSecret": SECRET}))["ARN"]
+    body = b'{"type":"identify","userId":"u"}'
+    answer = IngestApp(IngestSettings(INGEST_SECRET_ARN=arn), [], publisher=None).handle(
+        {"headers": {"content-type": "application/json", "x-signature": sign(body, "wrong")}, "body": body.decode()})
+    assert (answer["statusCode"], json.loads(answer["body"])["error"]["code"]) == (401, "bad_signature")

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
+import tracemalloc
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from pydantic_core import from_json
 from segment_qualtrics.events import (
     EVENT_TYPES,
     MAX_BODY_DEPTH,
     MAX_EVENT_DEPTH,
     BodyError,
     derived_message_id,
+    first_problem,
     nesting_limit,
+    read_body,
     split_body,
     validate_event,
 )
@@ -301,3 +306,132 @@ def test_a_deep_body_is_too_deep_before_any_parser_recurses():
     with pytest.raises(BodyError) as caught:
         split_body(b"\xef\xbb\xbf" + b"[" * 100_000 + b"]" * 100_000)   # a BOM: json.loads would read it
     assert caught.value.code == "too_deep"
+
+
+# --- what the per-event checks cost: memory in proportion to the body, not to its items ---------------
+
+def _deep(levels: int, inside: str) -> str:
+    return "[" * levels + inside + "]" * levels
+
+
+_ITEMS = ",".join(["0"] * 100_000)   # 100,000 items 60 levels down: a path per item would be 60 keys each
+_COSTLY_SHAPES = {
+    # "e" + 3 digits in a string: the bytes' number gate fires, but no number is at fault
+    "a gate that fires": '{"type":"identify","userId":"u","traits":{"note":"code e2024","x":ITEMS}}',
+    # a real 1e999 after all of them: the event is walked to name where
+    "a number at fault": '{"type":"identify","userId":"u","traits":{"x":ITEMS,"n":1e999}}',
+    # one 65-level event in a batch: every event is checked
+    "a deep event in a batch": '[{"type":"identify","userId":"u","traits":{"x":ITEMS}},'
+                               '{"type":"identify","userId":"u","traits":{"d":DEEP}}]',
+    # a lone surrogate (json.loads reads the body): each event is looked at
+    "a lone surrogate": '[{"type":"identify","userId":"u","traits":{"x":ITEMS,"s":"\\ud800"}}]',
+}
+_COSTLY_SHAPES = {name: text.replace("ITEMS", _deep(60, _ITEMS)).replace("DEEP", _deep(63, "1"))
+                  for name, text in _COSTLY_SHAPES.items()}
+
+
+def _peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        try:
+            fn()
+        except (BodyError, ValueError):
+            pass
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("shape", _COSTLY_SHAPES)
+def test_checking_a_body_costs_memory_in_proportion_to_its_size_not_to_its_items(shape):
+    """The checks (on top of parsing) stay under 4x the body, whatever its shape: no per-item allocation (a path
+    tuple per item took over 300x the body). bench/linear_inputs.py prints the time."""
+    data = _COSTLY_SHAPES[shape].encode()
+    parsing = max(_peak(lambda: json.loads(data)), _peak(lambda: from_json(data)))
+    assert _peak(lambda: read_body(data)) < parsing + 4 * len(data)
+
+
+def test_what_the_costly_shapes_get():
+    assert read_body(_COSTLY_SHAPES["a gate that fires"].encode())[1] is not None   # accepted as sent
+    with pytest.raises(BodyError) as caught:
+        read_body(_COSTLY_SHAPES["a number at fault"].encode())
+    assert (caught.value.code, caught.value.message.split(":")[0]) == ("invalid_json", "traits.n")
+    first, deep = read_body(_COSTLY_SHAPES["a deep event in a batch"].encode())[0]
+    assert first["userId"] == "u" and "levels" in str(_reason(deep))
+    (lone,) = read_body(_COSTLY_SHAPES["a lone surrogate"].encode())[0]
+    assert "traits.s" in _reason(lone) and "surrogate" in _reason(lone)
+
+
+def _reason(raw) -> str:
+    with pytest.raises(ValueError) as caught:
+        validate_event(raw, from_json=True)
+    return str(caught.value)
+
+
+def test_first_problem_names_the_path_of_what_breaks_a_rule():
+    assert first_problem({"a": [1, {"b": [0, 1e999]}]}) == (
+        "invalid_json", "a.1.b.1: a number beyond the range of a double (such as 1e400)")
+    assert first_problem({"a": ["x", {"\ud800": 1}]})[1].startswith("a.1: ")   # a key: its object's path
+    assert first_problem({"a": {"\ud800": {"b": [1]}}})[1].startswith("a: ")   # also when it holds more
+    assert first_problem({"a": [0] * 10 + [-(10**400)]})[1].startswith("a.10: ")
+    assert first_problem({"a": [None, 1.5, True, 10**300, "x"]}) is None
+    assert first_problem(json.loads(_deep(MAX_EVENT_DEPTH - 1, "1").join(["{\"a\":", "}"]))) is None
+    assert first_problem(json.loads(_deep(MAX_EVENT_DEPTH, "1").join(["{\"a\":", "}"])))[0] == "too_deep"
+
+
+# --- numbers: any spelling reads as a finite double, or the event is refused --------------------------
+
+def _strict(text: str):
+    def refuse(name):
+        raise AssertionError(f"{name} in a queued message")
+
+    def finite(number: str) -> float:
+        assert math.isfinite(float(number)), number
+        return float(number)
+    return json.loads(text, parse_constant=refuse, parse_float=finite, parse_int=finite)
+
+
+_DIGITS = st.text("0123456789", min_size=1, max_size=40) | st.integers(150, 420).flatmap(
+    lambda n: st.text("0123456789", min_size=n, max_size=n))
+
+
+@st.composite
+def number_spellings(draw) -> str:
+    """JSON numbers: a sign, an integer part (no leading zero, as JSON wants), maybe a fraction, maybe an
+    exponent (e or E, a sign, leading zeros), of any length around where a double runs out."""
+    integer = draw(st.just("0") | _DIGITS.map(lambda d: "1" + d if d[0] == "0" else d))
+    fraction = draw(st.none() | _DIGITS)
+    exponent = draw(st.none() | st.tuples(st.sampled_from("eE"), st.sampled_from(["", "+", "-"]),
+                                          st.text("0", max_size=3), st.integers(0, 700)))
+    text = draw(st.sampled_from(["", "-"])) + integer + (f".{fraction}" if fraction is not None else "")
+    if exponent:
+        letter, sign, zeros, power = exponent
+        text += f"{letter}{sign}{zeros}{power}"
+    return text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(number_spellings(), st.sampled_from(["one event", "array", "batch object"]), st.booleans())
+@example("1" + "0" * 300 + "e9", "one event", False)   # the review's cases: 1e309 with no 3-digit exponent
+@example("1" + "0" * 300 + "e9", "array", False)
+@example("9" * 300 + ".9e99", "one event", True)
+@example("9" * 308 + "." + "9" * 308 + "e9", "one event", False)
+@example("0." + "0" * 400 + "1e0400", "one event", False)   # tiny after all: finite
+@example("-17976931348623159" + "0" * 292, "array", False)   # just past the largest double
+@example("17976931348623157" + "0" * 292, "array", False)   # the largest double: finite
+def test_a_number_is_queued_only_when_it_reads_as_a_finite_double(number, shape, in_a_string_too):
+    from tests.unit.test_ingest import FakePublisher, ingest, signed
+    note = f',"note":"code e2024 {number}"' if in_a_string_too else ""   # the same text in a string: no matter
+    event = f'{{"type":"identify","messageId":"m-n","userId":"u","traits":{{"n":{number}{note}}}}}'
+    raw = {"one event": event, "array": f"[{event}]", "batch object": f'{{"batch":[{event}]}}'}[shape]
+    publisher = FakePublisher()
+    response = ingest(signed(None, raw=raw.encode()), publisher)
+    queued = [m for _, messages in publisher.calls for m in messages]
+    if math.isfinite(float(number)):
+        assert response.status == 200 and queued, response.body
+        for message in queued:
+            event = _strict(message.to_json())["event"]
+            assert event["traits"]["n"] == float(number)   # read back as a double, the same one
+    else:
+        assert response.status == 400 and not queued, response.body
+        assert "beyond the range of a double" in json.dumps(response.body)

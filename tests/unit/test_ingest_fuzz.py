@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import random
 
@@ -78,6 +79,10 @@ _SCALARS = [
     '"\ufffe"', '"\uffff"', r'"\ufffe"', r'"\uffff"', r'"\u0000"', '"\x01"', r'"\u001f"', '"\u2028\u2029"',
     '"\U0001fffe"', r'"\\"', r'"\""', '"[[[{{{"', '"]]]}}}"', '"\\', "[", "]", "{", "}", ",", ":", "01", "1.",
     ".5", "+1", "0x10", "'x'", '"identify"', '"track"', '"2026-01-01T00:00:00Z"', '"2026-13-45T99:99:99Z"',
+    # past a double's range with no 3-digit exponent, or far from it in text only
+    "1" + "0" * 300 + "e9", "9" * 300 + ".9e99", "9" * 308 + "." + "9" * 308 + "e9", "-1" + "0" * 308,
+    "17976931348623159" + "0" * 292, "17976931348623157" + "0" * 292, "0." + "0" * 400 + "1e400", "1e0000309",
+    '"code e2024"', '"' + "9" * 400 + '"',
 ]
 _FIELDS = ["type", "messageId", "userId", "anonymousId", "event", "groupId", "previousId", "timestamp",
            "originalTimestamp", "sentAt", "receivedAt", "properties", "traits", "context", "integrations"]
@@ -102,7 +107,24 @@ def _value(rng: random.Random, depth: int) -> str:
                         20_000])
         inner, outer = rng.choice([("[", "]"), ('{"a":', "}")])
         return inner * n + rng.choice(["1", "NaN", '"\\ud800"']) + outer * n
+    if roll < 0.45:
+        return _number(rng)
     return rng.choice(_SCALARS)
+
+
+def _number(rng: random.Random) -> str:
+    """A JSON number of any spelling around where a double runs out: sign, integer digits (no leading zero),
+    fraction, exponent (e or E, a sign, leading zeros)."""
+    def digits() -> str:
+        return "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 2, 17, 200, 209, 210, 300, 309, 400])))
+    integer = "0" if rng.random() < 0.2 else rng.choice("123456789") + digits()[1:]
+    text = rng.choice(["", "-"]) + integer
+    if rng.random() < 0.4:
+        text += "." + digits()
+    if rng.random() < 0.6:
+        power = rng.choice([0, 9, 99, 100, 99 + 209, 308, 309, 400, rng.randrange(1000)])
+        text += rng.choice("eE") + rng.choice(["", "+", "-"]) + "0" * rng.choice([0, 0, 1, 3]) + str(power)
+    return text
 
 
 def _event(rng: random.Random) -> str:
@@ -164,7 +186,11 @@ def _headers(rng: random.Random, body: bytes) -> dict[str, str]:
 def _strict_loads(text: str):
     def refuse(name):
         raise AssertionError(f"{name} in a queued message")
-    return json.loads(text, parse_constant=refuse)
+
+    def finite(number: str) -> str:   # a number that reads as inf (1e309) is not one a worker can use
+        assert math.isfinite(float(number)), f"{number[:40]}... reads as an infinite double"
+        return number
+    return json.loads(text, parse_constant=refuse, parse_float=finite, parse_int=finite)
 
 
 def check_request(body: bytes, headers: dict[str, str], *, base64_body: bool = False) -> dict:

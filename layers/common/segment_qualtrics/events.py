@@ -198,13 +198,14 @@ def nesting_limit(body: bytes) -> int | None:
     0.1 s for 4 MB of brackets). Exact for UTF-8 (no byte of a multi-byte character is a bracket, a quote
     or a backslash).
     """
-    if body.count(b"[") + body.count(b"{") <= MAX_EVENT_DEPTH:
-        return MAX_EVENT_DEPTH   # not that many brackets in all: no need to look closer
     if b"\\" in body:   # escapes that hide a quote out (left to right, as a parser pairs backslashes)
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    # Quotes and brackets only. A "" is an empty string, or two strings side by side, whose contents merge
-    # (both are inside strings): taking it out leaves every other quote opening or closing a string.
-    outside = body.translate(None, _NOT_SYNTAX).replace(b'""', b"")
+    syntax = body.translate(None, _NOT_SYNTAX)   # quotes and brackets only
+    if syntax.count(b"[") + syntax.count(b"{") <= MAX_EVENT_DEPTH:
+        return MAX_EVENT_DEPTH   # not that many brackets in all: no need to look closer
+    # A "" is an empty string, or two strings side by side, whose contents merge (both are inside strings):
+    # taking it out leaves every other quote opening or closing a string.
+    outside = syntax.replace(b'""', b"")
     if b'"' in outside:   # some strings hold brackets: out with them
         outside = _STRING.sub(b"", outside)
     shape = outside.translate(_SQUARE)
@@ -213,38 +214,102 @@ def nesting_limit(body: bytes) -> int | None:
     return MAX_BODY_DEPTH if _WITHIN_BODY.fullmatch(shape) else None
 
 
-def _walk(value: Any):
-    """(path, item) for ``value`` and everything in it (object keys too, at their object's path), without
-    recursion: ``path`` is a tuple of keys and indexes. The depth of an array or object is ``len(path) + 1``."""
-    stack: list[tuple[tuple[Any, ...], Any]] = [((), value)]
+def first_problem(value: Any) -> tuple[str, str] | None:
+    """(code, message) for the first reason ``value`` cannot be queued, naming where; None when it can.
+
+    The reasons: nesting deeper than MAX_EVENT_DEPTH (``too_deep``); a lone surrogate (JSON's ``\\ud800``
+    escapes, which no UTF-8 encoder can write: ``invalid_characters``); a number that reads as an infinite
+    double (1e400, an integer of 309 digits: it would be written as Infinity, and the json module reads no
+    integer of more than 4,300 digits back: ``invalid_json``).
+
+    One pass without recursion, in memory proportional to the depth, not the size: a stack of the open arrays'
+    and objects' iterators (and their keys), from which the path is read only for the message. An array or
+    object that holds only plain values is cleared in bulk (C loops), without a step per item.
+    """
+    if type(value) is not dict and type(value) is not list:
+        reason = _scalar_problem(value)
+        return (reason[0], f"the event: {reason[1]}") if reason else None
+    if _plainly_fine(value):
+        return None
+    keys: list[Any] = []   # the key of each open array or object below the top one
+    stack = [iter(value.items()) if type(value) is dict else enumerate(value)]
     while stack:
-        path, item = stack.pop()
-        yield path, item
-        if type(item) is dict:
-            for key, child in item.items():
-                yield path, key
-                stack.append(((*path, key), child))
-        elif type(item) is list:
-            stack.extend(((*path, i), child) for i, child in enumerate(item))
-
-
-def event_depth(value: Any) -> int:
-    return max((len(path) + 1 for path, item in _walk(value) if type(item) in (dict, list)), default=0)
-
-
-def _not_text(value: Any) -> str | None:
-    """Why ``value`` cannot be queued as text, naming where: a lone surrogate (JSON's ``\\ud800`` escapes,
-    which no UTF-8 encoder can write), or a number beyond a double's range (1e400 reads as inf and would be
-    written as Infinity; an integer of thousands of digits is more than the json module reads back)."""
-    for path, item in _walk(value):
-        if type(item) is str and (found := _SURROGATE.search(item)):
-            return f"{_where(path)}: the text {_excerpt(item)} holds a lone surrogate ({found[0]!a}), not Unicode text"
-        if (type(item) is float and not math.isfinite(item)) or (type(item) is int and item.bit_length() > 1024):
-            return f"{_where(path)}: a number beyond the range of a double (such as 1e400)"
+        for key, item in stack[-1]:
+            if type(key) is str and (reason := _scalar_problem(key)):   # a key: named at its object's path
+                return reason[0], f"{_where(keys)}: {reason[1]}"
+            kind = type(item)
+            if kind is dict or kind is list:
+                if len(stack) >= MAX_EVENT_DEPTH:
+                    return "too_deep", (f"{_where((*keys, key))}: the event nests arrays and objects more than "
+                                        f"{MAX_EVENT_DEPTH} levels deep; the limit is {MAX_EVENT_DEPTH}")
+                if not _plainly_fine(item):
+                    keys.append(key)
+                    stack.append(iter(item.items()) if kind is dict else enumerate(item))
+                    break
+            elif (kind is str or kind is float or kind is int) and (reason := _scalar_problem(item)):
+                return reason[0], f"{_where((*keys, key))}: {reason[1]}"
+        else:
+            stack.pop()
+            if keys:
+                keys.pop()
     return None
 
 
-def _where(path: tuple[Any, ...]) -> str:
+_NUMBERS = frozenset({int, float, bool, type(None)})
+
+
+def _plainly_fine(container: dict[Any, Any] | list[Any]) -> bool:
+    """True when ``container`` holds no array or object and none of its values (or keys) breaks a rule; False
+    when unsure. In C loops: the types of the items, the largest number, the text of all strings at once."""
+    items = container.values() if type(container) is dict else container
+    kinds = set(map(type, items))
+    if type(container) is dict and _SURROGATE.search("".join(container)):   # parsed JSON: keys are str
+        return False
+    if kinds <= _NUMBERS:
+        numbers = [x for x in items if x is not None] if type(None) in kinds else items
+        return not numbers or _scalar_problem(max(map(abs, numbers))) is None
+    if kinds == {str}:
+        return _SURROGATE.search("".join(items)) is None
+    return False
+
+
+def _scalar_problem(item: Any) -> tuple[str, str] | None:
+    kind = type(item)
+    if kind is str:
+        if found := _SURROGATE.search(item):
+            return "invalid_characters", (f"the text {_excerpt(item)} holds a lone surrogate ({found[0]!a}), "
+                                          "not Unicode text")
+    elif (kind is float and not math.isfinite(item)) or (kind is int and item.bit_length() > 1023 and _overflows(item)):
+        return "invalid_json", "a number beyond the range of a double (such as 1e400)"
+    return None
+
+
+def _overflows(number: int) -> bool:
+    try:
+        float(number)   # rounds as float() of its text does: the same rule as the check on the bytes
+    except OverflowError:
+        return True
+    return False
+
+
+def event_depth(value: Any) -> int:
+    """How many levels of arrays and objects ``value`` nests (0 for a scalar). Iterative, memory ~ the depth."""
+    if type(value) is not dict and type(value) is not list:
+        return 0
+    deepest = 1
+    stack = [iter(value.values()) if type(value) is dict else iter(value)]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is dict or type(item) is list:
+                stack.append(iter(item.values()) if type(item) is dict else iter(item))
+                deepest = max(deepest, len(stack))
+                break
+        else:
+            stack.pop()
+    return deepest
+
+
+def _where(path: tuple[Any, ...] | list[Any]) -> str:
     text = ".".join(map(str, path)) or "the event"
     return _excerpt(text)[1:-1] if len(text) > 40 or not text.isascii() else text
 
@@ -261,16 +326,57 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (strict JSON has no NaN or Infinity)")
 
 
-# A number that may overflow a double has an exponent of 3 digits or more, or 309 digits in a row: seen in
-# the body with digits as "0", e/E as "e", "+" kept and the rest as spaces (one C pass, then substring
-# searches). A gate only: a match (also one inside a string) sends the events to the exact check.
-_NUMBER_SHAPE = bytes(48 if b in b"0123456789" else 101 if b in b"eE" else b if b == 43 else 32 for b in range(256))
-_DIGITS_309 = b"0" * 309
+# A number reads as an infinite double (|x| >= 1.8e308) only if its integer digits plus its exponent make 309
+# or more: so it has an exponent of 3 digits or more, or 210 integer digits in a row (JSON allows no leading
+# zero). The gate looks for a 3-digit exponent or 200 digits in a row, on the body with digits as "0", e/E as
+# "e" and the rest as spaces (one C pass, then substring searches): it cannot miss one. It also fires on such
+# text inside a string ("code e2024"): _huge_number then looks closer, still on the bytes.
+_NUMBER_SHAPE = bytes(48 if b in b"0123456789" else 101 if b in b"eE" else 32 for b in range(256))
+_NUMBER_TEXT = bytes(b if b in b"0123456789eE+-." else 32 for b in range(256))   # a number's characters kept
+_TOKEN_SHAPE = bytes.maketrans(b"123456789E-", b"000000000e+")   # for _huge_number: "." kept in its number
+_DIGITS_200 = b"0" * 200
+_HUGE_SIGNS = (b"e000", b"e+000", _DIGITS_200)
 
 
 def _maybe_huge_number(body: bytes) -> bool:
-    shape = body.translate(_NUMBER_SHAPE)
-    return shape.find(b"e000") >= 0 or shape.find(b"e+000") >= 0 or shape.find(_DIGITS_309) >= 0
+    # "+" taken out: "e+308" reads "e308" (one search, not two); a "-" is a space: a negative exponent makes
+    # no number large (a join taking "+" out makes may fire the gate, never hide a number from it).
+    shape = body.translate(_NUMBER_SHAPE, b"+")
+    return shape.find(b"e000") >= 0 or shape.find(_DIGITS_200) >= 0
+
+
+def _outside_strings(body: bytes) -> bytes:
+    """The JSON text ``body`` less its strings (and keys). For a body that parsed: escapes are inside strings."""
+    if b"\\" in body:   # escapes that hide a quote out (left to right, as a parser pairs backslashes)
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return _STRING.sub(b"", body) if b'"' in body else body
+
+
+def _huge_number(body: bytes) -> bool:
+    """True when a number of the (parsed) JSON ``body`` reads as an infinite double: exact, in linear time.
+
+    Outside the strings every run of a number's characters is one number: each one the gate points at is read
+    by float() (which reads a 4 MB number in about 10 ms), and the searches go on after it.
+    """
+    text = _outside_strings(body).translate(_NUMBER_TEXT)
+    shape = text.translate(_TOKEN_SHAPE)
+    hits = [shape.find(sign) for sign in _HUGE_SIGNS]
+    while (found := [hit for hit in hits if hit >= 0]):
+        hit = min(found)
+        start = shape.rfind(b" ", 0, hit) + 1
+        end = shape.find(b" ", hit)
+        end = len(shape) if end < 0 else end
+        try:
+            if math.isinf(float(text[start:end])):
+                return True
+        except ValueError:   # not a number after all (cannot happen in parsed JSON): the walk decides
+            return True
+        hits = [hit if hit < 0 or hit >= end else shape.find(sign, end)
+                for hit, sign in zip(hits, _HUGE_SIGNS, strict=True)]
+    return False
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def split_body(body: bytes) -> list[Any]:
@@ -316,17 +422,22 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
         fast = False
     if within is None:   # it parsed, so its brackets balance: it is too deep
         raise _too_deep()
-    suspect = not fast or _maybe_huge_number(body)   # a lone surrogate, or maybe a 1e400
+    # Most bodies need no look at their events: checks on the bytes (C passes) clear them. Otherwise one pass
+    # over each event (first_problem: memory ~ its depth, plain arrays and objects cleared in bulk) finds what is
+    # wrong and where.
+    deep = within > MAX_EVENT_DEPTH   # one event may be too deep
+    suspect = (deep
+               or (not fast and _SURROGATE_ESCAPE.search(body) is not None)   # maybe a lone surrogate
+               or (_maybe_huge_number(body) and _huge_number(body)))   # a number that reads as inf
     if isinstance(data, dict) and isinstance(data.get("batch"), list):
         events = data["batch"]
     elif isinstance(data, list):
         events = data
     elif isinstance(data, dict):
-        if within > MAX_EVENT_DEPTH and (depth := event_depth(data)) > MAX_EVENT_DEPTH:
-            raise BodyError("too_deep", f"the event nests {depth} levels of arrays and objects; the limit is "
-                                        f"{MAX_EVENT_DEPTH}")
-        if suspect and (reason := _not_text(data)):
-            raise BodyError("invalid_characters" if "surrogate" in reason else "invalid_json", reason)
+        if deep:   # the body is the event
+            raise BodyError("too_deep", _TOO_DEEP_EVENT)
+        if suspect and (problem := first_problem(data)):
+            raise BodyError(*problem)
         # Read by pydantic-core, the body is UTF-8 JSON: its text less JSON's whitespace is the object's.
         return [data], body.decode().strip(" \t\n\r") if fast else None
     else:
@@ -336,9 +447,13 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
     if len(events) > MAX_EVENTS_PER_REQUEST:
         raise BodyError("too_many_events", f"the body holds {len(events)} events; the limit is "
                                            f"{MAX_EVENTS_PER_REQUEST} per request", status=413)
-    if within > MAX_EVENT_DEPTH or suspect:   # rare: look at each event
+    if suspect:   # rare: look at each event
         events = [_refused_or_event(raw) for raw in events]
     return events, None
+
+
+_TOO_DEEP_EVENT = (f"the event nests more than {MAX_EVENT_DEPTH} levels of arrays and objects; "
+                   f"the limit is {MAX_EVENT_DEPTH}")
 
 
 def _too_deep() -> BodyError:
@@ -347,13 +462,8 @@ def _too_deep() -> BodyError:
 
 
 def _refused_or_event(raw: Any) -> Any:
-    if type(raw) not in (dict, list):
-        return raw
-    depth = event_depth(raw)
-    if depth > MAX_EVENT_DEPTH:
-        return Refused(raw, f"the event nests {depth} levels of arrays and objects; the limit is {MAX_EVENT_DEPTH}")
-    reason = _not_text(raw)
-    return Refused(raw, reason) if reason else raw
+    problem = first_problem(raw) if type(raw) is dict or type(raw) is list else None
+    return Refused(raw, problem[1]) if problem else raw
 
 
 def message_id_problem(message_id: str) -> str | None:

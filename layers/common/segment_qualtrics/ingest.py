@@ -51,7 +51,7 @@ class IngestCredentials:
 
     @classmethod
     def from_secret(cls, value: Any, *, batch_first_element: bool = False) -> IngestCredentials:
-        if not isinstance(value, Mapping):   # a secret that is not a JSON object configures nothing (a 500)
+        if not isinstance(value, Mapping):   # configures nothing: authenticate() answers 500 auth_not_configured
             value = {}
         return cls(_text(value.get("sharedSecret")), _text(value.get("bearerToken")),
                    _text(value.get("previousSharedSecret")), _text(value.get("previousBearerToken")),

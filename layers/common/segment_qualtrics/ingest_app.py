@@ -9,10 +9,12 @@ messages queued (by action).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
 from .aws import SqsPublisher
 from .ingest import (
@@ -32,6 +34,24 @@ from .subscriptions import ConfigError, Subscription
 FORCED_REFRESH_INTERVAL = 60.0   # at most one uncached secret read a minute, after a failed check
 
 
+class SecretUnusable(Exception):
+    """The ingest secret cannot be used: ``response`` is the answer (our JSON 5xx, never API Gateway's bare
+    500), ``cause`` what the log line says. Neither holds any of the secret's value."""
+
+    def __init__(self, response: IngestResponse, cause: str) -> None:
+        super().__init__(cause)
+        self.response = response
+        self.cause = cause
+
+
+def _not_an_object() -> SecretUnusable:
+    return SecretUnusable(
+        error_response(500, "auth_not_configured",
+                       'the ingest secret is not a JSON object; it must be one such as {"sharedSecret": "..."}'),
+        "the ingest secret's value is not a JSON object (e.g. the bare shared secret pasted in): "
+        'it must be one such as {"sharedSecret": "..."}')
+
+
 class IngestApp:
     def __init__(self, settings: IngestSettings, subscriptions: list[Subscription], publisher: SqsPublisher,
                  batch: MetricBatch | None = None) -> None:
@@ -49,9 +69,20 @@ class IngestApp:
         return cls(settings, subscriptions, publisher)
 
     def credentials(self, force: bool = False) -> IngestCredentials:
-        value = parameters.get_secret(self.settings.INGEST_SECRET_ARN, transform="json", force_fetch=force)
+        """The ingest secret's credentials. SecretUnusable: a value that is not a JSON object (500: the operator
+        must fix it), a secret that cannot be read (503: Segment retries, and an outage passes)."""
+        try:
+            value = parameters.get_secret(self.settings.INGEST_SECRET_ARN, transform="json", force_fetch=force)
+        except TransformParameterError:   # its text is not JSON; the exception's text is not logged (no value)
+            raise _not_an_object() from None
+        except GetParameterError as exc:   # throttled, unreachable, not found, no permission: botocore's words
+            raise SecretUnusable(error_response(503, "secret_unavailable",
+                                                "the ingest secret cannot be read right now; try again later"),
+                                 f"the ingest secret cannot be read: {str(exc)[:500]}") from None
+        if not isinstance(value, Mapping):   # JSON, but a string, a number, an array...
+            raise _not_an_object()
         credentials = IngestCredentials.from_secret(
-            value or {}, batch_first_element=self.settings.ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE)
+            value, batch_first_element=self.settings.ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE)
         redact(credentials.shared_secret, credentials.bearer_token,
                credentials.previous_shared_secret, credentials.previous_bearer_token)
         return credentials
@@ -59,12 +90,17 @@ class IngestApp:
     @tracer.capture_method(capture_response=False)
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
         request = IngestRequest.from_http_api_event(event)
-        credentials = self.credentials()
-        if authenticate(request, credentials) is not None and self._may_refresh():
-            credentials = self.credentials(force=True)   # the secret may have been rotated
-        response = handle_ingest(request, self.router, credentials, self.publisher)
+        cause = None
         try:
-            self._observe(response)
+            credentials = self.credentials()
+            if authenticate(request, credentials) is not None and self._may_refresh():
+                credentials = self.credentials(force=True)   # the secret may have been rotated
+        except SecretUnusable as exc:
+            response, cause = exc.response, exc.cause
+        else:
+            response = handle_ingest(request, self.router, credentials, self.publisher)
+        try:
+            self._observe(response, cause)
         finally:
             self.batch.flush()
         return response.to_http_api_response()
@@ -76,7 +112,8 @@ class IngestApp:
         self._last_forced = now
         return True
 
-    def _observe(self, response: IngestResponse) -> None:
+    def _observe(self, response: IngestResponse, cause: str | None = None) -> None:
+        """Metrics and log lines; ``cause``: what the operator must know and the answer does not say."""
         body = response.body
         if response.status >= 400:
             error = body.get("error", {})
@@ -92,7 +129,7 @@ class IngestApp:
             log = logger.error if response.status >= 500 else logger.warning
             log("request rejected", extra={"outcome": "rejected", "status": response.status, "code": code,
                                            "reason": error.get("message"), "invalid": invalid or None,
-                                           "messageIds": error.get("messageIds")})
+                                           "messageIds": error.get("messageIds"), "cause": cause})
             tracer.put_annotation("rejected", code)
             return
 
