@@ -325,8 +325,13 @@ _COSTLY_SHAPES = {
                                '{"type":"identify","userId":"u","traits":{"d":DEEP}}]',
     # a lone surrogate (json.loads reads the body): each event is looked at
     "a lone surrogate": '[{"type":"identify","userId":"u","traits":{"x":ITEMS,"s":"\\ud800"}}]',
+    # many tiny strings, with the gate firing: taking the strings out must not make an object per string
+    "many strings": '{"type":"identify","userId":"u","traits":{"note":"code e2024","l":STRINGS}}',
+    # many strings holding brackets: the nesting count takes them out too
+    "strings of brackets": '{"type":"identify","userId":"u","traits":{"l":[' + ",".join(['["["]'] * 100_000) + ']}}',
 }
 _COSTLY_SHAPES = {name: text.replace("ITEMS", _deep(60, _ITEMS)).replace("DEEP", _deep(63, "1"))
+                  .replace("STRINGS", "[" + ",".join(['""'] * 200_000) + "]")
                   for name, text in _COSTLY_SHAPES.items()}
 
 
@@ -435,3 +440,14 @@ def test_a_number_is_queued_only_when_it_reads_as_a_finite_double(number, shape,
     else:
         assert response.status == 400 and not queued, response.body
         assert "beyond the range of a double" in json.dumps(response.body)
+
+
+@pytest.mark.parametrize("digits", [4300, 4301, 10_000])
+def test_an_integer_too_long_for_python_refuses_its_event_alone(digits):
+    """Over 4,300 digits Python will not convert an integer (a ValueError for the whole body): read as beyond a
+    double, only its own event is refused and the rest of the batch goes on."""
+    body = ('[{"type":"identify","messageId":"m","userId":"u","traits":{"n":%s}},'
+            '{"type":"identify","messageId":"m2","userId":"u"}]' % ("1" * digits)).encode()
+    big, fine = read_body(body)[0]
+    assert "traits.n" in _reason(big) and "beyond the range of a double" in _reason(big)
+    assert validate_event(fine, from_json=True)["messageId"] == "m2"

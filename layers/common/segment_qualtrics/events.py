@@ -173,6 +173,26 @@ class Refused:
 
 # --- nesting, checked on the bytes in linear time ---------------------------------------------------
 _STRING = re.compile(rb'"[^"]*"')
+_STRINGS_CHUNK = 16 * 1024   # re.sub on a chunk of tiny strings peaks at about 60x the chunk: 1 MB
+
+
+def _without_strings(data: bytes) -> bytes:
+    """JSON bytes (escapes already out) less their strings. re.sub makes one object per string it keeps text
+    between, so a body of a million tiny strings would take 60 times its size at once: a chunk at a time,
+    each cut where no string is open, keeps that to a chunk's worth."""
+    if b'"' not in data:
+        return data
+    if len(data) <= _STRINGS_CHUNK:
+        return _STRING.sub(b"", data)
+    pieces, start = [], 0
+    while start < len(data):
+        cut = min(start + _STRINGS_CHUNK, len(data))
+        if data.count(b'"', start, cut) % 2:   # a string open at the cut: cut after its closing quote
+            close = data.find(b'"', cut)
+            cut = len(data) if close < 0 else close + 1
+        pieces.append(_STRING.sub(b"", data[start:cut]))
+        start = cut
+    return b"".join(pieces)
 _NOT_SYNTAX = bytes(b for b in range(256) if b not in b'[]{}"')
 _SQUARE = bytes.maketrans(b"{}", b"[]")
 
@@ -207,7 +227,7 @@ def nesting_limit(body: bytes) -> int | None:
     # taking it out leaves every other quote opening or closing a string.
     outside = syntax.replace(b'""', b"")
     if b'"' in outside:   # some strings hold brackets: out with them
-        outside = _STRING.sub(b"", outside)
+        outside = _without_strings(outside)
     shape = outside.translate(_SQUARE)
     if _WITHIN_EVENT.fullmatch(shape):
         return MAX_EVENT_DEPTH
@@ -326,6 +346,12 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (strict JSON has no NaN or Infinity)")
 
 
+def _integer(text: str) -> int | float:
+    """An integer of the body as json.loads reads it, but one longer than Python converts (4,300 digits: a
+    ValueError that would refuse the whole body) reads as inf: far beyond a double, its event alone is refused."""
+    return int(text) if len(text) <= 4300 else math.inf
+
+
 # A number reads as an infinite double (|x| >= 1.8e308) only if its integer digits plus its exponent make 309
 # or more: so it has an exponent of 3 digits or more, or 210 integer digits in a row (JSON allows no leading
 # zero). The gate looks for a 3-digit exponent or 200 digits in a row, on the body with digits as "0", e/E as
@@ -349,7 +375,7 @@ def _outside_strings(body: bytes) -> bytes:
     """The JSON text ``body`` less its strings (and keys). For a body that parsed: escapes are inside strings."""
     if b"\\" in body:   # escapes that hide a quote out (left to right, as a parser pairs backslashes)
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    return _STRING.sub(b"", body) if b'"' in body else body
+    return _without_strings(body)
 
 
 def _huge_number(body: bytes) -> bool:
@@ -414,7 +440,7 @@ def read_body(body: bytes) -> tuple[list[Any], str | None]:
         except UnicodeDecodeError as exc:
             raise BodyError("invalid_json", f"the body is not UTF-8 text: {exc}") from None
         try:
-            data = json.loads(text, parse_constant=_constant)   # 1e400 reads as inf: checked below
+            data = json.loads(text, parse_constant=_constant, parse_int=_integer)   # 1e400 reads as inf: checked below
         except RecursionError:   # broken JSON nested past what nesting_limit could pair up: too deep anyway
             raise _too_deep() from None
         except ValueError as exc:
