@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local.qualtrics_sandbox import QualtricsSandbox
+from tests.integration.sandbox_api import SandboxApi, own_sandbox
 
 TOKEN = "imports-test-token"
 POOL = "POOL_SANDBOX"
@@ -26,19 +27,11 @@ STALLED = {"contactsPerSecond": 0.001}  # one contact per 1000 s: a job stays wh
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[QualtricsSandbox]:
-    sandbox = QualtricsSandbox(TOKEN, port=0).start()
-    yield sandbox
-    sandbox.stop()
+    yield from own_sandbox(TOKEN)
 
 
-class Api:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.session = requests.Session()
-        self.session.headers["X-API-TOKEN"] = TOKEN
-
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.request(method, self.base_url + path, timeout=30, **kwargs)
+class Api(SandboxApi):
+    token = TOKEN
 
     def start(self, contacts: list[Any], meta: dict[str, Any] | None = None, path: str = IMPORTS) -> str:
         body: dict[str, Any] = {"contacts": contacts}

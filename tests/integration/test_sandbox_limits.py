@@ -18,6 +18,7 @@ import requests
 
 from local.qualtrics_sandbox import QualtricsSandbox
 from local.sandbox_limits import Latency, endpoint_class, parse_latency
+from tests.integration.sandbox_api import SandboxApi, own_sandbox
 
 TOKEN = "limits-test-token"
 POOL = "POOL_SANDBOX"
@@ -30,19 +31,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[QualtricsSandbox]:
-    sandbox = QualtricsSandbox(TOKEN, port=0).start()
-    yield sandbox
-    sandbox.stop()
+    yield from own_sandbox(TOKEN)
 
 
-class Api:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.session = requests.Session()
-        self.session.headers["X-API-TOKEN"] = TOKEN
-
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.request(method, self.base_url + path, timeout=10, **kwargs)
+class Api(SandboxApi):
+    token = TOKEN
 
     def create(self, ext_ref: str) -> requests.Response:
         return self.call("POST", CONTACTS, json={"extRef": ext_ref})
