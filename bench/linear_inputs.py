@@ -45,13 +45,13 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "SegmentQualtrics")
 
-from segment_qualtrics import observability  # noqa: E402
-from segment_qualtrics.events import BodyError, read_body  # noqa: E402
-from segment_qualtrics.ingest import MAX_BODY_BYTES, IngestCredentials  # noqa: E402
-from segment_qualtrics.ingest_app import IngestApp  # noqa: E402
-from segment_qualtrics.settings import IngestSettings  # noqa: E402
-from segment_qualtrics.subscriptions import parse_subscriptions  # noqa: E402
-from segment_qualtrics.triggers import compile_trigger  # noqa: E402
+from segment_qualtrics.destination.subscriptions import parse_subscriptions  # noqa: E402
+from segment_qualtrics.ingest.core import MAX_BODY_BYTES, IngestCredentials  # noqa: E402
+from segment_qualtrics.runtime import observability  # noqa: E402
+from segment_qualtrics.runtime.ingest_app import IngestApp  # noqa: E402
+from segment_qualtrics.runtime.settings import IngestSettings  # noqa: E402
+from segment_qualtrics.segment.events import BodyError, read_body  # noqa: E402
+from segment_qualtrics.segment.fql import compile_trigger  # noqa: E402
 
 SECRET = "bench-shared-secret"
 

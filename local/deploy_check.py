@@ -3,7 +3,7 @@
     python -m local.deploy_check [--config-env ENV] [--config FILE] [--root DIR]
 
 Which file: each function's DESTINATION_CONFIG in template.yaml (Globals, or the function's own). Empty is the
-packaged layers/common/segment_qualtrics/default_subscriptions.json; /opt/python/... is a file of the common
+packaged layers/common/segment_qualtrics/destination/default_subscriptions.json; /opt/python/... is a file of the common
 layer (layers/common/...); /var/task/... a file of the function's CodeUri. ``--config FILE`` names the local
 file instead (a path that is none of these, e.g. on a mounted file system).
 
@@ -11,7 +11,7 @@ Which variables: the functions' environment variables of template.yaml, each ``!
 with samconfig.toml's ``[ENV.deploy.parameters] parameter_overrides`` (what ``sam deploy --config-env ENV``
 passes), else the parameter's Default. Only those: the deployer's own environment plays no part.
 
-The check is segment_qualtrics.cli's check-config. Exit status: 0 fine, 1 problems (listed; do not deploy),
+The check is segment_qualtrics.tools.cli's check-config. Exit status: 0 fine, 1 problems (listed; do not deploy),
 2 bad usage, samconfig.toml or template.yaml.
 """
 
@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from segment_qualtrics import cli
+from segment_qualtrics.tools import cli
 
 from local.cfn_yaml import CfnYamlError, load_template
 
-PACKAGED = Path("layers/common/segment_qualtrics/default_subscriptions.json")
+PACKAGED = Path("layers/common/segment_qualtrics/destination/default_subscriptions.json")
 LAYER_MOUNT, TASK_ROOT = "/opt/python/", "/var/task/"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")   # as subscriptions.py reads ${NAME}
 

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segment_qualtrics.actions import ACTIONS, Action
-from segment_qualtrics.mapping import UNDEFINED
+from segment_qualtrics.destination.actions import ACTIONS, Action
+from segment_qualtrics.segment.mapping_kit import UNDEFINED
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "actions"
-DEFAULT_SUBSCRIPTIONS = ROOT / "layers" / "common" / "segment_qualtrics" / "default_subscriptions.json"
+DEFAULT_SUBSCRIPTIONS = ROOT / "layers" / "common" / "segment_qualtrics" / "destination" / "default_subscriptions.json"
 
 _CONTACT = "create-contact body (`POST /API/v3/directories/{directoryId}/contacts`)"
 _LOOKUP = "contact search filter, and the body of the contact created when the search finds none"

@@ -26,7 +26,7 @@ ARGS ?=
 OPS_ENV = PYTHONPATH=$(OPS_PYTHONPATH) SAMCONFIG_ENV=$(ENV)
 
 dlq: $(VENV_STAMP)
-	@$(OPS_ENV) $(PY) -m segment_qualtrics.cli_dlq $(ARGS) $(if $(REGION),--region "$(REGION)")
+	@$(OPS_ENV) $(PY) -m segment_qualtrics.tools.cli_dlq $(ARGS) $(if $(REGION),--region "$(REGION)")
 
 # The check runs first: a file with problems never reaches sam build, nor the stack.
 deploy: deploy-check build
@@ -43,10 +43,10 @@ deploy-check: $(VENV_STAMP)
 
 # The secret reaches the script through the environment and the line is not echoed: make prints recipes.
 smoke: $(VENV_STAMP)
-	@SEGMENT_SHARED_SECRET="$(SECRET)" $(OPS_ENV) $(PY) -m segment_qualtrics.cli_ops smoke \
+	@SEGMENT_SHARED_SECRET="$(SECRET)" $(OPS_ENV) $(PY) -m segment_qualtrics.tools.cli_ops smoke \
 	  $(if $(URL),--url "$(URL)") $(if $(STACK),--stack "$(STACK)") $(if $(EVENT),--event "$(EVENT)") \
 	  $(if $(REGION),--region "$(REGION)")
 
 check-qualtrics: $(VENV_STAMP)
-	@$(OPS_ENV) $(PY) -m segment_qualtrics.cli_ops check-qualtrics \
+	@$(OPS_ENV) $(PY) -m segment_qualtrics.tools.cli_ops check-qualtrics \
 	  $(if $(SECRET_ARN),--secret-arn "$(SECRET_ARN)") $(if $(STACK),--stack "$(STACK)") $(if $(REGION),--region "$(REGION)")

@@ -3,9 +3,9 @@
 import os
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from segment_qualtrics.observability import logger, metrics
-from segment_qualtrics.startup import log_startup_failure
-from segment_qualtrics.worker_app import WorkerApp
+from segment_qualtrics.runtime.observability import logger, metrics
+from segment_qualtrics.runtime.startup import log_startup_failure
+from segment_qualtrics.runtime.worker_app import WorkerApp
 
 try:
     app = WorkerApp.from_environment()   # once per cold start: config, Qualtrics client, AWS clients

@@ -2,8 +2,8 @@
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from segment_qualtrics.ingest_app import IngestApp, IngestStartupFailure
-from segment_qualtrics.observability import logger, metrics
+from segment_qualtrics.runtime.ingest_app import IngestApp, IngestStartupFailure
+from segment_qualtrics.runtime.observability import logger, metrics
 
 try:
     app = IngestApp.from_environment()   # once per cold start: config, secret provider, SQS client

@@ -14,8 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from segment_qualtrics import cli_dlq, cli_ops
-from segment_qualtrics.aws_errors import explain, region_from_arn, samconfig_region
+from segment_qualtrics.adapters.aws_errors import explain, region_from_arn, samconfig_region
+from segment_qualtrics.tools import cli_dlq, cli_ops
 
 from local.stack import LocalStack
 

@@ -1,4 +1,4 @@
-"""The DLQ tool (segment_qualtrics.dlq and its CLI) against the local stack.
+"""The DLQ tool (segment_qualtrics.tools.dlq and its CLI) against the local stack.
 
 A Qualtrics 400 puts an identify's addContactToXmd message in the dead-letter queue with its reason; the
 tool lists it, redrives it once the cause is gone (the event then lands exactly once), filters by error
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import requests
-from segment_qualtrics import cli_dlq
-from segment_qualtrics.dlq import ActionQueues, Selection, peek, purge, redrive
+from segment_qualtrics.tools import cli_dlq
+from segment_qualtrics.tools.dlq import ActionQueues, Selection, peek, purge, redrive
 
 from local.stack import LocalStack
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from segment_qualtrics.envelope import sqs_entry_problem
-from segment_qualtrics.events import MAX_EVENT_DEPTH, MAX_EVENTS_PER_REQUEST, MAX_MESSAGE_ID_CHARS
+from segment_qualtrics.destination.envelope import sqs_entry_problem
+from segment_qualtrics.segment.events import MAX_EVENT_DEPTH, MAX_EVENTS_PER_REQUEST, MAX_MESSAGE_ID_CHARS
 
 IDENTIFY = '{"type":"identify","userId":"user-1","messageId":"m-1","traits":{"email":"ada@example.com"'
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from segment_qualtrics import cli_dlq
+from segment_qualtrics.tools import cli_dlq
 
 from local.stack import LocalStack
 from tests.integration.conftest import Client

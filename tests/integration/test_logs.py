@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 from aws_lambda_powertools import Logger
-from segment_qualtrics.observability import METRICS, NAMESPACE, Metric, RedactingFormatter, mask, redact
+from segment_qualtrics.runtime.observability import METRICS, NAMESPACE, Metric, RedactingFormatter, mask, redact
 
 from local.stack import SANDBOX_TOKEN, LocalStack
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 import responses
-from segment_qualtrics import cli_ops
-from segment_qualtrics.health import check_whoami
-from segment_qualtrics.qualtrics import QualtricsClient
+from segment_qualtrics.adapters.health import check_whoami
+from segment_qualtrics.adapters.qualtrics import QualtricsClient
+from segment_qualtrics.tools import cli_ops
 
 from local.stack import SANDBOX_TOKEN, LocalStack
 

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from segment_qualtrics.ingest import MAX_BODY_BYTES
+from segment_qualtrics.ingest.core import MAX_BODY_BYTES
 
 
 def identify(n: int = 1, **extra) -> dict:

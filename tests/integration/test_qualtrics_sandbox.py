@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import requests
-from segment_qualtrics import qualtrics
-from segment_qualtrics.errors import PermanentError
-from segment_qualtrics.qualtrics import QualtricsClient, QualtricsCredentials
+from segment_qualtrics.adapters import qualtrics
+from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
+from segment_qualtrics.destination.errors import PermanentError
 
 from local.qualtrics_sandbox import QualtricsSandbox
 

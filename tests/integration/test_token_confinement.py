@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 import requests
-from segment_qualtrics import cli_ops
-from segment_qualtrics.errors import PermanentError
-from segment_qualtrics.health import check_whoami
-from segment_qualtrics.qualtrics import QualtricsClient, QualtricsCredentials
-from segment_qualtrics.worker_app import qualtrics_startup_check
+from segment_qualtrics.adapters.health import check_whoami
+from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
+from segment_qualtrics.destination.errors import PermanentError
+from segment_qualtrics.runtime.worker_app import qualtrics_startup_check
+from segment_qualtrics.tools import cli_ops
 
 from local.stack import SANDBOX_TOKEN, LocalStack
 from tests.integration.foreign_host import ForeignHost

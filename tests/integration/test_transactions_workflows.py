@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import requests
-from segment_qualtrics.transactions import MARKER_FIELD
+from segment_qualtrics.delivery.transactions import MARKER_FIELD
 
 
 def transaction(n: int, user: str = "buyer-1", **traits) -> dict:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from segment_qualtrics.actions import (
+from segment_qualtrics.destination.actions import (
     ACTIONS,
     ContactPayload,
     TransactionPayload,
     flat_value,
     qualtrics_datetime,
 )
-from segment_qualtrics.errors import PermanentError
+from segment_qualtrics.destination.errors import PermanentError
 
 ADD_CONTACT = ACTIONS["addContactToXmd"]
 UPSERT = ACTIONS["upsertContactTransaction"]

@@ -11,10 +11,10 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
-from segment_qualtrics.ingest import ECHO_LIMIT, IngestCredentials, IngestRequest, authenticate, handle_ingest
-from segment_qualtrics.ingest_app import IngestApp
-from segment_qualtrics.settings import IngestSettings
-from segment_qualtrics.subscriptions import parse_subscriptions
+from segment_qualtrics.destination.subscriptions import parse_subscriptions
+from segment_qualtrics.ingest.core import ECHO_LIMIT, IngestCredentials, IngestRequest, authenticate, handle_ingest
+from segment_qualtrics.runtime.ingest_app import IngestApp
+from segment_qualtrics.runtime.settings import IngestSettings
 
 SECRET, OLD_SECRET = "new-shared-secret", "old-shared-secret"
 TOKEN, OLD_TOKEN = "new-bearer-token", "old-bearer-token"

@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from segment_qualtrics.cli import main
-from segment_qualtrics.subscriptions import (
+from segment_qualtrics.destination.subscriptions import (
     DEFAULT_CONFIG,
     ConfigError,
     load_subscriptions,
     parse_subscriptions,
     referenced_variables,
 )
+from segment_qualtrics.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 VARS = {"QUALTRICS_DIRECTORY_ID": "POOL_D", "QUALTRICS_MAILING_LIST_ID": "CG_M"}

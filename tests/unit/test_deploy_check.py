@@ -79,7 +79,7 @@ def test_a_destination_config_in_the_layer_is_the_file_checked(tmp_path):
         'DESTINATION_CONFIG: ""', "DESTINATION_CONFIG: /opt/python/segment_qualtrics/prod.json")
     assert "/opt/python/segment_qualtrics/prod.json" in template
     root = repo(tmp_path, GOOD, template=template)
-    (root / PACKAGED).with_name("prod.json").write_text(json.dumps(BROKEN))
+    (root / "layers/common/segment_qualtrics/prod.json").write_text(json.dumps(BROKEN))
     status, out, err = check(root)
     assert status == 1 and "prod.json" in out and "'Broken'" in err
     # a path the package does not hold: say so, and how to name the local file

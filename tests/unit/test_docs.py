@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from segment_qualtrics.actions import ACTIONS
+from segment_qualtrics.destination.actions import ACTIONS
 
 from local.docs import RECEIVES, pages
 

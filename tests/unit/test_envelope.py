@@ -7,7 +7,13 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_qualtrics.envelope import ENVELOPE_VERSION, EnvelopeError, QueueMessage, sqs_entry_problem, sqs_safe
+from segment_qualtrics.destination.envelope import (
+    ENVELOPE_VERSION,
+    EnvelopeError,
+    QueueMessage,
+    sqs_entry_problem,
+    sqs_safe,
+)
 
 EVENT = {"type": "identify", "messageId": "seg-1", "userId": "user-1", "traits": {"name": "Zoë"}}
 MESSAGE = QueueMessage("addContactToXmd", "Contacts", "seg-1", "2024-01-01T00:00:00.250Z", EVENT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from segment_qualtrics.errors import (
+from segment_qualtrics.destination.errors import (
     PermanentError,
     RetryableError,
     error_from_response,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic_core import from_json
-from segment_qualtrics.events import (
+from segment_qualtrics.segment.events import (
     EVENT_TYPES,
     MAX_BODY_DEPTH,
     MAX_EVENT_DEPTH,

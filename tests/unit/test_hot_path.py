@@ -22,8 +22,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from pydantic_core import from_json
-from segment_qualtrics.envelope import ENVELOPE_VERSION, SQS_REFUSED, QueueMessage, encode_event
-from segment_qualtrics.events import (
+from segment_qualtrics.destination.envelope import ENVELOPE_VERSION, SQS_REFUSED, QueueMessage, encode_event
+from segment_qualtrics.destination.subscriptions import parse_subscriptions
+from segment_qualtrics.ingest.core import IngestCredentials, IngestRequest, Router, _messages, handle_ingest
+from segment_qualtrics.segment.events import (
     EVENT_TYPES,
     MAX_EVENT_DEPTH,
     MAX_EVENTS_PER_REQUEST,
@@ -37,8 +39,6 @@ from segment_qualtrics.events import (
     split_body,
     validate_event,
 )
-from segment_qualtrics.ingest import IngestCredentials, IngestRequest, Router, _messages, handle_ingest
-from segment_qualtrics.subscriptions import parse_subscriptions
 
 # --- events ---------------------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from segment_qualtrics.aws import DynamoIdempotencyStore
-from segment_qualtrics.idempotency import Claim, ClaimState, IdempotencyStore, MemoryIdempotencyStore
+from segment_qualtrics.adapters.aws import DynamoIdempotencyStore
+from segment_qualtrics.delivery.idempotency import Claim, ClaimState, IdempotencyStore, MemoryIdempotencyStore
 
 from local.moto_server import LocalAwsServer
 

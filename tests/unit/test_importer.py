@@ -7,9 +7,9 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_qualtrics.actions import ACTIONS
-from segment_qualtrics.importer import ExportError, import_segment, segment_subscriptions
-from segment_qualtrics.subscriptions import MAX_SUBSCRIPTIONS, parse_subscriptions
+from segment_qualtrics.destination.actions import ACTIONS
+from segment_qualtrics.destination.subscriptions import MAX_SUBSCRIPTIONS, parse_subscriptions
+from segment_qualtrics.tools.importer import ExportError, import_segment, segment_subscriptions
 
 # As Segment's Public API answers GET /destinations/{id}/subscriptions (the UI stores every field it shows).
 CONTACT = {

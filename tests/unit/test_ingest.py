@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
-from segment_qualtrics.envelope import QueueMessage
-from segment_qualtrics.ingest import (
+from segment_qualtrics.destination.envelope import QueueMessage
+from segment_qualtrics.destination.subscriptions import parse_subscriptions
+from segment_qualtrics.ingest.core import (
     MAX_BODY_BYTES,
     IngestCredentials,
     IngestRequest,
@@ -22,7 +23,6 @@ from segment_qualtrics.ingest import (
     route,
     signature_matches,
 )
-from segment_qualtrics.subscriptions import parse_subscriptions
 
 SECRET = "shared-secret"
 TOKEN = "bearer-token-1"

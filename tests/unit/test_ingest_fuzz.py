@@ -24,11 +24,11 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from segment_qualtrics.aws import SqsPublisher
-from segment_qualtrics.envelope import QueueMessage, sqs_entry_problem
-from segment_qualtrics.events import MAX_EVENT_DEPTH, event_depth, validate_event
-from segment_qualtrics.ingest import MAX_BODY_BYTES, IngestCredentials, IngestRequest, Router, handle_ingest
-from segment_qualtrics.subscriptions import parse_subscriptions
+from segment_qualtrics.adapters.aws import SqsPublisher
+from segment_qualtrics.destination.envelope import QueueMessage, sqs_entry_problem
+from segment_qualtrics.destination.subscriptions import parse_subscriptions
+from segment_qualtrics.ingest.core import MAX_BODY_BYTES, IngestCredentials, IngestRequest, Router, handle_ingest
+from segment_qualtrics.segment.events import MAX_EVENT_DEPTH, event_depth, validate_event
 
 EXAMPLES = int(os.environ.get("INGEST_FUZZ_EXAMPLES", "300"))
 SECRET = "fuzz-secret"

@@ -1,4 +1,4 @@
-"""Tests for segment_qualtrics.mapping (Segment mapping-kit directives).
+"""Tests for segment_qualtrics.segment.mapping_kit (Segment mapping-kit directives).
 
 Most expectations are copied from mapping-kit's own tests in segmentio/action-destinations:
 packages/core/src/mapping-kit/__tests__/index.test.ts, schema-fixtures/directives/*.json,
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from segment_qualtrics.mapping import (
+from segment_qualtrics.segment.mapping_kit import (
     MAX_MERGED_STRING_CHARS,
     MAX_TEXT_CHARS,
     UNDEFINED,
@@ -25,8 +25,8 @@ from segment_qualtrics.mapping import (
     resolve_value,
     validate_mapping,
 )
-from segment_qualtrics.mapping import _js_json as js_json
-from segment_qualtrics.mapping import _js_number as js_number
+from segment_qualtrics.segment.mapping_kit import _js_json as js_json
+from segment_qualtrics.segment.mapping_kit import _js_number as js_number
 
 
 def transform(mapping: Any, data: Any) -> Any:
@@ -668,7 +668,7 @@ def test_a_template_longer_than_the_cap_is_an_invalid_payload() -> None:
 
 
 def test_the_text_cap_is_the_ingests_event_limit() -> None:
-    from segment_qualtrics.ingest import MAX_EVENT_BYTES
+    from segment_qualtrics.ingest.core import MAX_EVENT_BYTES
 
     assert MAX_TEXT_CHARS == MAX_EVENT_BYTES
 
@@ -1203,7 +1203,7 @@ def _nested_value(depth: int) -> dict:
 
 
 def test_depth_check_is_iterative_and_exact():
-    from segment_qualtrics.mapping import MAX_VALUE_DEPTH, value_depth_exceeds
+    from segment_qualtrics.segment.mapping_kit import MAX_VALUE_DEPTH, value_depth_exceeds
 
     assert not value_depth_exceeds(_nested_value(MAX_VALUE_DEPTH - 1))   # + the leaf's object: 64 levels
     assert value_depth_exceeds([[[]]], limit=2) and not value_depth_exceeds([[[]]], limit=3)   # arrays count
@@ -1213,7 +1213,7 @@ def test_depth_check_is_iterative_and_exact():
 
 
 def test_an_event_deeper_than_the_limit_is_a_mapping_error_not_a_recursion_error():
-    from segment_qualtrics.mapping import MappingError, resolve_mapping, resolve_value
+    from segment_qualtrics.segment.mapping_kit import MappingError, resolve_mapping, resolve_value
 
     event = {"type": "track", "properties": _nested_value(5000)}
     with pytest.raises(MappingError, match="deeper than 64"):
@@ -1223,7 +1223,7 @@ def test_an_event_deeper_than_the_limit_is_a_mapping_error_not_a_recursion_error
 
 
 def test_json_decode_of_a_deep_string_is_refused():
-    from segment_qualtrics.mapping import MappingError, resolve_mapping
+    from segment_qualtrics.segment.mapping_kit import MappingError, resolve_mapping
 
     mapping = {"data": {"@json": {"mode": "decode", "value": {"@path": "$.properties.blob"}}}}
     for depth in (100, 100_000):   # past the limit; past what json.loads itself can parse

@@ -5,7 +5,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_qualtrics.observability import LOG_TEXT_LIMIT, _clean, mask, redact
+from segment_qualtrics.runtime.observability import LOG_TEXT_LIMIT, _clean, mask, redact
 
 
 @pytest.mark.parametrize(("text", "masked"), [

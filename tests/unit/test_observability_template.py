@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from segment_qualtrics.observability import METRICS, NAMESPACE, Metric
+from segment_qualtrics.runtime.observability import METRICS, NAMESPACE, Metric
 
 from local.cfn_yaml import load_template
 
@@ -269,13 +269,13 @@ def test_dashboard_shows_only_this_stacks_metrics(template: dict[str, Any], reso
 
 
 def _package_sources() -> dict[str, str]:
-    return {p.name: p.read_text() for p in PACKAGE.glob("*.py")}
+    return {str(p.relative_to(PACKAGE)): p.read_text() for p in PACKAGE.rglob("*.py")}
 
 
 def test_every_declared_metric_is_emitted_by_the_code() -> None:
     used: set[str] = set()
     for name, text in _package_sources().items():
-        if name == "observability.py":
+        if name == "runtime/observability.py":
             continue
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Metric":
@@ -317,8 +317,8 @@ def test_tracing_parameter_drives_lambda_tracing_and_powertools(template: dict[s
     assert re.search(r"^aws-xray-sdk==", requirements, re.MULTILINE), "Tracer needs aws-xray-sdk in the layer"
 
 
-IMPORT_CHECK = ("import sys, segment_qualtrics.worker_app, segment_qualtrics.ingest_app; "
-                "from segment_qualtrics.observability import tracer; "
+IMPORT_CHECK = ("import sys, segment_qualtrics.runtime.worker_app, segment_qualtrics.runtime.ingest_app; "
+                "from segment_qualtrics.runtime.observability import tracer; "
                 "print(type(tracer).__name__, 'aws_xray_sdk' in sys.modules)")
 
 

@@ -9,9 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from segment_qualtrics.errors import DestinationError
-from segment_qualtrics.ingest import route
-from segment_qualtrics.preview import (
+from segment_qualtrics.delivery.transactions import transaction_key
+from segment_qualtrics.delivery.worker import Delivery
+from segment_qualtrics.destination.errors import DestinationError
+from segment_qualtrics.destination.subscriptions import parse_subscriptions
+from segment_qualtrics.ingest.core import route
+from segment_qualtrics.tools.preview import (
     CONTACT_PLACEHOLDER,
     MASKED_TOKEN,
     TOKEN_PLACEHOLDER,
@@ -20,9 +23,6 @@ from segment_qualtrics.preview import (
     read_events,
     render,
 )
-from segment_qualtrics.subscriptions import parse_subscriptions
-from segment_qualtrics.transactions import transaction_key
-from segment_qualtrics.worker import Delivery
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 29, 10, 0, 0, 250000, tzinfo=UTC)

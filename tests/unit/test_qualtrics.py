@@ -15,14 +15,14 @@ import pytest
 import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from segment_qualtrics.errors import PermanentError
-from segment_qualtrics.qualtrics import (
+from segment_qualtrics.adapters.qualtrics import (
     Origin,
     QualtricsClient,
     QualtricsCredentials,
     origin_of,
     token_url_refusal,
 )
+from segment_qualtrics.destination.errors import PermanentError
 from urllib3.util import parse_url
 
 from local.qualtrics_sandbox import QualtricsSandbox

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 import responses
-from segment_qualtrics.errors import DestinationError, PermanentError, RetryableError
-from segment_qualtrics.qualtrics import MAX_TRANSACTION_PAGES, QualtricsClient, QualtricsCredentials
+from segment_qualtrics.adapters.qualtrics import MAX_TRANSACTION_PAGES, QualtricsClient, QualtricsCredentials
+from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 
 BASE = "https://iad1.qualtrics.com"
 WHOAMI = BASE + "/API/v3/whoami"

@@ -10,8 +10,8 @@ import json
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from segment_qualtrics.aws import SQS_BATCH_BYTES, SqsPublisher
-from segment_qualtrics.envelope import QueueMessage
+from segment_qualtrics.adapters.aws import SQS_BATCH_BYTES, SqsPublisher
+from segment_qualtrics.destination.envelope import QueueMessage
 
 URL = "https://sqs.local/queue/addContactToXmd"
 

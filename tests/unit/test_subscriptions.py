@@ -9,12 +9,8 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_qualtrics.actions import ACTIONS
-from segment_qualtrics.ingest import Router
-from segment_qualtrics.ingest_app import IngestStartupFailure
-from segment_qualtrics.observability import METRICS, Metric, logger
-from segment_qualtrics.startup import subscriptions_at_start
-from segment_qualtrics.subscriptions import (
+from segment_qualtrics.destination.actions import ACTIONS
+from segment_qualtrics.destination.subscriptions import (
     DEFAULT_CONFIG,
     MAX_SUBSCRIPTIONS,
     ConfigError,
@@ -23,6 +19,10 @@ from segment_qualtrics.subscriptions import (
     load_subscriptions,
     parse_subscriptions,
 )
+from segment_qualtrics.ingest.core import Router
+from segment_qualtrics.runtime.ingest_app import IngestStartupFailure
+from segment_qualtrics.runtime.observability import METRICS, Metric, logger
+from segment_qualtrics.runtime.startup import subscriptions_at_start
 
 from tests.unit.test_worker import Setup as WorkerSetup
 from tests.unit.test_worker import delivery as worker_delivery

@@ -17,7 +17,7 @@ from local.cfn_yaml import CfnYamlError, load_template, loads
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
-AWS_ADAPTERS = ROOT / "layers" / "common" / "segment_qualtrics" / "aws.py"
+AWS_ADAPTERS = ROOT / "layers" / "common" / "segment_qualtrics" / "adapters" / "aws.py"
 SAM_PYTHON = ROOT / ".sam-venv" / "bin" / "python"
 
 RUNTIME = "python3.13"
@@ -692,7 +692,7 @@ def parameter_defaults(template: dict[str, Any]) -> dict[str, str]:
 
 def test_the_batch_first_element_signature_is_off_by_default_and_says_what_it_gives_up(
         template: dict[str, Any]) -> None:
-    from segment_qualtrics.settings import IngestSettings
+    from segment_qualtrics.runtime.settings import IngestSettings
 
     from local.stack import Intrinsics
     parameter = template["Parameters"]["AcceptBatchFirstElementSignature"]
@@ -742,8 +742,8 @@ def test_sam_puts_the_throttling_on_the_http_apis_stage(sam_translated: dict[str
 def test_a_worker_invocation_has_time_for_a_whole_qualtrics_call(
     template: dict[str, Any], resources: dict[str, Any], action: Action
 ) -> None:
-    from segment_qualtrics.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT
-    from segment_qualtrics.worker_app import CALL_SECONDS
+    from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT
+    from segment_qualtrics.runtime.worker_app import CALL_SECONDS
 
     timeout = effective(template, action.function, "Timeout", DEFAULT_LAMBDA_TIMEOUT)
     # The worker starts no call with less than CALL_SECONDS left (worst connect + read, plus a margin to settle the
@@ -758,7 +758,7 @@ def test_a_worker_invocation_has_time_for_a_whole_qualtrics_call(
 def test_sqs_keeps_spare_receives_above_the_workers_attempts(
     template: dict[str, Any], resources: dict[str, Any], action: Action
 ) -> None:
-    from segment_qualtrics.settings import CRASH_MARGIN_RECEIVES, WorkerSettings
+    from segment_qualtrics.runtime.settings import CRASH_MARGIN_RECEIVES, WorkerSettings
 
     redrive = resources[action.queue]["Properties"]["RedrivePolicy"]
     env = effective_env(template, action.function)
@@ -777,7 +777,7 @@ def test_sqs_keeps_spare_receives_above_the_workers_attempts(
 def test_idempotency_records_outlive_every_redrive(
     template: dict[str, Any], resources: dict[str, Any], action: Action
 ) -> None:
-    from segment_qualtrics.settings import IDEMPOTENCY_MARGIN_SECONDS, WorkerSettings
+    from segment_qualtrics.runtime.settings import IDEMPOTENCY_MARGIN_SECONDS, WorkerSettings
 
     source = resources[action.queue]["Properties"]
     dlq = resources[action.dlq]["Properties"]

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from segment_qualtrics.actions import ACTIONS
-from segment_qualtrics.envelope import QueueMessage
-from segment_qualtrics.errors import PermanentError, RetryableError
-from segment_qualtrics.qualtrics import TransactionResult
-from segment_qualtrics.transactions import (
+from segment_qualtrics.adapters.qualtrics import TransactionResult
+from segment_qualtrics.delivery.transactions import (
     DELIVERY_KEY_FIELD,
     MARKER_FIELD,
     MAX_PER_CALL,
@@ -20,7 +17,10 @@ from segment_qualtrics.transactions import (
     TransactionExecutor,
     transaction_key,
 )
-from segment_qualtrics.worker import Delivery, Progress
+from segment_qualtrics.delivery.worker import Delivery, Progress
+from segment_qualtrics.destination.actions import ACTIONS
+from segment_qualtrics.destination.envelope import QueueMessage
+from segment_qualtrics.destination.errors import PermanentError, RetryableError
 
 UPSERT = ACTIONS["upsertContactTransaction"]
 MAPPING = {**UPSERT.default_mapping, "directoryId": {"@path": "$.properties.directory"}, "mailingListId": "CG_1",

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_qualtrics.triggers import (
+from segment_qualtrics.segment.fql import (
     MAX_EVENT_GLOB,
     MAX_NESTING,
     Trigger,

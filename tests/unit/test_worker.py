@@ -10,11 +10,8 @@ import json
 from collections.abc import Sequence
 
 import pytest
-from segment_qualtrics.envelope import QueueMessage, sqs_entry_problem
-from segment_qualtrics.errors import DestinationError, PermanentError, RetryableError
-from segment_qualtrics.idempotency import ClaimState, MemoryIdempotencyStore
-from segment_qualtrics.subscriptions import parse_subscriptions
-from segment_qualtrics.worker import (
+from segment_qualtrics.delivery.idempotency import ClaimState, MemoryIdempotencyStore
+from segment_qualtrics.delivery.worker import (
     MAX_VISIBILITY_SECONDS,
     Delivery,
     Progress,
@@ -23,6 +20,9 @@ from segment_qualtrics.worker import (
     internal_error,
     may_have_landed,
 )
+from segment_qualtrics.destination.envelope import QueueMessage, sqs_entry_problem
+from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
+from segment_qualtrics.destination.subscriptions import parse_subscriptions
 
 ACTION = "addContactToXmd"
 SUBSCRIPTIONS = {
@@ -603,7 +603,7 @@ def test_an_event_nested_too_deep_is_dead_lettered_and_spares_the_batch(depth):
 
 
 def test_an_event_at_the_depth_limit_is_delivered():
-    from segment_qualtrics.mapping import MAX_VALUE_DEPTH
+    from segment_qualtrics.segment.mapping_kit import MAX_VALUE_DEPTH
 
     s = Setup()
     s.worker.subscriptions = embedding_subscription()
@@ -868,7 +868,7 @@ def test_a_field_of_another_type_is_dead_lettered_with_a_reason_and_spares_the_b
 
 
 def test_dead_letter_attributes_take_values_of_any_type():
-    from segment_qualtrics.worker import dead_letter_attributes
+    from segment_qualtrics.delivery.worker import dead_letter_attributes
 
     d = delivery(message("m"))
     d.message = QueueMessage(ACTION, ["Contacts"], 12345, "", {"type": {"odd": 1}})   # as an older check let by
@@ -886,9 +886,9 @@ def test_an_unreachable_secrets_manager_retries_the_batch_rather_than_dead_lette
 
     import boto3
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
-    from segment_qualtrics.executors import AddContactExecutor
-    from segment_qualtrics.qualtrics import QualtricsClient
-    from segment_qualtrics.worker_app import SECRETS_CONFIG, secret_credentials
+    from segment_qualtrics.adapters.qualtrics import QualtricsClient
+    from segment_qualtrics.delivery.executors import AddContactExecutor
+    from segment_qualtrics.runtime.worker_app import SECRETS_CONFIG, secret_credentials
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

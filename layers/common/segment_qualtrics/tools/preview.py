@@ -26,15 +26,15 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import BaseAdapter
 
-from .errors import DestinationError
-from .events import BodyError, split_body, validate_event
-from .executors import EXECUTORS
-from .idempotency import MemoryIdempotencyStore
-from .ingest import IngestRequest, route
-from .mapping import MappingError, resolve_mapping
-from .qualtrics import QualtricsClient, QualtricsCredentials
-from .subscriptions import Subscription
-from .worker import Delivery, Worker
+from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
+from segment_qualtrics.delivery.executors import EXECUTORS
+from segment_qualtrics.delivery.idempotency import MemoryIdempotencyStore
+from segment_qualtrics.delivery.worker import Delivery, Worker
+from segment_qualtrics.destination.errors import DestinationError
+from segment_qualtrics.destination.subscriptions import Subscription
+from segment_qualtrics.ingest.core import IngestRequest, route
+from segment_qualtrics.segment.events import BodyError, split_body, validate_event
+from segment_qualtrics.segment.mapping_kit import MappingError, resolve_mapping
 
 TOKEN_PLACEHOLDER = "preview-api-token"
 MASKED_TOKEN = "********"

@@ -19,11 +19,13 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.config import Config
 
-from .aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
-from .errors import DestinationError, PermanentError, RetryableError
-from .executors import EXECUTORS
-from .health import check_whoami
-from .observability import (
+from segment_qualtrics.adapters.aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
+from segment_qualtrics.adapters.health import check_whoami
+from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT, QualtricsClient, QualtricsCredentials
+from segment_qualtrics.delivery.executors import EXECUTORS
+from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
+from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
+from segment_qualtrics.runtime.observability import (
     Metric,
     MetricBatch,
     add,
@@ -35,10 +37,8 @@ from .observability import (
     set_process_keys,
     tracer,
 )
-from .qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT, QualtricsClient, QualtricsCredentials
-from .settings import WorkerSettings
-from .startup import subscriptions_at_start
-from .worker import Delivery, RetryPolicy, Worker
+from segment_qualtrics.runtime.settings import WorkerSettings
+from segment_qualtrics.runtime.startup import subscriptions_at_start
 
 # No Qualtrics call starts unless this much of the invocation is left: the client's connect and read
 # timeouts (its worst case) plus the time to mark outcomes, dead-letter and hand back the rest.

@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .actions import ACTIONS, Action
-from .mapping import UNDEFINED, MappingError, validate_mapping
-from .subscriptions import MAX_SUBSCRIPTIONS, ConfigError, parse_subscriptions
-from .triggers import TriggerSyntaxError, compile_trigger
+from segment_qualtrics.destination.actions import ACTIONS, Action
+from segment_qualtrics.destination.subscriptions import MAX_SUBSCRIPTIONS, ConfigError, parse_subscriptions
+from segment_qualtrics.segment.fql import TriggerSyntaxError, compile_trigger
+from segment_qualtrics.segment.mapping_kit import UNDEFINED, MappingError, validate_mapping
 
 
 @dataclass
@@ -181,7 +181,9 @@ def _mapping(item: dict[str, Any], action: Action, label: str, result: ImportRes
 
 
 def _note_foreign_workflow_url(url: Any, label: str, result: ImportResult) -> None:
-    from .qualtrics import token_url_refusal  # the workers' rule (requests: only when there is a URL to check)
+    from segment_qualtrics.adapters.qualtrics import (
+        token_url_refusal,  # the workers' rule (requests: only when there is a URL to check)
+    )
 
     problem = token_url_refusal(url) if isinstance(url, str) and url else None
     if problem:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from .observability import Metric, MetricBatch, logger
-from .subscriptions import ConfigError, LoadedSubscriptions, Subscription, load_at_start
+from segment_qualtrics.destination.subscriptions import ConfigError, LoadedSubscriptions, Subscription, load_at_start
+from segment_qualtrics.runtime.observability import Metric, MetricBatch, logger
 
 
 def subscriptions_at_start(function: str, environ: Mapping[str, str] = os.environ,

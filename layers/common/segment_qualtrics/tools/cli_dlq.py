@@ -1,4 +1,4 @@
-"""Dead-letter queues from the command line: ``python -m segment_qualtrics.cli_dlq <list|redrive|purge>``.
+"""Dead-letter queues from the command line: ``python -m segment_qualtrics.tools.cli_dlq <list|redrive|purge>``.
 
 Queues come from a deployed stack's outputs (``--stack NAME [--region R]``) or, without --stack, from the
 local stack's state file (.local-stack/state.json, written while ``make run`` runs).
@@ -26,8 +26,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws_errors import explain, pick_region
-from .dlq import (
+from segment_qualtrics.adapters.aws_errors import explain, pick_region
+from segment_qualtrics.tools.dlq import (
     ACTIONS,
     ActionQueues,
     DeadLetter,
@@ -106,7 +106,7 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.cli_dlq",
+    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.tools.cli_dlq",
                                      description="List, redrive or purge the action dead-letter queues.")
     _target_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -13,8 +13,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .envelope import QueueMessage
-from .idempotency import Claim, ClaimState
+from segment_qualtrics.delivery.idempotency import Claim, ClaimState
+from segment_qualtrics.destination.envelope import QueueMessage
 
 SQS_BATCH_ENTRIES = 10
 SQS_BATCH_BYTES = 1024 * 1024 - 16 * 1024   # the 1 MiB request cap, with room for attributes

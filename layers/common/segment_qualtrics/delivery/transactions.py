@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .actions import TransactionPayload
-from .errors import DestinationError, PermanentError, RetryableError
-from .qualtrics import QualtricsClient
-from .worker import Delivery, Progress, internal_error
+from segment_qualtrics.adapters.qualtrics import QualtricsClient
+from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
+from segment_qualtrics.destination.actions import TransactionPayload
+from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 
 MARKER_FIELD = "segmentMessageId"   # written into each transaction's data, for people and older records
 DELIVERY_KEY_FIELD = "segmentDeliveryKey"   # transaction_key(): names the idempotency key; a retry finds it
@@ -269,7 +269,7 @@ class _Recorded:
 
 def _received_date(delivery: Delivery) -> str:
     """No transactionDate and no event timestamp: when the ingest accepted the event (stable on retries)."""
-    from .actions import qualtrics_datetime
+    from segment_qualtrics.destination.actions import qualtrics_datetime
 
     try:
         return qualtrics_datetime(delivery.message.received_at)

@@ -22,7 +22,7 @@ import requests
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from .errors import DestinationError, PermanentError, RetryableError, error_from_response
+from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError, error_from_response
 
 DATACENTER = re.compile(r"^[a-zA-Z0-9-]+$")   # applied with fullmatch: "$" alone lets a final newline through
 CONNECT_TIMEOUT = 3.05

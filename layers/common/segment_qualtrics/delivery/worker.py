@@ -25,10 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .envelope import EnvelopeError, QueueMessage, sqs_attribute_text
-from .errors import DestinationError, PermanentError, RetryableError
-from .idempotency import ClaimState, IdempotencyStore
-from .subscriptions import Subscription
+from segment_qualtrics.delivery.idempotency import ClaimState, IdempotencyStore
+from segment_qualtrics.destination.envelope import EnvelopeError, QueueMessage, sqs_attribute_text
+from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
+from segment_qualtrics.destination.subscriptions import Subscription
 
 MAX_VISIBILITY_SECONDS = 12 * 3600 - 1
 

@@ -1,4 +1,4 @@
-"""Post-deploy checks: ``python -m segment_qualtrics.cli_ops <smoke|check-qualtrics>``.
+"""Post-deploy checks: ``python -m segment_qualtrics.tools.cli_ops <smoke|check-qualtrics>``.
 
 smoke            POST one signed test event to the webhook and report the HTTP answer.
                  URL and shared secret: --url and SEGMENT_SHARED_SECRET (or --secret), else the outputs and the
@@ -28,12 +28,12 @@ from typing import Any, TextIO
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws_errors import explain, pick_region
-from .cli_dlq import DEFAULT_STATE, resolve_target
-from .dlq import DlqError, read_state
-from .errors import DestinationError
-from .health import check_whoami
-from .qualtrics import QualtricsClient, QualtricsCredentials
+from segment_qualtrics.adapters.aws_errors import explain, pick_region
+from segment_qualtrics.adapters.health import check_whoami
+from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
+from segment_qualtrics.destination.errors import DestinationError
+from segment_qualtrics.tools.cli_dlq import DEFAULT_STATE, resolve_target
+from segment_qualtrics.tools.dlq import DlqError, read_state
 
 SMOKE_USER = "segment-qualtrics-smoke-test"
 
@@ -147,7 +147,8 @@ def _check_qualtrics(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.cli_ops", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.tools.cli_ops",
+                                     description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     smoke = commands.add_parser("smoke", help="POST one signed test event to the webhook")
     smoke.add_argument("--url", help="webhook URL (the SegmentWebhookUrl output)")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DestinationError
-from .qualtrics import QualtricsClient
+from segment_qualtrics.adapters.qualtrics import QualtricsClient
+from segment_qualtrics.destination.errors import DestinationError
 
 WHOAMI_PATH = "/API/v3/whoami"
 TIMEOUT = (2.0, 3.0)   # connect, read: a check must stay cheap; the real calls have their own timeouts

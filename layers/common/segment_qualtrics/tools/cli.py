@@ -1,4 +1,4 @@
-"""The subscriptions file from the command line: ``python -m segment_qualtrics.cli <command>``.
+"""The subscriptions file from the command line: ``python -m segment_qualtrics.tools.cli <command>``.
 
     check-config   [FILE] [--env NAME=VALUE]...     check the file as every function does when it starts
     preview        EVENT.json [--config FILE] [--env NAME=VALUE]... [--datacenter DC] [--base-url URL] [--json]
@@ -20,10 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import DestinationError
-from .importer import ExportError, import_segment
-from .mapping import UNDEFINED
-from .subscriptions import (
+from segment_qualtrics.destination.errors import DestinationError
+from segment_qualtrics.destination.subscriptions import (
     ConfigError,
     Subscription,
     config_path,
@@ -31,6 +29,8 @@ from .subscriptions import (
     read_config,
     referenced_variables,
 )
+from segment_qualtrics.segment.mapping_kit import UNDEFINED
+from segment_qualtrics.tools.importer import ExportError, import_segment
 
 
 def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.environ,
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.cli", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.tools.cli", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(required=True, metavar="command")
     env_help = "set an environment variable for ${NAME} references (repeatable); overrides the real one"
@@ -113,7 +113,7 @@ def _check_config(args: argparse.Namespace, env: dict[str, str], out: TextIO, er
 
 def _workflow_url_warnings(subscriptions: list[Subscription], base_url: str | None) -> list[str]:
     """A fixed workflowUrl the workers would refuse to send the token to (workflow_url_not_allowed)."""
-    from .qualtrics import QualtricsClient  # requests: only when there is a URL to check
+    from segment_qualtrics.adapters.qualtrics import QualtricsClient  # requests: only when there is a URL to check
 
     urls = {s.name: s.mapping.get("workflowUrl") for s in subscriptions if s.enabled}
     urls = {name: url for name, url in urls.items() if isinstance(url, str)}
@@ -149,7 +149,12 @@ def summary(sub: Subscription) -> str:
 # --- preview ------------------------------------------------------------------------------------
 
 def _preview(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    from .preview import PreviewInputError, preview, read_events, render  # requests: only this command
+    from segment_qualtrics.tools.preview import (  # requests: only this command
+        PreviewInputError,
+        preview,
+        read_events,
+        render,
+    )
 
     path = Path(args.config or config_path(env))
     try:

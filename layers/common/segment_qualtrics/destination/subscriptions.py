@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .actions import ACTIONS, Action
-from .mapping import MappingError, validate_mapping
-from .triggers import Trigger, TriggerSyntaxError, compile_trigger
+from segment_qualtrics.destination.actions import ACTIONS, Action
+from segment_qualtrics.segment.fql import Trigger, TriggerSyntaxError, compile_trigger
+from segment_qualtrics.segment.mapping_kit import MappingError, validate_mapping
 
 MAX_SUBSCRIPTIONS = 50  # Segment's limit per destination instance
 DEFAULT_CONFIG = Path(__file__).with_name("default_subscriptions.json")

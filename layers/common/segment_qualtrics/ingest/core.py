@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
-from .envelope import QueueMessage, encode_event, envelope_head, envelope_tail
-from .events import BodyError, Refused, read_body, validate_event
-from .subscriptions import Subscription
+from segment_qualtrics.destination.envelope import QueueMessage, encode_event, envelope_head, envelope_tail
+from segment_qualtrics.destination.subscriptions import Subscription
+from segment_qualtrics.segment.events import BodyError, Refused, read_body, validate_event
 
 # Below API Gateway's 10 MB and Lambda's 6 MB synchronous payload limits, with room for base64.
 MAX_BODY_BYTES = 4 * 1024 * 1024

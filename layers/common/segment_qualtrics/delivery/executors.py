@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .actions import ContactPayload, WorkflowPayload
-from .errors import DestinationError
-from .qualtrics import QualtricsClient
-from .transactions import TransactionExecutor
-from .worker import Delivery, Progress, internal_error
+from segment_qualtrics.adapters.qualtrics import QualtricsClient
+from segment_qualtrics.delivery.transactions import TransactionExecutor
+from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
+from segment_qualtrics.destination.actions import ContactPayload, WorkflowPayload
+from segment_qualtrics.destination.errors import DestinationError
 
 
 class _OneCallPerMessage:

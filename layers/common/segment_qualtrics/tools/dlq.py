@@ -30,7 +30,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws_errors import explain
+from segment_qualtrics.adapters.aws_errors import explain
 
 # action slug -> logical id prefix in template.yaml (<prefix>Queue, <prefix>DeadLetterQueue)
 ACTIONS = {

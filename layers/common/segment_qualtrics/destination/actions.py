@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from .errors import PermanentError
-from .mapping import UNDEFINED, MappingError, resolve_mapping
+from segment_qualtrics.destination.errors import PermanentError
+from segment_qualtrics.segment.mapping_kit import UNDEFINED, MappingError, resolve_mapping
 
 
 @dataclass(frozen=True, slots=True)

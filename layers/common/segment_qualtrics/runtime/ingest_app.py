@@ -16,8 +16,9 @@ import boto3
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
-from .aws import SqsPublisher
-from .ingest import (
+from segment_qualtrics.adapters.aws import SqsPublisher
+from segment_qualtrics.destination.subscriptions import ConfigError, Subscription
+from segment_qualtrics.ingest.core import (
     IngestCredentials,
     IngestRequest,
     IngestResponse,
@@ -26,10 +27,9 @@ from .ingest import (
     error_response,
     handle_ingest,
 )
-from .observability import Metric, MetricBatch, add, logger, redact, tracer
-from .settings import IngestSettings
-from .startup import log_startup_failure, subscriptions_at_start
-from .subscriptions import ConfigError, Subscription
+from segment_qualtrics.runtime.observability import Metric, MetricBatch, add, logger, redact, tracer
+from segment_qualtrics.runtime.settings import IngestSettings
+from segment_qualtrics.runtime.startup import log_startup_failure, subscriptions_at_start
 
 FORCED_REFRESH_INTERVAL = 60.0   # at most one uncached secret read a minute, after a failed check
 
