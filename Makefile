@@ -38,14 +38,17 @@ help:
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements-dev.txt layers/common/requirements.txt
+$(VENV_STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@test -x $(PY) || [ "$(APP_PYTHON)" != python3 ] || python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "python3.13 not found and python3 is $$(python3 -V 2>&1 | cut -d' ' -f2), too old: $(PY313_HINT)" >&2; exit 1; }
 	@test -x $(PY) || [ "$(APP_PYTHON)" != python3 ] || echo "WARNING: python3.13 not found; .venv uses python3" \
 	  "($$(python3 -V 2>&1 | cut -d' ' -f2)). The code and tests run on 3.11+, but Lambda runs 3.13 and" \
 	  "\`make build\` needs it: $(PY313_HINT)" >&2
 	test -x $(PY) || $(APP_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r layers/common/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip check --disable-pip-version-check
 	touch $@
 
 run: $(VENV_STAMP)
