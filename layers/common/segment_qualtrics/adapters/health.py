@@ -1,8 +1,9 @@
 """The Qualtrics credentials check: GET /API/v3/whoami, and what its answer says about the configuration.
 
 Used by the worker once per execution environment (worker_app.py) and by ``make check-qualtrics``
-(cli_ops.py). It never raises: every problem becomes a line in ``WhoamiReport.problems``. The call goes
-through ``QualtricsClient`` like every other request with the API token: the same URL rule, no redirects.
+(``segment-qualtrics check-qualtrics``, tools/ops_commands.py). It never raises: every problem becomes a line in
+``WhoamiReport.problems``. The call goes through ``QualtricsClient`` like every other request with the API token:
+the same URL rule, no redirects.
 
 A datacenter other than the brand's still answers GETs, but ``meta.notice`` says the request was proxied,
 and POSTs through that proxy have been seen failing with 400.
