@@ -73,6 +73,8 @@ sam: $(SAM_STAMP)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint template.yaml
 
 check: lint validate build

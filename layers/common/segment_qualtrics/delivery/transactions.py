@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from segment_qualtrics.adapters.qualtrics import QualtricsClient
+from segment_qualtrics.delivery.qualtrics_api import QualtricsApi
 from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
 from segment_qualtrics.destination.actions import TransactionPayload
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
@@ -85,7 +85,7 @@ class _Lookup:
 
 
 class TransactionExecutor:
-    def __init__(self, client: QualtricsClient, cache: ContactCache | None = None,
+    def __init__(self, client: QualtricsApi, cache: ContactCache | None = None,
                  legacy_marker_trusted: bool = False) -> None:
         self.client = client
         self.cache = cache or ContactCache()

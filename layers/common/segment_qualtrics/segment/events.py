@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from pydantic_core import SchemaValidator, core_schema
 from pydantic_core import from_json as _fast_loads
 
-from segment_qualtrics.destination.envelope import SQS_REFUSED
+from segment_qualtrics.segment.charset import SQS_REFUSED
 
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
 
