@@ -15,7 +15,7 @@ VENV_STAMP := $(VENV)/.requirements-dev.stamp
 APP_PYTHON := $(if $(wildcard $(PY313)),$(PY313),python3)
 PY313_HINT := install Python 3.13 (pyenv install 3.13, or your package manager's python3.13) or pass PY313_BIN=/dir
 
-.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench fuzz soak clean
+.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench fuzz soak lock clean
 
 help:
 	@echo "make run     start the local stack (webhook on http://127.0.0.1:3000/segment)"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench   benchmarks (printed figures)"
 	@echo "make fuzz    the ingest fuzz tests with 20,000 hostile bodies per generator (a few minutes)"
 	@echo "make soak    bench/soak.py: 2,000 events with faults and crashes, lost/duplicated counts (ARGS=--help)"
+	@echo "make lock    recompile layers/common/requirements.txt (hashed) from requirements.in (ARGS=--upgrade)"
 	@echo "make check-config [CONFIG=f]    check a subscriptions file, list every problem"
 	@echo "make preview EVENT=f.json       what each subscription would do with an event (no AWS, no network)"
 	@echo "make import-segment FILE=f      convert a Segment Public API subscriptions export"
@@ -99,6 +100,11 @@ fuzz: $(VENV_STAMP)
 
 soak: $(VENV_STAMP)
 	$(PY) bench/soak.py $(ARGS)
+
+# The layer's lock: every transitive dependency of requirements.in pinned, with the hashes of all its files.
+lock: $(VENV_STAMP)
+	cd layers/common && ../../$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links $(ARGS) --output-file requirements.txt requirements.in
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack
