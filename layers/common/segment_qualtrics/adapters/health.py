@@ -62,8 +62,9 @@ def check_whoami(client: QualtricsClient, *, expected_datacenter: str | None = N
         else:   # no answer, a redirect, a URL the token may not go to, unusable credentials
             report.problems.append(exc.message)
         return report
-    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-    result = data.get("result") if isinstance(data.get("result"), dict) else {}
+    meta, result = data.get("meta"), data.get("result")
+    meta = meta if isinstance(meta, dict) else {}
+    result = result if isinstance(result, dict) else {}
     report.request_id = _text(meta.get("requestId"))
     report.notice = _text(meta.get("notice"))
     report.datacenter = _text(result.get("datacenter"))

@@ -289,7 +289,7 @@ class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
         started = time.perf_counter()
         status: int | None = None
         try:
-            settings = self._session.merge_environment_settings(prepared.url, {}, None, None, None)
+            settings = self._session.merge_environment_settings(prepared.url or url, {}, None, None, None)
             response = self._session.send(prepared, allow_redirects=False,
                                           timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT), **settings)
             status = response.status_code
@@ -318,7 +318,7 @@ class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
         return data if isinstance(data, dict) else {}
 
 
-def _origin_text(url: str) -> str:
+def _origin_text(url: object) -> str:   # any value a mapping produced, not only a str
     """scheme://host of a refused URL as urllib3 reads it, for the error message (never the path: it may hold ids)."""
     if not isinstance(url, str):
         return f"a {type(url).__name__}"

@@ -111,13 +111,19 @@ def check_config(args: argparse.Namespace) -> int:
 
 def _workflow_url_warnings(subscriptions: list[Subscription], base_url: str | None) -> list[str]:
     """A fixed workflowUrl the workers would refuse to send the token to (workflow_url_not_allowed)."""
-    urls = {s.name: s.mapping.get("workflowUrl") for s in subscriptions if s.enabled}
-    urls = {name: url for name, url in urls.items() if isinstance(url, str)}
+    mapped = {s.name: s.mapping.get("workflowUrl") for s in subscriptions if s.enabled}
+    urls = {name: url for name, url in mapped.items() if isinstance(url, str)}
     if not urls:
         return []
-    from segment_qualtrics.adapters.qualtrics import QualtricsClient  # requests: only when there is a URL to check
+    from segment_qualtrics.adapters.qualtrics import (  # requests: only when there is a URL to check
+        QualtricsClient,
+        QualtricsCredentials,
+    )
 
-    client = QualtricsClient(lambda force: None, base_url)
+    def no_credentials(force: bool) -> QualtricsCredentials:
+        raise RuntimeError("the URL check makes no call")
+
+    client = QualtricsClient(no_credentials, base_url)
     return [f"{name!r}: its workflowUrl {url} is not a Qualtrics URL"
             f"{' nor QUALTRICS_BASE_URL' if base_url else ''}: the workers will refuse it (workflow_url_not_allowed)"
             for name, url in urls.items() if not client.is_qualtrics_url(url)]

@@ -87,10 +87,10 @@ def _smoke(args: argparse.Namespace, out: TextIO) -> int:
     if not (url and secret):
         if args.stack:
             target = resolve_target(args.stack, args.region, None)
-            url = url or target.outputs.get("SegmentWebhookUrl")
+            outputs = target.outputs or {}   # a stack's target always has them
+            url = url or outputs.get("SegmentWebhookUrl")
             if not secret:
-                secret = _secret_json(target.client("secretsmanager"), target.outputs["IngestSecretArn"]).get(
-                    "sharedSecret")
+                secret = _secret_json(target.client("secretsmanager"), outputs["IngestSecretArn"]).get("sharedSecret")
         else:
             state = read_state(args.state)
             url, secret = url or state.get("url"), secret or state.get("sharedSecret")
@@ -117,7 +117,7 @@ def _check_qualtrics(args: argparse.Namespace, out: TextIO) -> int:
     source = "QUALTRICS_API_TOKEN / QUALTRICS_DATACENTER"
     arn = args.secret_arn
     if not arn and args.stack and not (token and datacenter):
-        arn = resolve_target(args.stack, args.region, None).outputs.get("QualtricsSecretArn")
+        arn = (resolve_target(args.stack, args.region, None).outputs or {}).get("QualtricsSecretArn")
     if arn:
         import boto3
 
