@@ -107,7 +107,8 @@ lock: $(VENV_STAMP)
 	  --no-emit-index-url --no-emit-find-links $(ARGS) --output-file requirements.txt requirements.in
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis \
+	  .local-stack build layers/common/*.egg-info
 
 # After VENV_STAMP and PY: deploy, smoke, check-qualtrics, dlq; check-config, preview, import-segment.
 include mk/ops.mk
