@@ -107,7 +107,7 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "List, redrive or purge the action dead-letter queues."
     _target_options(parser, suppress=False)
-    commands = parser.add_subparsers(dest="dlq_command", required=True)
+    commands = parser.add_subparsers(dest="dlq_command", required=True, metavar="{list,redrive,purge}")
 
     listing = commands.add_parser("list", help="show every dead letter with its reason")
     _target_options(listing, suppress=True)
