@@ -15,7 +15,7 @@ VENV_STAMP := $(VENV)/.requirements-dev.stamp
 APP_PYTHON := $(if $(wildcard $(PY313)),$(PY313),python3)
 PY313_HINT := install Python 3.13 (pyenv install 3.13, or your package manager's python3.13) or pass PY313_BIN=/dir
 
-.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench fuzz soak clean
+.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench fuzz soak lock clean
 
 help:
 	@echo "make run     start the local stack (webhook on http://127.0.0.1:3000/segment)"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench   benchmarks (printed figures)"
 	@echo "make fuzz    the ingest fuzz tests with 20,000 hostile bodies per generator (a few minutes)"
 	@echo "make soak    bench/soak.py: 2,000 events with faults and crashes, lost/duplicated counts (ARGS=--help)"
+	@echo "make lock    recompile layers/common/requirements.txt (hashed) from requirements.in (ARGS=--upgrade)"
 	@echo "make check-config [CONFIG=f]    check a subscriptions file, list every problem"
 	@echo "make preview EVENT=f.json       what each subscription would do with an event (no AWS, no network)"
 	@echo "make import-segment FILE=f      convert a Segment Public API subscriptions export"
@@ -38,14 +39,17 @@ help:
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements-dev.txt layers/common/requirements.txt
+$(VENV_STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@test -x $(PY) || [ "$(APP_PYTHON)" != python3 ] || python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "python3.13 not found and python3 is $$(python3 -V 2>&1 | cut -d' ' -f2), too old: $(PY313_HINT)" >&2; exit 1; }
 	@test -x $(PY) || [ "$(APP_PYTHON)" != python3 ] || echo "WARNING: python3.13 not found; .venv uses python3" \
 	  "($$(python3 -V 2>&1 | cut -d' ' -f2)). The code and tests run on 3.11+, but Lambda runs 3.13 and" \
 	  "\`make build\` needs it: $(PY313_HINT)" >&2
 	test -x $(PY) || $(APP_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r layers/common/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip check --disable-pip-version-check
 	touch $@
 
 run: $(VENV_STAMP)
@@ -70,6 +74,8 @@ sam: $(SAM_STAMP)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint template.yaml
 
 check: lint validate build
@@ -95,8 +101,14 @@ fuzz: $(VENV_STAMP)
 soak: $(VENV_STAMP)
 	$(PY) bench/soak.py $(ARGS)
 
+# The layer's lock: every transitive dependency of requirements.in pinned, with the hashes of all its files.
+lock: $(VENV_STAMP)
+	cd layers/common && ../../$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links $(ARGS) --output-file requirements.txt requirements.in
+
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis \
+	  .local-stack build layers/common/*.egg-info
 
 # After VENV_STAMP and PY: deploy, smoke, check-qualtrics, dlq; check-config, preview, import-segment.
 include mk/ops.mk

@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
+sys.path.insert(0, str(ROOT))   # for local/, which is not installed (the package is: pip install -e .)
 
 from local.stack import LocalStack  # noqa: E402
 

@@ -32,7 +32,7 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
+sys.path.insert(0, str(ROOT))   # for local/, which is not installed (the package is: pip install -e .)
 
 POST_SIZE = 20                 # events per webhook request
 VISIBILITY_SECONDS = 2         # action queues: a crashed batch comes back soon (180 s in the template)

@@ -11,8 +11,8 @@ Which variables: the functions' environment variables of template.yaml, each ``!
 with samconfig.toml's ``[ENV.deploy.parameters] parameter_overrides`` (what ``sam deploy --config-env ENV``
 passes), else the parameter's Default. Only those: the deployer's own environment plays no part.
 
-The check is segment_qualtrics.tools.cli's check-config. Exit status: 0 fine, 1 problems (listed; do not deploy),
-2 bad usage, samconfig.toml or template.yaml.
+The check is the one CLI's check-config (segment-qualtrics check-config). Exit status: 0 fine, 1 problems (listed;
+do not deploy), 2 bad usage, samconfig.toml or template.yaml.
 """
 
 from __future__ import annotations

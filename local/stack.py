@@ -2,7 +2,7 @@
 
 - an embedded AWS endpoint (moto server on 127.0.0.1) with the queues, dead-letter queues, secrets and
   tables the template declares (same logical names, same RedrivePolicy);
-- the Qualtrics sandbox (local/qualtrics_sandbox.py), unless QUALTRICS_API_TOKEN and
+- the Qualtrics sandbox (local/sandbox/qualtrics_sandbox.py), unless QUALTRICS_API_TOKEN and
   QUALTRICS_DATACENTER are set: then the real Qualtrics is used;
 - ``POST http://127.0.0.1:3000/segment``: each HTTP request becomes the HTTP API (payload v2) event
   the template's route produces, handed to the ingest function;
@@ -225,7 +225,7 @@ class LocalStack:
         token, datacenter = os.environ.get("QUALTRICS_API_TOKEN"), os.environ.get("QUALTRICS_DATACENTER")
         if token and datacenter:
             return {"apiToken": token, "datacenter": datacenter, "baseUrl": os.environ.get("QUALTRICS_BASE_URL", "")}
-        from local.qualtrics_sandbox import QualtricsSandbox
+        from local.sandbox.qualtrics_sandbox import QualtricsSandbox
 
         # SANDBOX_LIMITS / SANDBOX_LATENCY / SANDBOX_IMPORTS (JSON) configure limits, latency and imports.
         options = QualtricsSandbox.options_from_environment()

@@ -12,7 +12,7 @@
 _CONFIG_MK_PREVIOUS_DEFAULT_GOAL := $(.DEFAULT_GOAL)
 
 PY ?= .venv/bin/python
-CONFIG_CLI = PYTHONPATH=layers/common $(PY) -m segment_qualtrics.tools.cli
+CONFIG_CLI = $(PY) -m segment_qualtrics
 CONFIG_ENV_ARGS = $(foreach pair,$(VARS),--env $(pair))
 
 .PHONY: check-config preview import-segment

@@ -14,7 +14,6 @@
 # REGION=r is the deployed stack's region (default: the secret ARN's, the AWS configuration's, samconfig.toml's).
 
 PY ?= .venv/bin/python
-OPS_PYTHONPATH := layers/common:.
 # samconfig.toml environment. Not `ENV ?=`: some shells export ENV (the sh startup file) into every command.
 ENV := $(if $(filter command line,$(origin ENV)),$(ENV),default)
 ARGS ?=
@@ -23,10 +22,12 @@ ARGS ?=
 
 # Recipes start with @: `--json` output must be JSON alone on stdout. SAMCONFIG_ENV: the region falls back to
 # samconfig.toml's for that environment when neither REGION (--region) nor the AWS configuration gives one.
-OPS_ENV = PYTHONPATH=$(OPS_PYTHONPATH) SAMCONFIG_ENV=$(ENV)
+# The package is installed in .venv (`pip install -e .`): `python -m segment_qualtrics` is the one CLI.
+OPS_ENV = SAMCONFIG_ENV=$(ENV)
+CLI = $(PY) -m segment_qualtrics
 
 dlq: $(VENV_STAMP)
-	@$(OPS_ENV) $(PY) -m segment_qualtrics.tools.cli_dlq $(ARGS) $(if $(REGION),--region "$(REGION)")
+	@$(OPS_ENV) $(CLI) dlq $(ARGS) $(if $(REGION),--region "$(REGION)")
 
 # The check runs first: a file with problems never reaches sam build, nor the stack.
 deploy: deploy-check build
@@ -39,14 +40,14 @@ deploy: deploy-check build
 deploy-check: $(VENV_STAMP)
 	@grep -q '^\[$(ENV)\.deploy\.parameters\]' samconfig.toml || { \
 	  echo "samconfig.toml has no [$(ENV).deploy.parameters]: ENV must name one of its environments" >&2; exit 1; }
-	@PYTHONPATH=$(OPS_PYTHONPATH) $(PY) -m local.deploy_check --config-env $(ENV) $(if $(CONFIG),--config "$(CONFIG)")
+	@$(PY) -m local.deploy_check --config-env $(ENV) $(if $(CONFIG),--config "$(CONFIG)")
 
 # The secret reaches the script through the environment and the line is not echoed: make prints recipes.
 smoke: $(VENV_STAMP)
-	@SEGMENT_SHARED_SECRET="$(SECRET)" $(OPS_ENV) $(PY) -m segment_qualtrics.tools.cli_ops smoke \
+	@SEGMENT_SHARED_SECRET="$(SECRET)" $(OPS_ENV) $(CLI) smoke \
 	  $(if $(URL),--url "$(URL)") $(if $(STACK),--stack "$(STACK)") $(if $(EVENT),--event "$(EVENT)") \
 	  $(if $(REGION),--region "$(REGION)")
 
 check-qualtrics: $(VENV_STAMP)
-	@$(OPS_ENV) $(PY) -m segment_qualtrics.tools.cli_ops check-qualtrics \
+	@$(OPS_ENV) $(CLI) check-qualtrics \
 	  $(if $(SECRET_ARN),--secret-arn "$(SECRET_ARN)") $(if $(STACK),--stack "$(STACK)") $(if $(REGION),--region "$(REGION)")

@@ -15,7 +15,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from segment_qualtrics.adapters.aws_errors import explain, region_from_arn, samconfig_region
-from segment_qualtrics.tools import cli_dlq, cli_ops
+from segment_qualtrics.tools import cli
 
 from local.stack import LocalStack
 
@@ -47,9 +47,9 @@ def moto_aws(no_aws: Path, stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -
     return no_aws
 
 
-def run(main, *argv: str) -> tuple[int, str, str]:
+def run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), out=out, err=err)
+    status = cli.main(list(argv), out=out, err=err)
     return status, out.getvalue(), err.getvalue()
 
 
@@ -60,35 +60,34 @@ def one_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("argv", [
-    (cli_dlq.main, "list", "--stack", "segment-qualtrics", "--region", "us-east-1"),
-    (cli_ops.main, "smoke", "--stack", "segment-qualtrics", "--region", "us-east-1"),
-    (cli_ops.main, "check-qualtrics", "--stack", "segment-qualtrics", "--region", "us-east-1"),
-    (cli_ops.main, "check-qualtrics", "--secret-arn", ARN),   # the region comes from the ARN
+    ("dlq", "list", "--stack", "segment-qualtrics", "--region", "us-east-1"),
+    ("smoke", "--stack", "segment-qualtrics", "--region", "us-east-1"),
+    ("check-qualtrics", "--stack", "segment-qualtrics", "--region", "us-east-1"),
+    ("check-qualtrics", "--secret-arn", ARN),   # the region comes from the ARN
 ])
 def test_no_credentials_is_one_line(no_aws: Path, argv) -> None:
-    main, *args = argv
-    status, out, err = run(main, *args)
+    status, out, err = run(*argv)
     assert status == 1 and out == ""
     assert "no AWS credentials found" in one_line(err) and "aws configure" in err
 
 
 def test_no_region_anywhere_is_one_line(no_aws: Path) -> None:
-    status, _, err = run(cli_dlq.main, "list", "--stack", "segment-qualtrics")
+    status, _, err = run("dlq", "list", "--stack", "segment-qualtrics")
     assert status == 1 and "no AWS region" in one_line(err)
 
 
 def test_the_region_comes_from_samconfig(moto_aws: Path) -> None:
     (moto_aws / "samconfig.toml").write_text('version = 0.1\n[default.deploy.parameters]\nregion = "eu-west-3"\n'
                                              '[prod.deploy.parameters]\nregion = "ap-south-1"\n')
-    status, _, err = run(cli_dlq.main, "list", "--stack", "no-such-stack")
+    status, _, err = run("dlq", "list", "--stack", "no-such-stack")
     line = one_line(err)
     assert status == 1 and "stack 'no-such-stack' not found in eu-west-3" in line
     assert samconfig_region("prod") == "ap-south-1" and samconfig_region("absent") is None
 
 
 def test_stack_not_found_is_one_line(moto_aws: Path) -> None:
-    for main, command in ((cli_dlq.main, "list"), (cli_ops.main, "smoke"), (cli_ops.main, "check-qualtrics")):
-        status, _, err = run(main, command, "--stack", "no-such-stack", "--region", "us-west-2")
+    for command in (("dlq", "list"), ("smoke",), ("check-qualtrics",)):
+        status, _, err = run(*command, "--stack", "no-such-stack", "--region", "us-west-2")
         assert status == 1 and "stack 'no-such-stack' not found in us-west-2" in one_line(err), command
 
 
@@ -96,10 +95,10 @@ def test_a_secret_without_a_value_says_to_set_it(moto_aws: Path) -> None:
     secrets = boto3.client("secretsmanager", region_name="eu-central-1")
     arn = secrets.create_secret(Name="QualtricsSecretNotSet")["ARN"]   # created by the stack, never set
     assert region_from_arn(arn) == "eu-central-1"
-    status, _, err = run(cli_ops.main, "check-qualtrics", "--secret-arn", arn)
+    status, _, err = run("check-qualtrics", "--secret-arn", arn)
     line = one_line(err)
     assert status == 1 and "has no value yet: set it" in line and arn in line
-    status, _, err = run(cli_ops.main, "check-qualtrics", "--secret-arn", ARN)   # no such secret at all
+    status, _, err = run("check-qualtrics", "--secret-arn", ARN)   # no such secret at all
     assert status == 1 and "not found in eu-central-1" in one_line(err)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from segment_qualtrics.tools import cli_dlq
+from segment_qualtrics.tools import cli, dlq_commands
 from segment_qualtrics.tools.dlq import ActionQueues, Selection, peek, purge, redrive
 
 from local.stack import LocalStack
@@ -103,7 +103,7 @@ def run_cli(stack: LocalStack, tmp_path: Path, *argv: str, answer: str = "") -> 
     state.write_text(json.dumps({"awsEndpointUrl": stack.endpoint_url,
                                  "queues": {n: stack.queue_url(n) for n in stack.queue_depths()}}))
     out, err = io.StringIO(), io.StringIO()
-    status = cli_dlq.main([*argv, "--state", str(state)], out=out, err=err, ask=lambda prompt: answer)
+    status = cli.main(["dlq", *argv, "--state", str(state)], out=out, err=err, ask=lambda prompt: answer)
     return status, out.getvalue(), err.getvalue()
 
 
@@ -235,7 +235,7 @@ def test_cli_redrive_and_purge_yes(stack: LocalStack, sqs, queues: ActionQueues,
 
 def test_cli_reports_a_missing_local_stack(tmp_path: Path) -> None:
     err = io.StringIO()
-    status = cli_dlq.main(["list", "--state", str(tmp_path / "absent.json")], out=io.StringIO(), err=err)
+    status = cli.main(["dlq", "list", "--state", str(tmp_path / "absent.json")], out=io.StringIO(), err=err)
     assert status == 1 and "make run" in err.getvalue()
 
 
@@ -257,9 +257,9 @@ def test_cli_redrive_says_what_it_did_once(stack: LocalStack, sqs, queues: Actio
     [letter] = peek(sqs, queues)
     sqs.send_message(QueueUrl=other, MessageBody=letter.body, MessageAttributes=letter.attributes_to_send())
     state = json.loads((tmp_path / "state.json").read_text())
-    target = cli_dlq.Target("a stack", stack.client, state=state, move_tasks=True)
+    target = dlq_commands.Target("a stack", stack.client, state=state, move_tasks=True)
     out = io.StringIO()
-    assert cli_dlq.main(["redrive", "--no-wait"], out=out, err=io.StringIO(), target=target) == 0
+    assert cli.main(["dlq", "redrive", "--no-wait"], out=out, err=io.StringIO(), target=target) == 0
     assert out.getvalue().count("move tasks unavailable") == 1, out.getvalue()
     stack.drain()
     purge(sqs, ActionQueues("upsertContactTransaction", stack.queue_url("UpsertContactTransactionQueue"), other),

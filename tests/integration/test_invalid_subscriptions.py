@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from segment_qualtrics.tools import cli_dlq
+from segment_qualtrics.tools import cli
 
 from local.stack import LocalStack
 from tests.integration.conftest import Client
@@ -89,7 +89,7 @@ def test_the_good_subscription_delivers_and_the_broken_ones_events_wait_in_the_d
     state.write_text(json.dumps({"awsEndpointUrl": stack.endpoint_url,
                                  "queues": {n: stack.queue_url(n) for n in stack.queue_depths()}}))
     out, err = io.StringIO(), io.StringIO()
-    status = cli_dlq.main(["redrive", "--code", "subscription_invalid", "--state", str(state)],
+    status = cli.main(["dlq", "redrive", "--code", "subscription_invalid", "--state", str(state)],
                           out=out, err=err, ask=lambda prompt: "y")
     assert status == 0, err.getvalue()
     stack.drain()

@@ -1,4 +1,4 @@
-"""The post-deploy checks: the whoami check (health.py) and ``cli_ops`` smoke / check-qualtrics.
+"""The post-deploy checks: the whoami check (health.py) and ``segment-qualtrics`` smoke / check-qualtrics.
 
 Against conftest's local stack and its Qualtrics sandbox; ``responses`` only for what the sandbox cannot
 answer (a wrong-datacenter notice, a refused connection).
@@ -15,7 +15,7 @@ import requests
 import responses
 from segment_qualtrics.adapters.health import check_whoami
 from segment_qualtrics.adapters.qualtrics import QualtricsClient
-from segment_qualtrics.tools import cli_ops
+from segment_qualtrics.tools import cli, ops_commands
 
 from local.stack import SANDBOX_TOKEN, LocalStack
 
@@ -54,18 +54,18 @@ def test_whoami_warns_about_a_proxied_datacenter_and_never_raises() -> None:
 
 def test_smoke_sends_a_signed_event(stack: LocalStack, tmp_path: Path) -> None:
     out = io.StringIO()
-    assert cli_ops.main(["smoke", "--state", str(state_file(stack, tmp_path))], out=out) == 0
+    assert cli.main(["smoke", "--state", str(state_file(stack, tmp_path))], out=out) == 0
     assert "-> 200" in out.getvalue() and '"addContactToXmd":1' in out.getvalue()
     stack.drain()
     sandbox = requests.get(f"{stack.sandbox.base_url}/_sandbox/state", timeout=5).json()
     contacts = sandbox["directories"]["POOL_SANDBOX"]["contacts"]
-    assert [c["extRef"] for c in contacts] == [cli_ops.SMOKE_USER]
+    assert [c["extRef"] for c in contacts] == [ops_commands.SMOKE_USER]
 
 
 def test_smoke_reports_a_wrong_secret(stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGMENT_SHARED_SECRET", "not-the-secret")
     out = io.StringIO()
-    assert cli_ops.main(["smoke", "--url", stack.url, "--event", "track"], out=out) == 1
+    assert cli.main(["smoke", "--url", stack.url, "--event", "track"], out=out) == 1
     assert "-> 401" in out.getvalue() and "shared secret does not match" in out.getvalue()
     assert "not-the-secret" not in out.getvalue()
 
@@ -75,9 +75,9 @@ def test_check_qualtrics_from_the_environment(stack: LocalStack, monkeypatch: py
     monkeypatch.setenv("QUALTRICS_DATACENTER", "sandbox")
     monkeypatch.setenv("QUALTRICS_BASE_URL", stack.sandbox.base_url)
     out = io.StringIO()
-    assert cli_ops.main(["check-qualtrics"], out=out) == 0
+    assert cli.main(["check-qualtrics"], out=out) == 0
     assert "-> 200" in out.getvalue() and "OK" in out.getvalue() and SANDBOX_TOKEN not in out.getvalue()
     monkeypatch.setenv("QUALTRICS_API_TOKEN", "wrong-token")
     out = io.StringIO()
-    assert cli_ops.main(["check-qualtrics"], out=out) == 1
+    assert cli.main(["check-qualtrics"], out=out) == 1
     assert "WARN" in out.getvalue() and "401" in out.getvalue()

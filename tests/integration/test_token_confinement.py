@@ -25,7 +25,7 @@ from segment_qualtrics.adapters.health import check_whoami
 from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
 from segment_qualtrics.destination.errors import PermanentError
 from segment_qualtrics.runtime.worker_app import qualtrics_startup_check
-from segment_qualtrics.tools import cli_ops
+from segment_qualtrics.tools import cli
 
 from local.stack import SANDBOX_TOKEN, LocalStack
 from tests.integration.foreign_host import ForeignHost
@@ -157,7 +157,7 @@ def test_a_datacenter_trick_in_check_qualtrics_sends_nothing(datacenter: str, sa
     monkeypatch.setenv("QUALTRICS_DATACENTER", trick(datacenter, foreign, sandbox))
     monkeypatch.delenv("QUALTRICS_BASE_URL", raising=False)
     out, err = io.StringIO(), io.StringIO()
-    assert cli_ops.main(["check-qualtrics"], out=out, err=err) == 1
+    assert cli.main(["check-qualtrics"], out=out, err=err) == 1
     assert "^[a-zA-Z0-9-]+$" in err.getvalue() and SANDBOX_TOKEN not in out.getvalue() + err.getvalue()
     assert foreign.received() == []
 
@@ -219,7 +219,7 @@ def test_check_qualtrics_follows_no_redirect(sandbox: str, foreign: ForeignHost,
     monkeypatch.setenv("QUALTRICS_BASE_URL", sandbox)
     fault(sandbox, pathPattern="/whoami$", status=307, location=f"http://127.0.0.1:{foreign.port}/API/v3/whoami")
     out = io.StringIO()
-    assert cli_ops.main(["check-qualtrics"], out=out) == 1
+    assert cli.main(["check-qualtrics"], out=out) == 1
     assert "-> 307" in out.getvalue() and "redirects are not followed" in out.getvalue()
     assert foreign.received() == []
 

@@ -1,7 +1,10 @@
-"""The subscriptions CLI (cli.py) and its make targets (mk/config.mk): exit codes and what they print."""
+"""The one CLI (tools/cli.py: `segment-qualtrics <command>`), its subscriptions commands (config_commands.py) and
+their make targets (mk/config.mk): exit codes and what they print."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import io
 import json
 import shutil
@@ -17,7 +20,7 @@ from segment_qualtrics.destination.subscriptions import (
     parse_subscriptions,
     referenced_variables,
 )
-from segment_qualtrics.tools.cli import main
+from segment_qualtrics.tools.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 VARS = {"QUALTRICS_DIRECTORY_ID": "POOL_D", "QUALTRICS_MAILING_LIST_ID": "CG_M"}
@@ -245,3 +248,84 @@ def test_the_make_targets_run_the_cli(tmp_path):
     out_path = tmp_path / "imported.json"
     imported = make("import-segment", f"FILE={write(tmp_path, 'export.json', EXPORT)}", f"OUT={out_path}")
     assert imported.returncode == 0 and out_path.exists()
+
+
+# --- the one command line: segment-qualtrics <command> ----------------------------------------------
+
+COMMANDS = ["check-config", "preview", "import-segment", "dlq", "smoke", "check-qualtrics"]
+LOADED = ("import sys\nfrom segment_qualtrics.tools.cli import build_parser, main\ntry:\n    main({argv!r})\n"
+          "except SystemExit as exit:\n    print('exit', exit.code)\n"
+          "print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'boto3', 'botocore', 'requests'}}))")
+
+
+def loaded_by(*argv: str) -> list[str]:
+    """The last line of running the CLI in a fresh interpreter: which of boto3, botocore, requests it imported."""
+    done = subprocess.run([sys.executable, "-c", LOADED.format(argv=list(argv))], capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", **VARS})
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout.strip().splitlines()
+
+
+def test_help_lists_every_command_and_imports_no_aws_nor_http_library():
+    lines = loaded_by("--help")
+    assert lines[-2:] == ["exit 0", "[]"]
+    listed = [line.split()[0] for line in lines if line.startswith("    ") and line.split()[0] in COMMANDS]
+    assert listed[:len(COMMANDS)] == COMMANDS
+    assert loaded_by("dlq", "--help")[-1] == "['boto3', 'botocore']"   # only the command that runs is imported
+
+
+def test_check_config_runs_without_boto3_or_requests():
+    lines = loaded_by("check-config")
+    assert "no problems" in lines[0] and lines[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", [
+    [str(Path(sys.executable).parent / "segment-qualtrics")],   # the console script pyproject.toml declares
+    [sys.executable, "-m", "segment_qualtrics"],
+])
+def test_the_installed_command_and_python_m_are_the_same_cli(command, tmp_path):
+    done = subprocess.run([*command, "check-config"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", **VARS})
+    assert done.returncode == 0 and "3 subscription(s), 2 enabled, no problems" in done.stdout, done.stderr
+    usage = subprocess.run([*command, "no-such-command"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "invalid choice: 'no-such-command'" in usage.stderr
+    assert usage.stderr.startswith("usage: segment-qualtrics ")
+
+
+def test_each_command_has_its_options_under_its_name():
+    for argv, option in ((["dlq", "list", "--help"], "--older-than"), (["smoke", "--help"], "--event"),
+                         (["check-qualtrics", "--help"], "--secret-arn"), (["preview", "--help"], "--datacenter"),
+                         (["import-segment", "--help"], "--output")):
+        out = io.StringIO()
+        with pytest.raises(SystemExit) as stopped, contextlib.redirect_stdout(out):
+            main(argv)
+        assert stopped.value.code == 0 and option in out.getvalue(), argv
+
+
+BACKFILL = '''
+"""A stand-in for the backfill command's module: the contract the one CLI registers."""
+
+def add_arguments(parser):
+    parser.add_argument("--since", required=True)
+
+
+def main(args):
+    args.context.out.write(f"backfill since {args.since}\\n")
+    return 3
+'''
+
+
+def test_a_backfill_module_is_a_command_once_it_exists(tmp_path, monkeypatch):
+    if importlib.util.find_spec("segment_qualtrics.tools.backfill") is None:   # not written yet: not offered
+        assert "backfill" not in build_parser().format_help()
+    # A stand-in under the module's name (it takes the place of the real one, if any, for this test).
+    (tmp_path / "backfill.py").write_text(BACKFILL)
+    spec = importlib.util.spec_from_file_location("segment_qualtrics.tools.backfill", tmp_path / "backfill.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "segment_qualtrics.tools.backfill", module)
+    assert "backfill" in build_parser().format_help()
+    code, out, _ = cli("backfill", "--since", "2026-01-01")
+    assert code == 3 and out == "backfill since 2026-01-01\n"
+    with pytest.raises(SystemExit):
+        cli("backfill")   # its own required option

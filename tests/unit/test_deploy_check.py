@@ -108,13 +108,13 @@ def make_deploy(tmp_path: Path, root: Path) -> tuple[subprocess.CompletedProcess
     python313.chmod(0o755)
     stamp = tmp_path / "sam.stamp"
     stamp.touch()
+    (root / "local").symlink_to(ROOT / "local")   # `python -m local.deploy_check` runs from the repository root
     make = shutil.which("make")
     assert make, "make is needed to run the deploy target"
     result = subprocess.run(
         [make, "--no-print-directory", "-C", str(root), "-f", str(ROOT / "mk" / "sam.mk"),
          "-f", str(ROOT / "mk" / "ops.mk"), "deploy",
-         f"SAM={sam}", f"SAM_STAMP={stamp}", f"PY313_BIN={sam.parent}", f"PY={sys.executable}",
-         f"OPS_PYTHONPATH={ROOT / 'layers' / 'common'}:{ROOT}"],
+         f"SAM={sam}", f"SAM_STAMP={stamp}", f"PY313_BIN={sam.parent}", f"PY={sys.executable}"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "MAKEFLAGS": ""})
     return result, calls.read_text().splitlines() if calls.exists() else []
 

@@ -325,8 +325,7 @@ IMPORT_CHECK = ("import sys, segment_qualtrics.runtime.worker_app, segment_qualt
 @pytest.mark.parametrize(("disabled", "expected"), [("true", "_NoTracer False"), ("false", "Tracer True")])
 def test_tracer_imports_the_xray_sdk_only_when_tracing_is_on(disabled: str, expected: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POWERTOOLS_", "AWS_"))}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT / "layers" / "common"), str(ROOT)]),
-               POWERTOOLS_TRACE_DISABLED=disabled, LAMBDA_TASK_ROOT="/var/task", AWS_REGION="us-east-1",
+    env.update(POWERTOOLS_TRACE_DISABLED=disabled, LAMBDA_TASK_ROOT="/var/task", AWS_REGION="us-east-1",
                AWS_DEFAULT_REGION="us-east-1", POWERTOOLS_SERVICE_NAME="local")
     done = subprocess.run([sys.executable, "-c", IMPORT_CHECK], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

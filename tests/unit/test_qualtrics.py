@@ -25,7 +25,7 @@ from segment_qualtrics.adapters.qualtrics import (
 from segment_qualtrics.destination.errors import PermanentError
 from urllib3.util import parse_url
 
-from local.qualtrics_sandbox import QualtricsSandbox
+from local.sandbox.qualtrics_sandbox import QualtricsSandbox
 from tests.integration.foreign_host import ForeignHost
 
 TOKEN = "unit-test-token"

@@ -1,7 +1,8 @@
 """What an AWS failure means for the operator, in one line, and where the region comes from.
 
-The command-line tools (cli_dlq, cli_ops) turn botocore's exceptions into one line that says what is wrong
-and what to do, instead of a traceback. No AWS call here: pure functions over the exception and the files.
+The command-line tools (segment-qualtrics dlq, smoke, check-qualtrics) turn botocore's exceptions into one line
+that says what is wrong and what to do, instead of a traceback. No AWS call here: pure functions over the exception
+and the files.
 """
 
 from __future__ import annotations

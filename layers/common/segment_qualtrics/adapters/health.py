@@ -1,8 +1,9 @@
 """The Qualtrics credentials check: GET /API/v3/whoami, and what its answer says about the configuration.
 
 Used by the worker once per execution environment (worker_app.py) and by ``make check-qualtrics``
-(cli_ops.py). It never raises: every problem becomes a line in ``WhoamiReport.problems``. The call goes
-through ``QualtricsClient`` like every other request with the API token: the same URL rule, no redirects.
+(``segment-qualtrics check-qualtrics``, tools/ops_commands.py). It never raises: every problem becomes a line in
+``WhoamiReport.problems``. The call goes through ``QualtricsClient`` like every other request with the API token:
+the same URL rule, no redirects.
 
 A datacenter other than the brand's still answers GETs, but ``meta.notice`` says the request was proxied,
 and POSTs through that proxy have been seen failing with 400.
@@ -61,8 +62,9 @@ def check_whoami(client: QualtricsClient, *, expected_datacenter: str | None = N
         else:   # no answer, a redirect, a URL the token may not go to, unusable credentials
             report.problems.append(exc.message)
         return report
-    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-    result = data.get("result") if isinstance(data.get("result"), dict) else {}
+    meta, result = data.get("meta"), data.get("result")
+    meta = meta if isinstance(meta, dict) else {}
+    result = result if isinstance(result, dict) else {}
     report.request_id = _text(meta.get("requestId"))
     report.notice = _text(meta.get("notice"))
     report.datacenter = _text(result.get("datacenter"))

@@ -22,6 +22,7 @@ import requests
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
+from segment_qualtrics.delivery.qualtrics_api import TransactionResult
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError, error_from_response
 
 DATACENTER = re.compile(r"^[a-zA-Z0-9-]+$")   # applied with fullmatch: "$" alone lets a final newline through
@@ -152,18 +153,11 @@ def _location_host(location: str | None) -> str:
     return f"Location host {_shown(parsed.host + (f':{parsed.port}' if parsed.port else ''))}"
 
 
-@dataclass(frozen=True)
-class TransactionResult:
-    created: dict[str, str]                 # key -> CTR_ id
-    unprocessed: dict[str, dict[str, Any]]  # key -> {"error", "errorMessage"}
-    request_id: str | None
-
-
 # Pages of a contact's transactions read to check whether an earlier attempt landed (100 a page).
 MAX_TRANSACTION_PAGES = 100
 
 
-class QualtricsClient:
+class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
     def __init__(
         self,
         credentials: CredentialsProvider,
@@ -295,7 +289,7 @@ class QualtricsClient:
         started = time.perf_counter()
         status: int | None = None
         try:
-            settings = self._session.merge_environment_settings(prepared.url, {}, None, None, None)
+            settings = self._session.merge_environment_settings(prepared.url or url, {}, None, None, None)
             response = self._session.send(prepared, allow_redirects=False,
                                           timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT), **settings)
             status = response.status_code
@@ -324,7 +318,7 @@ class QualtricsClient:
         return data if isinstance(data, dict) else {}
 
 
-def _origin_text(url: str) -> str:
+def _origin_text(url: object) -> str:   # any value a mapping produced, not only a str
     """scheme://host of a refused URL as urllib3 reads it, for the error message (never the path: it may hold ids)."""
     if not isinstance(url, str):
         return f"a {type(url).__name__}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from segment_qualtrics.adapters.qualtrics import QualtricsClient
+from segment_qualtrics.delivery.qualtrics_api import QualtricsApi
 from segment_qualtrics.delivery.transactions import TransactionExecutor
 from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
 from segment_qualtrics.destination.actions import ContactPayload, WorkflowPayload
@@ -23,7 +23,7 @@ class _OneCallPerMessage:
     starts that could not finish before the invocation's timeout: the rest is left unreported (deferred).
     """
 
-    def __init__(self, client: QualtricsClient) -> None:
+    def __init__(self, client: QualtricsApi) -> None:
         self.client = client
 
     def send(self, payload: Any) -> None:

@@ -20,6 +20,7 @@ also counts receives that attempted nothing (a busy key, a deferral, a batch tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -48,7 +49,7 @@ class IdempotencyStore(Protocol):
 class MemoryIdempotencyStore:
     """In-memory store for pure tests and the preview; same protocol as the DynamoDB adapter."""
 
-    def __init__(self, clock=None) -> None:
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
         import threading
         import time
 

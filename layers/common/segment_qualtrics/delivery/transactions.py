@@ -24,16 +24,18 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from segment_qualtrics.adapters.qualtrics import QualtricsClient
+from segment_qualtrics.delivery.qualtrics_api import QualtricsApi
 from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
 from segment_qualtrics.destination.actions import TransactionPayload
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 
 MARKER_FIELD = "segmentMessageId"   # written into each transaction's data, for people and older records
+# A contact lookup: (directoryId, its identifiers as (field, value) pairs).
+CacheKey = tuple[str, tuple[tuple[str, str], ...]]
 DELIVERY_KEY_FIELD = "segmentDeliveryKey"   # transaction_key(): names the idempotency key; a retry finds it
 MAX_PER_CALL = 100
 
@@ -41,15 +43,16 @@ MAX_PER_CALL = 100
 class ContactCache:
     """(directory, identifiers) → contactId, bounded and short-lived, kept across warm invocations."""
 
-    def __init__(self, max_entries: int = 10_000, ttl_seconds: float = 300.0, clock=time.monotonic) -> None:
+    def __init__(self, max_entries: int = 10_000, ttl_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self.ttl = ttl_seconds
         self.clock = clock
-        self._entries: OrderedDict[tuple, tuple[str, float]] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, tuple[str, float]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple) -> str | None:
+    def get(self, key: CacheKey) -> str | None:
         entry = self._entries.get(key)
         if entry is None or entry[1] < self.clock():
             self._entries.pop(key, None)
@@ -59,7 +62,7 @@ class ContactCache:
         self.hits += 1
         return entry[0]
 
-    def put(self, key: tuple, contact_id: str) -> None:
+    def put(self, key: CacheKey, contact_id: str) -> None:
         self._entries[key] = (contact_id, self.clock() + self.ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
@@ -72,7 +75,7 @@ class ContactCache:
 
 def transaction_key(delivery: Delivery) -> str:
     """Deterministic per message, so a retried call carries the same key (Segment's is random)."""
-    data = delivery.message.idempotency_key.encode("utf-8", "surrogatepass")   # as the key itself is hashed
+    data = delivery.queued.idempotency_key.encode("utf-8", "surrogatepass")   # as the key itself is hashed
     return "seg" + hashlib.sha256(data).hexdigest()[:24]
 
 
@@ -85,7 +88,7 @@ class _Lookup:
 
 
 class TransactionExecutor:
-    def __init__(self, client: QualtricsClient, cache: ContactCache | None = None,
+    def __init__(self, client: QualtricsApi, cache: ContactCache | None = None,
                  legacy_marker_trusted: bool = False) -> None:
         self.client = client
         self.cache = cache or ContactCache()
@@ -116,7 +119,7 @@ class TransactionExecutor:
                           progress: Progress) -> tuple[dict[str, str], set[str]]:
         contacts: dict[str, str] = {}     # record_id -> contactId
         from_cache: set[str] = set()      # record ids whose contact id came from a lookup or the cache
-        lookups: dict[tuple, _Lookup] = {}
+        lookups: dict[CacheKey, _Lookup] = {}
         for delivery in deliveries:
             try:
                 payload: TransactionPayload = delivery.payload
@@ -151,7 +154,8 @@ class TransactionExecutor:
     def _find_or_create(self, lookup: _Lookup) -> str:
         matches = self.client.search_contacts(lookup.directory_id, lookup.identifiers)
         if len(matches) == 1 and matches[0].get("id"):
-            return matches[0]["id"]
+            contact_id: str = matches[0]["id"]
+            return contact_id
         if len(matches) > 1:
             fields = ", ".join(lookup.identifiers)
             raise PermanentError("directory_lookup_error",
@@ -233,7 +237,7 @@ class TransactionExecutor:
     @staticmethod
     def _transaction(delivery: Delivery, contact_id: str) -> dict[str, Any]:
         payload: TransactionPayload = delivery.payload
-        data = {**(payload.transactionData or {}), MARKER_FIELD: delivery.message.message_id,
+        data = {**(payload.transactionData or {}), MARKER_FIELD: delivery.queued.message_id,
                 DELIVERY_KEY_FIELD: transaction_key(delivery)}
         date = payload.transactionDate or _received_date(delivery)
         return {"contactId": contact_id, "mailingListId": payload.mailingListId, "data": data,
@@ -264,7 +268,7 @@ class _Recorded:
     def holds(self, delivery: Delivery, legacy_trusted: bool) -> bool:
         if transaction_key(delivery) in self.keys:
             return True
-        return legacy_trusted and delivery.message.message_id in self.legacy_ids
+        return legacy_trusted and delivery.queued.message_id in self.legacy_ids
 
 
 def _received_date(delivery: Delivery) -> str:
@@ -272,6 +276,6 @@ def _received_date(delivery: Delivery) -> str:
     from segment_qualtrics.destination.actions import qualtrics_datetime
 
     try:
-        return qualtrics_datetime(delivery.message.received_at)
+        return qualtrics_datetime(delivery.queued.received_at)
     except ValueError:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())

@@ -42,7 +42,7 @@ class Delivery:
     body: str
     attempt: int                # ApproximateReceiveCount: every receive, whether it attempted anything or not
     attributes: dict[str, Any] = field(default_factory=dict)
-    message: QueueMessage | None = None
+    message: QueueMessage | None = None   # None until parsed; executors only see parsed ones (``queued``)
     subscription: Subscription | None = None
     payload: Any = None
     recovering: bool = False    # an earlier attempt may already have reached Qualtrics
@@ -69,6 +69,13 @@ class Delivery:
             attempt=attempt,
             attributes=record.get("messageAttributes") or {},
         )
+
+    @property
+    def queued(self) -> QueueMessage:
+        """The parsed message: set before the delivery is claimed or handed to an executor."""
+        if self.message is None:
+            raise RuntimeError(f"record {self.record_id} was not parsed")
+        return self.message
 
 
 class DeadLetterQueue(Protocol):
@@ -241,7 +248,7 @@ class Worker:
         if error is not None:
             self._fail(delivery, error, report, claimed=False)
             return
-        key = delivery.message.idempotency_key
+        key = delivery.queued.idempotency_key
         if key in in_batch:
             # The same event twice in one batch: the first copy carries it (delivered, retried or
             # dead-lettered); this copy is dropped rather than left to fight over the claim.
@@ -288,7 +295,7 @@ class Worker:
     def _complete(self, delivery: Delivery, report: Report) -> None:
         """Its call succeeded: mark it done now, so a crash later in the batch does not run it again."""
         try:
-            self.store.complete(delivery.message.idempotency_key)
+            self.store.complete(delivery.queued.idempotency_key)
         except Exception as exc:  # noqa: BLE001 - delivered all the same; the record's lease runs out
             self._notify("complete_failed", delivery, internal_error(exc))
         report.delivered.append(delivery)
@@ -312,7 +319,7 @@ class Worker:
 
     def _release(self, delivery: Delivery, *, uncertain: bool) -> None:
         try:
-            self.store.release(delivery.message.idempotency_key, uncertain=uncertain)
+            self.store.release(delivery.queued.idempotency_key, uncertain=uncertain)
         except Exception:  # noqa: BLE001 - the record keeps its lease; when it runs out the next claim recovers
             pass
 

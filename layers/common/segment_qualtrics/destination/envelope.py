@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import to_json as _rust_to_json
+
+from segment_qualtrics.segment.charset import SQS_REFUSED
 
 ENVELOPE_VERSION = 1
 # Compact, non-ASCII kept: the one JSON form of a message. Built once; ``encode`` of a str is a C call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _encode_str = json.encoder.encode_basestring   # what _ENCODER.encode calls for a str (ensure_ascii off)
 
-# The characters SQS refuses in a message body or attribute value. It accepts only #x9 #xA #xD
-# #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF, and one refused character fails the whole send.
-SQS_REFUSED = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # A DynamoDB hash key holds at most 2048 bytes: keys longer than this are hashed.
 MAX_PLAIN_KEY_BYTES = 1024
 

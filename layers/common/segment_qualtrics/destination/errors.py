@@ -101,7 +101,9 @@ def _read_error_envelope(body: bytes | str | None) -> tuple[str | None, str | No
     meta = data.get("meta") if isinstance(data, dict) else None
     if not isinstance(meta, dict):
         return None, None, None
-    error = meta.get("error") if isinstance(meta.get("error"), dict) else {}
+    error = meta.get("error")
+    if not isinstance(error, dict):
+        error = {}
     # Older Qualtrics services used other key names for the code; read them all.
     code = error.get("errorCode") or error.get("qualtricsErrorCode") or error.get("internalErrorCode")
     return error.get("errorMessage"), code, meta.get("requestId")

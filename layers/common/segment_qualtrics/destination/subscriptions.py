@@ -247,12 +247,12 @@ def _parse_one(item: Any, label: str, environ: Mapping[str, str],
         problems += [f"{label}: the required field {k!r} is mapped to an empty string (is the variable it uses empty?)"
                      for k, f in action.fields.items() if f.required and effective.get(k) == ""]
         problems += _constant_value_problems(action, mapping, label)
-    if not problems and trigger is not None:
+    if not problems and trigger is not None and isinstance(name, str):   # no problems: name is a string
         return problems, Subscription(name.strip(), enabled, action, trigger, effective)
     if not isinstance(name, str) or not name.strip():
         return problems, None   # its messages cannot name it
     routes = enabled is True and trigger is not None
-    return problems, Subscription(name.strip(), routes, action, trigger if routes else _NEVER, {})
+    return problems, Subscription(name.strip(), routes, action, trigger if routes and trigger else _NEVER, {})
 
 
 def _substitute_env(value: Any, environ: Mapping[str, str], where: str, problems: list[str],

@@ -145,8 +145,8 @@ def signature_matches(secret: str, body: bytes, signature: str, batch_first_elem
     (template parameter AcceptBatchFirstElementSignature).
     """
     # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a 500 instead of a 401).
-    signature = signature.strip().lower().encode()
-    if hmac.compare_digest(_hmac_sha1(secret, body), signature):
+    expected = signature.strip().lower().encode()
+    if hmac.compare_digest(_hmac_sha1(secret, body), expected):
         return True
     if batch_first_element and body.lstrip()[:1] == b"[":
         # A hostile first element is a mismatch, not a 500: nesting too deep for the decoder (RecursionError),
@@ -159,12 +159,12 @@ def signature_matches(secret: str, body: bytes, signature: str, batch_first_elem
             first, end = json.JSONDecoder().raw_decode(text, start)
             # The first element's own text: Segment's JSON.stringify writes numbers as JavaScript does
             # (0.00001, 1e-7), which Python's json.dumps would re-write differently (1e-05, 1e-07).
-            if hmac.compare_digest(_hmac_sha1(secret, text[start:end].encode()), signature):
+            if hmac.compare_digest(_hmac_sha1(secret, text[start:end].encode()), expected):
                 return True
             compact = json.dumps(first, separators=(",", ":"), ensure_ascii=False).encode()
         except (ValueError, RecursionError):   # UnicodeError is a ValueError
             return False
-        return hmac.compare_digest(_hmac_sha1(secret, compact), signature)
+        return hmac.compare_digest(_hmac_sha1(secret, compact), expected)
     return False
 
 
@@ -195,11 +195,11 @@ def authenticate(request: IngestRequest, credentials: IngestCredentials,
     secrets, tokens = c.accepted(now)
     signature = request.headers.get("x-signature") if c.shared_secret else None
     authorization = request.headers.get("authorization") if c.bearer_token else None
-    signed = bool(signature) and any(signature_matches(s, request.body, signature, c.batch_first_element)
-                                     for s in secrets)
+    signed = bool(signature and any(signature_matches(s, request.body, signature, c.batch_first_element)
+                                    for s in secrets))
     if signature and not signed:
         return error_response(401, "bad_signature", "X-Signature does not match the body and the shared secret")
-    bearer = bool(authorization) and _bearer_matches(authorization, tokens)
+    bearer = bool(authorization and _bearer_matches(authorization, tokens))
     if authorization and not bearer and (c.require_both or not signed):
         return error_response(401, "bad_token", "the Authorization bearer token is not the configured one")
     if (signed and bearer) or ((signed or bearer) and not c.require_both):
@@ -289,11 +289,13 @@ class Router:
 _Tests = list[tuple[Any, Target]]   # (test or None, target)
 
 
-def _by_event_name(subs: list[Subscription], known: dict[str, str]) -> tuple[dict[str, _Tests], _Tests]:
+def _by_event_name(subs: list[Subscription], known: dict[str, str]) -> tuple[dict[str | None, _Tests], _Tests]:
     """The tests of ``subs`` for each event name their triggers require, and for any other name."""
     names = {n for sub in subs for n in (sub.trigger.event_names or ())}
-    by_name = {n: [(sub.trigger._test_given({**known, "event": n}), _target(sub)) for sub in subs
-                   if sub.trigger.event_names is None or n in sub.trigger.event_names] for n in names}
+    # Keyed by name; looked up with whatever the event's "event" holds (None for most types).
+    by_name: dict[str | None, _Tests] = {
+        n: [(sub.trigger._test_given({**known, "event": n}), _target(sub)) for sub in subs
+            if sub.trigger.event_names is None or n in sub.trigger.event_names] for n in names}
     other = [(sub.trigger._test_given(known), _target(sub)) for sub in subs if sub.trigger.event_names is None]
     return by_name, other
 
@@ -345,7 +347,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
         messages = _messages(router.matching(event), event, received_at, body_text if event is raw else None)
         # SQS counts UTF-8 bytes; encode only when the characters alone could be over the limit. (_messages
         # made each message's JSON already.)
-        if messages and len(text := messages[0].json_text) > MAX_EVENT_BYTES // 4 \
+        if messages and len(text := messages[0].to_json()) > MAX_EVENT_BYTES // 4 \
                 and len(text.encode()) > MAX_EVENT_BYTES:
             invalid.append(_invalid(index, raw, f"the event is larger than {MAX_EVENT_BYTES} bytes"))
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -39,6 +39,9 @@ from segment_qualtrics.runtime.observability import (
 )
 from segment_qualtrics.runtime.settings import WorkerSettings
 from segment_qualtrics.runtime.startup import subscriptions_at_start
+
+if TYPE_CHECKING:   # a TypedDict Powertools declares for type checkers only
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 # No Qualtrics call starts unless this much of the invocation is left: the client's connect and read
 # timeouts (its worst case) plus the time to mark outcomes, dead-letter and hand back the rest.
@@ -201,7 +204,7 @@ class WorkerApp:
         return cls(settings, worker, observer, check)
 
     @tracer.capture_method(capture_response=False)
-    def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handle(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         records = event.get("Records") or []
         remaining = _remaining_seconds(context)
         started_with = remaining() if remaining is not None else None   # before the startup check and the claims

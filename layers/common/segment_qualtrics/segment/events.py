@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from pydantic_core import SchemaValidator, core_schema
 from pydantic_core import from_json as _fast_loads
 
-from segment_qualtrics.destination.envelope import SQS_REFUSED
+from segment_qualtrics.segment.charset import SQS_REFUSED
 
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
 
@@ -515,10 +515,11 @@ def validate_event(raw: Any, *, from_json: bool = False) -> dict[str, Any]:
             SegmentEvent.model_validate(raw)
         except ValidationError as exc:
             raise ValueError(describe_validation_error(exc)) from None
-    if not raw.get("messageId"):
+    event: dict[str, Any] = raw
+    if not event.get("messageId"):
         # Derived from the content, so a redelivery of the same event gets the same id (idempotency).
-        raw = {**raw, "messageId": derived_message_id(raw)}
-    return raw
+        event = {**event, "messageId": derived_message_id(event)}
+    return event
 
 
 def derived_message_id(raw: dict[str, Any]) -> str:

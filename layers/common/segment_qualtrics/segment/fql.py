@@ -95,7 +95,7 @@ class TriggerSyntaxError(ValueError):
         self.found = found
         super().__init__(f"trigger error at position {position}: expected {expected}, found {found} in: {source}")
 
-    def __reduce__(self):  # keep it picklable despite the custom signature
+    def __reduce__(self) -> tuple[type["TriggerSyntaxError"], tuple[str, int, str, str]]:  # picklable: own signature
         return (type(self), (self.source, self.position, self.expected, self.found))
 
 
@@ -107,7 +107,7 @@ class Trigger:
     def __init__(self, source: str, root: "_Node") -> None:
         self.source = source
         self._root = root
-        self._fn = root.fn
+        self._fn: Callable[[Any], bool] = root.fn
         # The event types (``type = "..."``) and track event names (``event = "..."``) this trigger can
         # only match, or None for any: the ingest's router skips triggers that cannot match.
         self.event_types: frozenset[str] | None = _required_values(root, "type")
@@ -207,7 +207,8 @@ def _equal(left: Any, right: Any) -> bool:
         return left.keys() == right.keys() and all(_equal(left[k], right[k]) for k in left)
     if kind == "null":
         return True
-    return left == right
+    same: bool = left == right
+    return same
 
 
 def _render(value: Any) -> str:
@@ -614,10 +615,10 @@ def _all_of(tests: list[_Fn]) -> _Fn:
     if len(tests) == 2:  # the common case, without a loop
         first, second = tests
         return lambda event: first(event) and second(event)
-    tests = tuple(tests)
+    chain = tuple(tests)
 
     def all_true(event: Any) -> bool:   # a plain loop: about twice as fast as all() over a generator
-        for test in tests:
+        for test in chain:
             if not test(event):
                 return False
         return True
@@ -631,10 +632,10 @@ def _any_of(tests: list[_Fn]) -> _Fn:
     if len(tests) == 2:
         first, second = tests
         return lambda event: first(event) or second(event)
-    tests = tuple(tests)
+    chain = tuple(tests)
 
     def any_true(event: Any) -> bool:
-        for test in tests:
+        for test in chain:
             if test(event):
                 return True
         return False
@@ -649,7 +650,8 @@ def _as_condition(node: _Node) -> _Node:
 # ---------------------------------------------------------------------------------------------------------
 # Comparisons
 
-_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _MIRROR = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
@@ -705,9 +707,8 @@ def _equal_to_literal(get: _Fn, literal: Any) -> _Fn | None:
         if key is not None:
             # ``name = "text"`` on a top-level key: a dict event is read here, one call fewer.
             def equal_top(event: Any) -> bool:
-                if type(event) is dict:
-                    return event.get(key) == literal
-                return get(event) == literal
+                same: bool = event.get(key) == literal if type(event) is dict else get(event) == literal
+                return same
 
             return equal_top
         return lambda event: get(event) == literal
@@ -844,6 +845,7 @@ class _Glob:
         size, literal, regex = segment
         if literal is not None:
             return text.startswith(literal, pos)
+        assert regex is not None   # a segment holds a literal or a regex (_add)
         return regex.match(text, pos, pos + size) is not None
 
     def matches(self, text: str) -> bool:
@@ -860,6 +862,7 @@ class _Glob:
             if literal is not None:
                 found = text.find(literal, pos, end)
             else:
+                assert regex is not None   # a segment holds a literal or a regex (_add)
                 hit = regex.search(text, pos, end)
                 found = hit.start() if hit else -1
             if found < 0:
@@ -942,9 +945,10 @@ def _string(value: Any) -> Any:
 def _bool(value: Any) -> bool:
     kind = _kind(value)
     if kind == "bool":
-        return value
+        return value is True
     if kind == "number":
-        return value != 0
+        number: float = value
+        return number != 0
     if kind == "string":
         return value.strip().lower() in ("true", "1")
     if kind == "list":
@@ -1146,7 +1150,8 @@ def _required_values(node: _Node, key: str) -> frozenset[str] | None:
         if node.word == "and":
             known = [values for values in found if values is not None]
             return frozenset.intersection(*known) if known else None
-        return None if any(values is None for values in found) else frozenset().union(*found)
+        known = [values for values in found if values is not None]
+        return frozenset().union(*known) if len(known) == len(found) else None
     return None
 
 
@@ -1184,7 +1189,7 @@ def _test_given(node: _Node, known: Mapping[str, str]) -> _Fn | None:
             return _all_of(rest) if rest else None
         if any(test is None for test in tests):
             return None
-        live = [test for test in tests if test is not _never]
+        live = [test for test in tests if test is not None and test is not _never]
         return _any_of(live) if live else _never
     return node.fn
 

@@ -1,238 +1,107 @@
-"""The subscriptions file from the command line: ``python -m segment_qualtrics.tools.cli <command>``.
+"""The one command line: ``segment-qualtrics <command>`` (or ``python -m segment_qualtrics <command>``).
 
-    check-config   [FILE] [--env NAME=VALUE]...     check the file as every function does when it starts
-    preview        EVENT.json [--config FILE] [--env NAME=VALUE]... [--datacenter DC] [--base-url URL] [--json]
-                                                    dry run: triggers, payloads, the exact Qualtrics requests
-    import-segment FILE [-o OUT]                    a Segment Public API export → our subscriptions file
+The subscriptions file (no AWS, no network):
+    check-config     [FILE] [--env NAME=VALUE]...     check the file as every function does when it starts
+    preview          EVENT.json [--config FILE] ...   dry run: triggers, payloads, the exact Qualtrics requests
+    import-segment   FILE [-o OUT]                    a Segment Public API export -> our subscriptions file
+Operations (a deployed stack with --stack NAME, else the local stack of `make run`):
+    dlq              list | redrive | purge           the dead letters of every action, with their reasons
+    smoke                                             POST one signed test event to the webhook
+    check-qualtrics                                   GET /API/v3/whoami with the Qualtrics credentials
 
-FILE / --config default to $DESTINATION_CONFIG, else the packaged default_subscriptions.json. ``--env``
-sets or overrides an environment variable for ``${NAME}`` references. No AWS, no network.
-Exit status: 0 fine, 1 problems found (listed), 2 bad usage or input.
+``segment-qualtrics <command> --help`` shows a command's options. Each command's module is imported only
+when that command runs: ``--help`` and check-config never load boto3.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import importlib.util
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from segment_qualtrics.destination.errors import DestinationError
-from segment_qualtrics.destination.subscriptions import (
-    ConfigError,
-    Subscription,
-    config_path,
-    parse_subscriptions,
-    read_config,
-    referenced_variables,
-)
-from segment_qualtrics.segment.mapping_kit import UNDEFINED
-from segment_qualtrics.tools.importer import ExportError, import_segment
+PROG = "segment-qualtrics"
 
 
-def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.environ,
-         out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        env = {**environ, **_env_overrides(args.env)} if hasattr(args, "env") else dict(environ)
-    except ValueError as exc:
-        parser.print_usage(err)
-        print(f"error: {exc}", file=err)
-        return 2
-    return args.run(args, env, out, err)
+@dataclass(frozen=True)
+class Command:
+    """Where a command lives: ``adder(parser)`` declares its options, ``runner(args) -> int`` runs it."""
+
+    module: str
+    help: str
+    adder: str = "add_arguments"
+    runner: str = "main"
+    optional: bool = False   # listed only when its module exists
+
+    def available(self) -> bool:
+        return not self.optional or importlib.util.find_spec(self.module) is not None
+
+    def load(self) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+        module = importlib.import_module(self.module)
+        return getattr(module, self.adder), getattr(module, self.runner)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.tools.cli", description=__doc__.split("\n")[0],
+_CONFIG, _OPS = "segment_qualtrics.tools.config_commands", "segment_qualtrics.tools.ops_commands"
+COMMANDS: dict[str, Command] = {
+    "check-config": Command(_CONFIG, "check a subscriptions file", "add_check_config", "check_config"),
+    "preview": Command(_CONFIG, "dry-run events through the subscriptions", "add_preview", "preview"),
+    "import-segment": Command(_CONFIG, "convert a Segment subscriptions export", "add_import_segment",
+                              "import_segment"),
+    "dlq": Command("segment_qualtrics.tools.dlq_commands", "list, redrive or purge the dead-letter queues"),
+    "smoke": Command(_OPS, "POST one signed test event to the webhook", "add_smoke", "smoke"),
+    "check-qualtrics": Command(_OPS, "GET /API/v3/whoami with the Qualtrics credentials", "add_check_qualtrics",
+                               "check_qualtrics"),
+    # A module exposing add_arguments(parser) and main(args) -> int; listed once the module exists.
+    "backfill": Command("segment_qualtrics.tools.backfill", "replay past Segment events through the subscriptions",
+                        optional=True),
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a command reads and writes besides its options: ``args.context`` (tests pass their own)."""
+
+    out: TextIO
+    err: TextIO
+    environ: Mapping[str, str]
+    ask: Callable[[str], str] = input
+    target: Any = None   # dlq: where the queues are (default: from --stack or the local stack's state file)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command is listed; only ``command``'s module is imported to declare its options."""
+    parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n")[0],
+                                     epilog="\n".join((__doc__ or "").split("\n")[2:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(required=True, metavar="command")
-    env_help = "set an environment variable for ${NAME} references (repeatable); overrides the real one"
-
-    check = commands.add_parser("check-config", help="check a subscriptions file",
-                                description="Check a subscriptions file as every function does at start.")
-    check.add_argument("file", nargs="?", type=Path, help="default: $DESTINATION_CONFIG or the packaged file")
-    check.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help=env_help)
-    check.set_defaults(run=_check_config)
-
-    dry = commands.add_parser("preview", help="dry-run events through the subscriptions",
-                              description="What the destination would do with the events of a file: triggers, "
-                                          "payloads and the exact Qualtrics requests. Sends nothing.")
-    dry.add_argument("event", type=Path, help="a Segment event, an array, {\"batch\": [...]} or an API Gateway event")
-    dry.add_argument("--config", type=Path, help="subscriptions file (default: $DESTINATION_CONFIG or the packaged)")
-    dry.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help=env_help)
-    dry.add_argument("--datacenter", default="iad1", help="Qualtrics datacenter id (default: iad1)")
-    dry.add_argument("--base-url", help="replaces https://{datacenter}.qualtrics.com (default: $QUALTRICS_BASE_URL)")
-    dry.add_argument("--json", action="store_true", help="print JSON instead of text")
-    dry.set_defaults(run=_preview)
-
-    imp = commands.add_parser("import-segment", help="convert a Segment subscriptions export",
-                              description="Convert Segment's Public API 'list subscriptions from destination' "
-                                          "answer for a Qualtrics (Actions) destination into our file.")
-    imp.add_argument("file", type=Path, help='{"data": {"subscriptions": [...]}}, {"subscriptions": [...]} or a list')
-    imp.add_argument("-o", "--output", type=Path, help="write the file here (default: standard output)")
-    imp.set_defaults(run=_import_segment)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, spec in COMMANDS.items():
+        if not spec.available():
+            continue
+        sub = commands.add_parser(name, help=spec.help, description=spec.help[0].upper() + spec.help[1:] + ".",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == command:
+            adder, runner = spec.load()
+            adder(sub)
+            sub.set_defaults(run=runner)
     return parser
 
 
-def _env_overrides(pairs: list[str]) -> dict[str, str]:
-    overrides = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--env wants NAME=VALUE, got {pair!r}")
-        overrides[name] = value
-    return overrides
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word: the first argument that is not an option (the top level has only -h)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
-# --- check-config -------------------------------------------------------------------------------
-
-def _check_config(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    path = Path(args.file or config_path(env))
-    data: Any = None   # unset variables are only reported once the file is read
-    try:
-        data = read_config(path)
-        subscriptions = parse_subscriptions(data, str(path), env)
-    except ConfigError as exc:
-        print(exc, file=err)
-        if exc.unset_variables:
-            print(_unset_hint(data, exc.unset_variables), file=err)
-        return 1
-    enabled = sum(s.enabled for s in subscriptions)
-    print(f"{path}: {len(subscriptions)} subscription(s), {enabled} enabled, no problems", file=out)
-    for sub in subscriptions:
-        print(f"  {summary(sub)}", file=out)
-    for warning in _workflow_url_warnings(subscriptions, env.get("QUALTRICS_BASE_URL") or None):
-        print(f"warning: {warning}", file=err)
-    return 0
-
-
-def _workflow_url_warnings(subscriptions: list[Subscription], base_url: str | None) -> list[str]:
-    """A fixed workflowUrl the workers would refuse to send the token to (workflow_url_not_allowed)."""
-    from segment_qualtrics.adapters.qualtrics import QualtricsClient  # requests: only when there is a URL to check
-
-    urls = {s.name: s.mapping.get("workflowUrl") for s in subscriptions if s.enabled}
-    urls = {name: url for name, url in urls.items() if isinstance(url, str)}
-    if not urls:
-        return []
-    client = QualtricsClient(lambda force: None, base_url)
-    return [f"{name!r}: its workflowUrl {url} is not a Qualtrics URL"
-            f"{' nor QUALTRICS_BASE_URL' if base_url else ''}: the workers will refuse it (workflow_url_not_allowed)"
-            for name, url in urls.items() if not client.is_qualtrics_url(url)]
-
-
-def _unset_hint(data: Any, names: list[str]) -> str:
-    used = referenced_variables(data)
-    listing = "; ".join(f"{n} (used by {', '.join(repr(s) for s in used.get(n, []))})" if used.get(n) else n
-                        for n in names)
-    return (f"unset environment variable(s): {listing}. Set them, or pass --env NAME=VALUE "
-            "(make check-config VARS=\"NAME=VALUE ...\").")
-
-
-def summary(sub: Subscription) -> str:
-    """One line: state, action, name, trigger, and how its fields are mapped."""
-    defaults = sub.action.default_mapping
-    own = [k for k in sub.action.fields if k in sub.mapping and defaults.get(k, UNDEFINED) != sub.mapping[k]]
-    kept = [k for k in sub.mapping if k not in own]
-    off = [k for k in sub.action.fields if k in defaults and k not in sub.mapping]
-    fields = f"mapped: {', '.join(own) or '-'}; {len(kept)} default(s)"
-    if off:
-        fields += f"; off: {', '.join(off)}"
-    state = "enabled " if sub.enabled else "disabled"
-    return f"{state}  {sub.action.slug:<24}  {sub.name!r}  when {sub.trigger.source}  ({fields})"
-
-
-# --- preview ------------------------------------------------------------------------------------
-
-def _preview(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    from segment_qualtrics.tools.preview import (  # requests: only this command
-        PreviewInputError,
-        preview,
-        read_events,
-        render,
-    )
-
-    path = Path(args.config or config_path(env))
-    try:
-        data = read_config(path)
-        subscriptions = parse_subscriptions(data, str(path), env, unset="keep")
-    except ConfigError as exc:
-        print(exc, file=err)
-        return 1
-    body = _read_bytes(args.event, err)
-    if body is None:
-        return 2
-    try:
-        raw_events = read_events(body)
-    except PreviewInputError as exc:
-        print(f"error: {args.event}: {exc}", file=err)
-        return 2
-    try:
-        result = preview(raw_events, subscriptions, datacenter=args.datacenter,
-                         base_url=args.base_url or env.get("QUALTRICS_BASE_URL") or None)
-    except DestinationError as exc:   # a datacenter that is not ^[a-zA-Z0-9-]+$
-        print(f"error: {exc.message}", file=err)
-        return 2
-    unset = sorted(n for n in referenced_variables(data) if n not in env)
-    if unset:
-        result.warnings.append(f"not set, so left as written: {', '.join('${' + n + '}' for n in unset)} "
-                               "(pass --env NAME=VALUE)")
-    result.config = str(path)
-    if args.json:
-        json.dump(result.to_dict(), out, indent=2, ensure_ascii=False)
-        out.write("\n")
-    else:
-        out.write(render(result))
-    return 0
-
-
-def _read_bytes(path: Path, err: TextIO) -> bytes | None:
-    """The file's bytes; None (with the reason on ``err``) when it cannot be read."""
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        print(f"error: cannot read {path}: {exc.strerror or exc}", file=err)
-        return None
-
-
-# --- import-segment -----------------------------------------------------------------------------
-
-def _import_segment(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    body = _read_bytes(args.file, err)
-    if body is None:
-        return 2
-    try:
-        data: Any = json.loads(body)
-    except ValueError as exc:
-        print(f"error: {args.file} is not valid JSON: {exc}", file=err)
-        return 2
-    try:
-        result = import_segment(data, env)
-    except ExportError as exc:
-        print(f"error: {args.file}: {exc}", file=err)
-        return 2
-    text = json.dumps(result.config, indent=2, ensure_ascii=False) + "\n"
-    if args.output:
-        args.output.write_text(text)
-    else:
-        out.write(text)
-    count = len(result.config["subscriptions"])
-    where = args.output or "standard output"
-    print(f"imported {count} subscription(s) into {where}", file=err)
-    for line in result.not_carried:
-        print(f"  not carried over: {line}", file=err)
-    for line in result.notes:
-        print(f"  note: {line}", file=err)
-    for line in result.problems:
-        print(f"  problem: {line}", file=err)
-    if not result.complete:
-        print("check the items above, then: make check-config" + (f" CONFIG={args.output}" if args.output else ""),
-              file=err)
-    return 0 if result.complete else 1
+def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None, ask: Callable[[str], str] = input, target: Any = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
+    args.context = Context(out or sys.stdout, err or sys.stderr, os.environ if environ is None else environ, ask,
+                           target)
+    return int(args.run(args))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Dead-letter queue tooling: list, redrive and purge the DLQs of the action queues.
 
 Every function takes a boto3 SQS client (plain boto3, so AWS_ENDPOINT_URL or an explicit endpoint points it
-at the local stack). The CLI is cli_dlq.py (``make dlq ARGS="list"``).
+at the local stack). The CLI is dlq_commands.py: ``segment-qualtrics dlq`` (``make dlq ARGS="list"``).
 
 - list: peek at every message (received with a short hold, then made visible again), with the reason the
   worker wrote into its message attributes (errorCode, errorMessage, httpStatus, qualtricsRequestId).

@@ -205,12 +205,22 @@ def _deliver(item: SubscriptionPreview, sub: Subscription, body: str, credential
 def _shown(prepared: requests.PreparedRequest) -> tuple[str, str, dict[str, str], Any]:
     """Method, URL, headers (token masked; Content-Length left out: the body shown may hold a
     placeholder) and the JSON body, as requests prepared them for the wire."""
-    headers = {k: (MASKED_TOKEN if k.lower() == "x-api-token" else v) for k, v in prepared.headers.items()
+    headers = {k: (MASKED_TOKEN if k.lower() == "x-api-token" else _text(v)) for k, v in prepared.headers.items()
                if k.lower() != "content-length"}
-    body = prepared.body
-    if isinstance(body, bytes):
-        body = body.decode()
+    body = _body_text(prepared)
     return prepared.method or "", prepared.url or "", headers, None if body is None else json.loads(body)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _body_text(prepared: requests.PreparedRequest) -> str | None:
+    """The JSON text the client sent: always str or bytes (it never streams a body)."""
+    body = prepared.body
+    if body is None or isinstance(body, str | bytes):
+        return None if body is None else _text(body)
+    raise TypeError(f"a {type(body).__name__} body: the Qualtrics client sends JSON text")
 
 
 class _DryRunTransport(BaseAdapter):
@@ -226,7 +236,9 @@ class _DryRunTransport(BaseAdapter):
         if self.sent and not self.sent[-1][0]:
             self.sent[-1] = (operation, self.sent[-1][1])
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: float | tuple[float | None, float | None] | None = None, verify: bool | str = True,
+             cert: str | tuple[str, str] | None = None, proxies: dict[str, str] | None = None) -> requests.Response:
         self.sent.append(("", request))
         status, answer = _answer(request)
         response = requests.Response()
@@ -251,7 +263,7 @@ def _answer(request: requests.PreparedRequest) -> tuple[int, Any]:
     if path.endswith("/contacts") and request.method == "POST":
         return 200, {"result": {"id": CONTACT_PLACEHOLDER}, "meta": meta}
     if path.endswith("/transactions") and request.method == "POST":
-        keys = json.loads(request.body or b"{}")
+        keys = json.loads(_body_text(request) or "{}")
         return 200, {"result": {"createdTransactions": {k: {"id": "CTR_preview"} for k in keys},
                                 "unprocessedTransactions": {}}, "meta": meta}
     return 200, {"result": {"elements": []}, "meta": meta}

@@ -1,4 +1,4 @@
-"""Integration tests for the local Qualtrics sandbox (local/qualtrics_sandbox.py), over real HTTP."""
+"""Integration tests for the local Qualtrics sandbox (local/sandbox/qualtrics_sandbox.py), over real HTTP."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from segment_qualtrics.adapters import qualtrics
 from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
 from segment_qualtrics.destination.errors import PermanentError
 
-from local.qualtrics_sandbox import QualtricsSandbox
+from local.sandbox.qualtrics_sandbox import QualtricsSandbox
 
 TOKEN = "sandbox-test-token"
 POOL = "POOL_SANDBOX"
@@ -26,7 +26,7 @@ CONTACTS = f"/API/v3/directories/{POOL}/contacts"
 SEARCH = f"{CONTACTS}/search"
 TRANSACTIONS = f"/API/v3/directories/{POOL}/transactions"
 WORKFLOW = "/inbound-event/v1/events/json/triggers"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 WHOAMI_FIELDS = "brandId userId userName accountType firstName lastName email datacenter".split()
 SEEDED_CRITERIA = {
     "email": False,
@@ -701,7 +701,7 @@ def test_base_url_needs_start() -> None:
 
 def test_cli_serves_and_prints_its_url() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.qualtrics_sandbox", "--port", "0", "--token", "cli-token", "--quiet"],
+        [sys.executable, "-m", "local.sandbox.qualtrics_sandbox", "--port", "0", "--token", "cli-token", "--quiet"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

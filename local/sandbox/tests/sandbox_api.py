@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from local.qualtrics_sandbox import QualtricsSandbox
+from local.sandbox.qualtrics_sandbox import QualtricsSandbox
 
 
 def own_sandbox(token: str) -> Iterator[QualtricsSandbox]:

@@ -1,4 +1,4 @@
-"""Post-deploy checks: ``python -m segment_qualtrics.tools.cli_ops <smoke|check-qualtrics>``.
+"""Post-deploy checks: ``segment-qualtrics <smoke|check-qualtrics>`` (tools/cli.py).
 
 smoke            POST one signed test event to the webhook and report the HTTP answer.
                  URL and shared secret: --url and SEGMENT_SHARED_SECRET (or --secret), else the outputs and the
@@ -19,9 +19,8 @@ import argparse
 import hashlib
 import hmac
 import json
-import os
-import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -32,8 +31,8 @@ from segment_qualtrics.adapters.aws_errors import explain, pick_region
 from segment_qualtrics.adapters.health import check_whoami
 from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
 from segment_qualtrics.destination.errors import DestinationError
-from segment_qualtrics.tools.cli_dlq import DEFAULT_STATE, resolve_target
 from segment_qualtrics.tools.dlq import DlqError, read_state
+from segment_qualtrics.tools.dlq_commands import DEFAULT_STATE, resolve_target
 
 SMOKE_USER = "segment-qualtrics-smoke-test"
 
@@ -84,14 +83,14 @@ def _secret_json(client: Any, arn: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ commands
 
 def _smoke(args: argparse.Namespace, out: TextIO) -> int:
-    url, secret = args.url, args.secret or os.environ.get("SEGMENT_SHARED_SECRET")
+    url, secret = args.url, args.secret or args.context.environ.get("SEGMENT_SHARED_SECRET")
     if not (url and secret):
         if args.stack:
             target = resolve_target(args.stack, args.region, None)
-            url = url or target.outputs.get("SegmentWebhookUrl")
+            outputs = target.outputs or {}   # a stack's target always has them
+            url = url or outputs.get("SegmentWebhookUrl")
             if not secret:
-                secret = _secret_json(target.client("secretsmanager"), target.outputs["IngestSecretArn"]).get(
-                    "sharedSecret")
+                secret = _secret_json(target.client("secretsmanager"), outputs["IngestSecretArn"]).get("sharedSecret")
         else:
             state = read_state(args.state)
             url, secret = url or state.get("url"), secret or state.get("sharedSecret")
@@ -113,11 +112,12 @@ def _smoke(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _check_qualtrics(args: argparse.Namespace, out: TextIO) -> int:
-    token, datacenter = os.environ.get("QUALTRICS_API_TOKEN"), os.environ.get("QUALTRICS_DATACENTER")
+    environ = args.context.environ
+    token, datacenter = environ.get("QUALTRICS_API_TOKEN"), environ.get("QUALTRICS_DATACENTER")
     source = "QUALTRICS_API_TOKEN / QUALTRICS_DATACENTER"
     arn = args.secret_arn
     if not arn and args.stack and not (token and datacenter):
-        arn = resolve_target(args.stack, args.region, None).outputs.get("QualtricsSecretArn")
+        arn = (resolve_target(args.stack, args.region, None).outputs or {}).get("QualtricsSecretArn")
     if arn:
         import boto3
 
@@ -126,7 +126,7 @@ def _check_qualtrics(args: argparse.Namespace, out: TextIO) -> int:
     if not token or not datacenter:
         raise DlqError("no Qualtrics credentials: set QUALTRICS_API_TOKEN and QUALTRICS_DATACENTER, or pass "
                        "--secret-arn or --stack")
-    override = args.base_url or os.environ.get("QUALTRICS_BASE_URL") or None
+    override = args.base_url or args.context.environ.get("QUALTRICS_BASE_URL") or None
     try:
         # The worker's client: the datacenter checked as the worker checks it, the token sent only where the
         # worker would send it (docs/security.md), no redirects followed.
@@ -146,33 +146,37 @@ def _check_qualtrics(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if report.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.tools.cli_ops",
-                                     description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    smoke = commands.add_parser("smoke", help="POST one signed test event to the webhook")
-    smoke.add_argument("--url", help="webhook URL (the SegmentWebhookUrl output)")
-    smoke.add_argument("--secret", help="shared secret (prefer the SEGMENT_SHARED_SECRET variable: argv is visible)")
-    smoke.add_argument("--event", choices=["identify", "track"], default="identify")
-    smoke.add_argument("--stack", help="read the URL and the shared secret from this deployed stack")
-    smoke.add_argument("--region")
-    smoke.add_argument("--state", default=str(DEFAULT_STATE), help="local stack state file")
-    check = commands.add_parser("check-qualtrics", help="GET /API/v3/whoami with the Qualtrics credentials")
-    check.add_argument("--secret-arn", help="the Qualtrics secret (the QualtricsSecretArn output)")
-    check.add_argument("--stack", help="read the Qualtrics secret ARN from this deployed stack")
-    check.add_argument("--region")
-    check.add_argument("--base-url", help="replaces https://{datacenter}.qualtrics.com")
-    return parser
+def add_smoke(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="webhook URL (the SegmentWebhookUrl output)")
+    parser.add_argument("--secret", help="shared secret (prefer the SEGMENT_SHARED_SECRET variable: argv is visible)")
+    parser.add_argument("--event", choices=["identify", "track"], default="identify")
+    parser.add_argument("--stack", help="read the URL and the shared secret from this deployed stack")
+    parser.add_argument("--region")
+    parser.add_argument("--state", default=str(DEFAULT_STATE), help="local stack state file")
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
-    args = build_parser().parse_args(argv)
+def add_check_qualtrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secret-arn", help="the Qualtrics secret (the QualtricsSecretArn output)")
+    parser.add_argument("--stack", help="read the Qualtrics secret ARN from this deployed stack")
+    parser.add_argument("--region")
+    parser.add_argument("--base-url", help="replaces https://{datacenter}.qualtrics.com")
+
+
+def smoke(args: argparse.Namespace) -> int:
+    return _run(_smoke, args)
+
+
+def check_qualtrics(args: argparse.Namespace) -> int:
+    return _run(_check_qualtrics, args)
+
+
+def _run(command: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace) -> int:
+    out, err = args.context.out, args.context.err
     if args.stack or getattr(args, "secret_arn", None):
         # No --region: the secret ARN's, else AWS configuration's, else samconfig.toml's (where `make deploy` went).
         args.region = pick_region(args.region, getattr(args, "secret_arn", None))
     try:
-        return _smoke(args, out) if args.command == "smoke" else _check_qualtrics(args, out)
+        return command(args, out)
     except DlqError as exc:
         print(f"error: {exc}", file=err)
         return 1
@@ -180,7 +184,3 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         print(f"error: {explain(exc, stack=args.stack, secret=getattr(args, 'secret_arn', None), region=args.region)}",
               file=err)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Rate limits, added latency and served/refused counts for the local Qualtrics sandbox.
 
-Pure bookkeeping (standard library only, no HTTP): local/qualtrics_sandbox.py consults it per API call.
+Pure bookkeeping (standard library only, no HTTP): local/sandbox/qualtrics_sandbox.py consults it per API call.
 
 Endpoint classes (what a call is counted and limited as):
     contact_writes  POST .../contacts, PUT .../contacts/{id}, POST .../mailinglists/{ml}/contacts

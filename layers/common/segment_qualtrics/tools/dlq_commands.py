@@ -1,4 +1,4 @@
-"""Dead-letter queues from the command line: ``python -m segment_qualtrics.tools.cli_dlq <list|redrive|purge>``.
+"""Dead-letter queues from the command line: ``segment-qualtrics dlq <list|redrive|purge>`` (tools/cli.py).
 
 Queues come from a deployed stack's outputs (``--stack NAME [--region R]``) or, without --stack, from the
 local stack's state file (.local-stack/state.json, written while ``make run`` runs).
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,11 +104,10 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
                         help="only messages dead-lettered longer ago than this (90s, 15m, 1h, 2d, 1w)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m segment_qualtrics.tools.cli_dlq",
-                                     description="List, redrive or purge the action dead-letter queues.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "List, redrive or purge the action dead-letter queues."
     _target_options(parser, suppress=False)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="dlq_command", required=True, metavar="{list,redrive,purge}")
 
     listing = commands.add_parser("list", help="show every dead letter with its reason")
     _target_options(listing, suppress=True)
@@ -127,7 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(drop, suppress=True)
     _selection_options(drop)
     drop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    return parser
 
 
 def _selection(args: argparse.Namespace) -> Selection:
@@ -137,18 +134,16 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 # ------------------------------------------------------------------------------------------------ commands
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         ask: Callable[[str], str] = input, target: Target | None = None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
-    args = build_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    out, err, ask = args.context.out, args.context.err, args.context.ask
     try:
-        target = target or resolve_target(args.stack, args.region, args.state)
+        target = args.context.target or resolve_target(args.stack, args.region, args.state)
         queues = target.queues(args.action)
         sqs = target.client("sqs")
         selection = _selection(args)
-        if args.command == "list":
+        if args.dlq_command == "list":
             return _list(sqs, queues, selection, args.json, target, out)
-        if args.command == "redrive":
+        if args.dlq_command == "redrive":
             return _redrive(sqs, queues, selection, args, out, target.move_tasks)
         return _purge(sqs, queues, selection, args.yes, target, out, err, ask)
     except DlqError as exc:
@@ -253,7 +248,3 @@ def _age(seconds: int | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,8 +13,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from local.qualtrics_sandbox import QualtricsSandbox
-from tests.integration.sandbox_api import SandboxApi, own_sandbox
+from local.sandbox.qualtrics_sandbox import QualtricsSandbox
+from local.sandbox.tests.sandbox_api import SandboxApi, own_sandbox
 
 TOKEN = "imports-test-token"
 POOL = "POOL_SANDBOX"

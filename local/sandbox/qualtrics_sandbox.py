@@ -46,14 +46,14 @@ Location header: with a 3xx status it is a redirect (to test that clients do not
 "failImport" on an import request lets the import be accepted, then fail as a whole once
 "failImportAtPercent" of its contacts are processed.
 
-Limits, latency and imports (local/sandbox_limits.py, local/sandbox_imports.py; docs/local-stack.md):
+Limits, latency and imports (local/sandbox/sandbox_limits.py, local/sandbox/sandbox_imports.py; docs/local-stack.md):
 every API call belongs to an endpoint class (contact_writes, searches, transactions, workflows, reads,
 imports, other); a call past its class's budget or the brand-wide one gets 429 with Retry-After and is
 not applied. Start configuration: the constructor's limits/latency/imports arguments, or the
 SANDBOX_LIMITS / SANDBOX_LATENCY / SANDBOX_IMPORTS environment variables (JSON) for the CLI and
 local/stack.py. By default there are no limits and no added latency.
 
-CLI: ``python -m local.qualtrics_sandbox --port 8765 --token TOKEN`` (Ctrl-C stops it).
+CLI: ``python -m local.sandbox.qualtrics_sandbox --port 8765 --token TOKEN`` (Ctrl-C stops it).
 """
 
 from __future__ import annotations
@@ -82,10 +82,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from local.sandbox_imports import (
+from local.sandbox.sandbox_imports import (
     MAX_BODY_BYTES as IMPORT_MAX_BODY,
 )
-from local.sandbox_imports import (
+from local.sandbox.sandbox_imports import (
     ImportJob,
     ImportJobs,
     ImportRefused,
@@ -93,7 +93,7 @@ from local.sandbox_imports import (
     parse_import_body,
     parse_import_config,
 )
-from local.sandbox_limits import Latency, RateLimiter, Stats, endpoint_class, parse_latency, parse_limits
+from local.sandbox.sandbox_limits import Latency, RateLimiter, Stats, endpoint_class, parse_latency, parse_limits
 
 SEED_DIRECTORY_ID = "POOL_SANDBOX"
 SEED_DIRECTORY_NAME = "Sandbox directory"

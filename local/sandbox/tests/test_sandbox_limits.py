@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import requests
 
-from local.qualtrics_sandbox import QualtricsSandbox
-from local.sandbox_limits import Latency, endpoint_class, parse_latency
-from tests.integration.sandbox_api import SandboxApi, own_sandbox
+from local.sandbox.qualtrics_sandbox import QualtricsSandbox
+from local.sandbox.sandbox_limits import Latency, endpoint_class, parse_latency
+from local.sandbox.tests.sandbox_api import SandboxApi, own_sandbox
 
 TOKEN = "limits-test-token"
 POOL = "POOL_SANDBOX"
@@ -26,7 +26,7 @@ CONTACTS = f"/API/v3/directories/{POOL}/contacts"
 SEARCH = f"{CONTACTS}/search"
 TRANSACTIONS = f"/API/v3/directories/{POOL}/transactions"
 WORKFLOW = "/inbound-event/v1/events/json/triggers?urlTokenId=limits"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,7 @@ def test_options_come_from_the_environment() -> None:
 def test_the_cli_takes_limits_from_the_environment() -> None:
     env = {**os.environ, "SANDBOX_LIMITS": '{"reads": 1, "windowSeconds": 30}'}
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.qualtrics_sandbox", "--port", "0", "--token", TOKEN, "--quiet"],
+        [sys.executable, "-m", "local.sandbox.qualtrics_sandbox", "--port", "0", "--token", TOKEN, "--quiet"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
