@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from segment_qualtrics.runtime.observability import METRICS, NAMESPACE, Metric
 
-from local.cfn_yaml import load_template
+from local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "layers" / "common" / "segment_qualtrics"

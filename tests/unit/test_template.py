@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from segment_qualtrics.destination.actions import ACTIONS as ACTION_DEFINITIONS
 
-from local.cfn_yaml import CfnYamlError, load_template, loads
+from local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -27,9 +28,10 @@ DEFAULT_LAMBDA_TIMEOUT = 3
 
 
 class Action(NamedTuple):
+    """One action's names in the template, all derived from its ActionDefinition (destination/actions.py)."""
+
     slug: str  # ACTION_SLUG
     prefix: str  # logical ids: <prefix>Queue, <prefix>DeadLetterQueue, <prefix>Function
-    code_uri: str
     ingest_var: str  # the ingest's env var holding this action's queue URL
 
     @property
@@ -45,23 +47,8 @@ class Action(NamedTuple):
         return f"{self.prefix}Function"
 
 
-ACTIONS = [
-    Action(
-        "addContactToXmd", "AddContactToXmd", "functions/add_contact_to_xmd", "ADD_CONTACT_TO_XMD_QUEUE_URL"
-    ),
-    Action(
-        "upsertContactTransaction",
-        "UpsertContactTransaction",
-        "functions/upsert_contact_transaction",
-        "UPSERT_CONTACT_TRANSACTION_QUEUE_URL",
-    ),
-    Action(
-        "triggerXflowWorkflow",
-        "TriggerXflowWorkflow",
-        "functions/trigger_xflow_workflow",
-        "TRIGGER_XFLOW_WORKFLOW_QUEUE_URL",
-    ),
-]
+ACTIONS = [Action(a.slug, a.prefix, a.queue_variable) for a in ACTION_DEFINITIONS.values()]
+WORKER_CODE_URI = "functions/worker"
 each_action = pytest.mark.parametrize("action", ACTIONS, ids=[a.slug for a in ACTIONS])
 
 PSEUDO_PARAMETERS = {
@@ -261,51 +248,12 @@ def walk(node: Any):
             yield from walk(value)
 
 
-# ------------------------------------------------------------------------------------------------ loader
-
-
-def test_loader_turns_short_tags_into_long_form() -> None:
-    doc = loads(
-        """
-        Version: 2010-09-09
-        A: !Ref Queue
-        B: !GetAtt Db.Endpoint.Address
-        C: !Sub "https://${Api}.example/${AWS::Region}"
-        D: !If [IsProd, !Ref Big, !Ref AWS::NoValue]
-        E: !Join ["", [a, !Select [0, !Split [",", "x,y"]]]]
-        F: !Not [!Equals [!Ref Env, prod]]
-        G: !Sub ["${X}-y", {X: !GetAtt [Q, QueueName]}]
-        H: !Condition IsProd
-        """
-    )
-    assert doc == {
-        "Version": "2010-09-09",
-        "A": {"Ref": "Queue"},
-        "B": {"Fn::GetAtt": ["Db", "Endpoint.Address"]},
-        "C": {"Fn::Sub": "https://${Api}.example/${AWS::Region}"},
-        "D": {"Fn::If": ["IsProd", {"Ref": "Big"}, {"Ref": "AWS::NoValue"}]},
-        "E": {"Fn::Join": ["", ["a", {"Fn::Select": [0, {"Fn::Split": [",", "x,y"]}]}]]},
-        "F": {"Fn::Not": [{"Fn::Equals": [{"Ref": "Env"}, "prod"]}]},
-        "G": {"Fn::Sub": ["${X}-y", {"X": {"Fn::GetAtt": ["Q", "QueueName"]}}]},
-        "H": {"Condition": "IsProd"},
-    }
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["A: 1\nA: 2\n", "A: !GetAtt NoDot\n", "- just\n- a list\n", "A: [unclosed\n"],
-    ids=["duplicate-key", "getatt-without-attribute", "not-a-mapping", "bad-yaml"],
-)
-def test_loader_rejects_what_cloudformation_rejects(text: str) -> None:
-    with pytest.raises(CfnYamlError):
-        loads(text)
-
-
 # ------------------------------------------------------------------------------------------------ template
 
 
 def test_is_a_sam_template_without_unused_sections(template: dict[str, Any]) -> None:
-    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    # LanguageExtensions first: SAM must see the resources Fn::ForEach makes.
+    assert template["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
     assert "Conditions" not in template or template["Conditions"], "empty Conditions section"
 
 
@@ -566,8 +514,9 @@ def test_each_role_writes_only_its_own_log_group(template: dict[str, Any], resou
 
 
 @pytest.fixture(scope="module")
-def sam_translated() -> dict[str, Any]:
-    """The template as SAM's own translator (offline, .sam-venv) turns it into CloudFormation: made once."""
+def sam_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The template as SAM CLI expands it and SAM's own translator (offline, .sam-venv) turns it into
+    CloudFormation: made once."""
     if not SAM_PYTHON.exists():
         pytest.skip(".sam-venv (samtranslator) is not installed")
     script = """
@@ -580,18 +529,54 @@ class Policies:  # the managed policy map SAM would otherwise fetch from IAM
         return {n: "arn:aws:iam::aws:policy/service-role/" + n for n in
                 ("AWSLambdaBasicExecutionRole", "AWSLambdaSQSQueueExecutionRole", "AWSXrayWriteOnlyAccess")}
 
-tpl = yaml_parse(open(sys.argv[1]).read())
+from samcli.lib.cfn_language_extensions.sam_integration import expand_language_extensions
+
+# SAM CLI's own AWS::LanguageExtensions expansion (what `sam build` and `sam local` run), then SAM's transform.
+# SAM CLI's expansion also resolves parameters to their defaults: only its resource list is compared. The
+# translator gets the expansion of the local stack's loader (argv[2]), whose Refs are intact.
+expanded = sorted(expand_language_extensions(yaml_parse(open(sys.argv[1]).read()), {"AWS::Region": "us-east-1"},
+                                             enabled=True).expanded_template["Resources"])
+tpl = json.load(open(sys.argv[2]))
 for res in tpl["Resources"].values():
     for key in ("CodeUri", "ContentUri"):
         if key in res.get("Properties", {}):
             res["Properties"][key] = "s3://bucket/code.zip"
-print(json.dumps(transform(tpl, {}, Policies())))
+print(json.dumps({"expanded": expanded, "translated": transform(tpl, {}, Policies())}))
 """
     env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
-    done = subprocess.run([str(SAM_PYTHON), "-c", script, str(TEMPLATE_PATH)], env=env, capture_output=True,
-                          text=True, timeout=120)
+    expanded = tmp_path_factory.mktemp("sam") / "expanded.json"
+    expanded.write_text(json.dumps(load_template(TEMPLATE_PATH)))
+    done = subprocess.run([str(SAM_PYTHON), "-c", script, str(TEMPLATE_PATH), str(expanded)], env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def sam_expanded(sam_outputs: dict[str, Any]) -> list[str]:
+    """Logical ids of the resources SAM CLI's language-extensions expansion makes, before SAM's transform."""
+    return sam_outputs["expanded"]
+
+
+@pytest.fixture(scope="module")
+def sam_translated(sam_outputs: dict[str, Any]) -> dict[str, Any]:
+    return sam_outputs["translated"]
+
+
+def test_sam_and_the_local_stack_expand_the_same_resources(resources: dict[str, Any], sam_expanded: list[str]) -> None:
+    assert sam_expanded == sorted(resources)
+    assert not [name for name in resources if "ForEach" in name or "${" in name]
+
+
+def test_the_template_makes_every_actions_resources_from_its_registry_entry(
+        template: dict[str, Any], resources: dict[str, Any]) -> None:
+    """destination/actions.py and the template agree: one loop entry and one mapping entry per action."""
+    assert {k: v["Slug"] for k, v in template["Mappings"]["Actions"].items()} == {a.prefix: a.slug for a in ACTIONS}
+    for action in ACTIONS:
+        for suffix in ("Queue", "DeadLetterQueue", "Function", "FunctionRole", "FunctionLogGroup"):
+            assert f"{action.prefix}{suffix}" in resources, (action.slug, suffix)
+        assert effective_env(template, "IngestFunction")[action.ingest_var] == ref(action.queue)
+        assert resources[action.function]["Properties"]["CodeUri"].rstrip("/") == WORKER_CODE_URI
 
 
 def test_sam_generates_no_role_and_attaches_no_managed_policy(template: dict[str, Any],
@@ -671,7 +656,7 @@ def test_outputs_name_the_queues_secrets_and_table(template: dict[str, Any]) -> 
 def test_code_folders_exist(resources: dict[str, Any]) -> None:
     functions = of_type(resources, "AWS::Serverless::Function")
     code_uris = {res["Properties"]["CodeUri"].rstrip("/") for res in functions.values()}
-    assert code_uris == {"functions/ingest"} | {action.code_uri for action in ACTIONS}
+    assert code_uris == {"functions/ingest", WORKER_CODE_URI}
     for code_uri in code_uris:
         assert (ROOT / code_uri).is_dir(), code_uri
         assert (ROOT / code_uri / "requirements.txt").is_file(), code_uri
