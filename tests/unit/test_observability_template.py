@@ -105,12 +105,17 @@ def dashboard_metrics(body: dict[str, Any]) -> tuple[list[tuple[str, str, dict[s
     """(namespace, name, dimensions) of every plain metric line, and every metric math / SEARCH expression."""
     lines, expressions = [], []
     for widget in body["widgets"]:
+        previous: list[str] = []
         for entry in widget.get("properties", {}).get("metrics", []):
             items = [e for e in entry if not isinstance(e, dict)]
             options = [e for e in entry if isinstance(e, dict)]
             if not items:
                 expressions += [o["expression"] for o in options if "expression" in o]
                 continue
+            if items[0] == "...":   # CloudWatch's shorthand: the previous line's leading items, then these
+                assert previous and len(items) <= len(previous), entry
+                items = previous[:len(previous) - len(items) + 1] + items[1:]
+            previous = items
             namespace, name, *pairs = items
             assert len(pairs) % 2 == 0, entry
             lines.append((namespace, name, dict(zip(pairs[::2], pairs[1::2], strict=True))))
