@@ -200,17 +200,6 @@ def test_every_alarm_notifies_the_topic_and_decides_about_missing_data(
             assert threshold == 0, f"{name}: thresholds are parameters (only 'more than 0' is literal)"
 
 
-def test_alarm_topic_and_its_optional_email_subscription(template: dict[str, Any], resources: dict[str, Any]) -> None:
-    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
-    [subscription] = of_type(resources, "AWS::SNS::Subscription").values()
-    assert subscription["Condition"] == "HasAlarmEmail"
-    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
-    assert subscription["Properties"]["Protocol"] == "email"
-    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
-    assert template["Conditions"]["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
-    assert template["Outputs"]["AlarmTopicArn"]["Value"] == {"Ref": "AlarmTopic"}
-
-
 def test_every_condition_is_used(template: dict[str, Any]) -> None:
     text = json.dumps({k: v for k, v in template.items() if k != "Conditions"})
     for condition in template.get("Conditions", {}):
@@ -345,7 +334,8 @@ def test_dashboard_graphs_every_queue_and_function(template: dict[str, Any], res
     """The AWS/SQS and AWS/Lambda widgets name their resources (no SEARCH can keep them to this stack): an action
     added to the template's list without its lines there would be missing from them."""
     lines, _ = dashboard_metrics(dashboard_body(template, resources))
-    shown = {(name, value) for namespace, name, dims in lines if namespace.startswith("AWS/") for value in dims.values()}
+    shown = {(name, value) for namespace, name, dims in lines if namespace.startswith("AWS/")
+             for value in dims.values()}
     for queue in of_type(resources, "AWS::SQS::Queue"):
         assert ("ApproximateNumberOfMessagesVisible", f"<{queue}.QueueName>") in shown, queue
     for queue, props in of_type(resources, "AWS::SQS::Queue").items():

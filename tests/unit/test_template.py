@@ -310,11 +310,6 @@ def test_post_segment_route_goes_to_ingest(resources: dict[str, Any]) -> None:
     assert str(route.get("PayloadFormatVersion", "2.0")) == "2.0"
 
 
-def test_webhook_url_output(template: dict[str, Any]) -> None:
-    url = template["Outputs"]["SegmentWebhookUrl"]["Value"]["Fn::Sub"]
-    assert url == "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/segment"
-
-
 @each_action
 def test_action_queue_dead_letters_after_enough_receives(
     template: dict[str, Any], resources: dict[str, Any], action: Action
