@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from segment_qualtrics.destination.actions import ACTIONS as ACTION_DEFINITIONS
+from segment_qualtrics.destination.actions import ACTIONS
 
 from local.template import load_template
 
@@ -27,7 +27,7 @@ FOURTEEN_DAYS = 14 * 24 * 3600
 DEFAULT_LAMBDA_TIMEOUT = 3
 
 
-class Action(NamedTuple):
+class ActionResources(NamedTuple):
     """One action's names in the template, all derived from its ActionDefinition (destination/actions.py)."""
 
     slug: str  # ACTION_SLUG
@@ -47,9 +47,9 @@ class Action(NamedTuple):
         return f"{self.prefix}Function"
 
 
-ACTIONS = [Action(a.slug, a.prefix, a.queue_variable) for a in ACTION_DEFINITIONS.values()]
+ACTION_RESOURCES = [ActionResources(a.slug, a.prefix, a.queue_variable) for a in ACTIONS.values()]
 WORKER_CODE_URI = "functions/worker"
-each_action = pytest.mark.parametrize("action", ACTIONS, ids=[a.slug for a in ACTIONS])
+each_action = pytest.mark.parametrize("action", ACTION_RESOURCES, ids=[a.slug for a in ACTION_RESOURCES])
 
 PSEUDO_PARAMETERS = {
     "AWS::AccountId",
@@ -312,7 +312,7 @@ def test_post_segment_route_goes_to_ingest(resources: dict[str, Any]) -> None:
 
 @each_action
 def test_action_queue_dead_letters_after_enough_receives(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     queue = resources[action.queue]
     dlq_name = action.dlq
@@ -327,7 +327,7 @@ def test_action_queue_dead_letters_after_enough_receives(
 
 @each_action
 def test_action_queue_visibility_covers_six_consumer_timeouts(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     consumers = sqs_consumers(template, action.queue)
     assert [name for name, _ in consumers] == [action.function]
@@ -337,7 +337,7 @@ def test_action_queue_visibility_covers_six_consumer_timeouts(
 
 
 def test_dead_letter_queues_keep_messages_fourteen_days(template: dict[str, Any], resources: dict[str, Any]) -> None:
-    for action in ACTIONS:
+    for action in ACTION_RESOURCES:
         source = resources[action.queue]["Properties"]
         dlq = resources[action.dlq]["Properties"]
         assert parameter_int(template, dlq["MessageRetentionPeriod"], "Default") == FOURTEEN_DAYS
@@ -348,7 +348,7 @@ def test_dead_letter_queues_keep_messages_fourteen_days(template: dict[str, Any]
 
 def test_every_queue_is_encrypted(resources: dict[str, Any]) -> None:
     queues = of_type(resources, "AWS::SQS::Queue")
-    assert len(queues) == 2 * len(ACTIONS)
+    assert len(queues) == 2 * len(ACTION_RESOURCES)
     for name, queue in queues.items():
         props = queue["Properties"]
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
@@ -356,7 +356,7 @@ def test_every_queue_is_encrypted(resources: dict[str, Any]) -> None:
 
 @each_action
 def test_worker_event_source_reports_partial_failures_and_caps_concurrency(
-    template: dict[str, Any], action: Action
+    template: dict[str, Any], action: ActionResources
 ) -> None:
     [(_, event)] = sqs_consumers(template, action.queue)
     assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
@@ -383,7 +383,7 @@ def test_global_environment_contract(template: dict[str, Any], resources: dict[s
 
 @each_action
 def test_worker_environment_contract(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     function = action.function
     assert resources[function]["Properties"]["Handler"] == "app.lambda_handler"
@@ -444,7 +444,7 @@ def test_no_wildcard_actions_or_resources(template: dict[str, Any], resources: d
 
 @each_action
 def test_worker_role_is_scoped_to_its_own_queue_dlq_secret_table_and_log_group(
-    template: dict[str, Any], action: Action
+    template: dict[str, Any], action: ActionResources
 ) -> None:
     grants = role_grants(template, execution_role(template, action.function))
     expected = common_grants(template, action.function)
@@ -458,7 +458,7 @@ def test_worker_role_is_scoped_to_its_own_queue_dlq_secret_table_and_log_group(
 
 
 @each_action
-def test_a_worker_cannot_touch_another_actions_queues(template: dict[str, Any], action: Action) -> None:
+def test_a_worker_cannot_touch_another_actions_queues(template: dict[str, Any], action: ActionResources) -> None:
     grants = role_grants(template, execution_role(template, action.function))
     # The event source mapping's calls, then the worker's own, each on the worker's queue only.
     for sqs_action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
@@ -466,14 +466,14 @@ def test_a_worker_cannot_touch_another_actions_queues(template: dict[str, Any], 
         assert allowed_resources(grants, sqs_action) == {arn(action.queue)}, sqs_action
     assert allowed_resources(grants, "sqs:SendMessage") == {arn(action.dlq)}
     assert allowed_resources(grants, "sqs:PurgeQueue") == set()
-    others = {q for other in ACTIONS if other != action for q in (other.queue, other.dlq)}
+    others = {q for other in ACTION_RESOURCES if other != action for q in (other.queue, other.dlq)}
     for grant in grants:
         named = referenced(json.loads(grant.resource)) & others
         assert not named, f"{action.function}: {grant.action} on {named}"
 
 
 @each_action
-def test_worker_role_covers_every_aws_call_of_the_worker(template: dict[str, Any], action: Action) -> None:
+def test_worker_role_covers_every_aws_call_of_the_worker(template: dict[str, Any], action: ActionResources) -> None:
     """The calls aws.py makes for a worker, each allowed on the resource it targets."""
     grants = role_grants(template, execution_role(template, action.function))
     needed = {
@@ -490,11 +490,11 @@ def test_worker_role_covers_every_aws_call_of_the_worker(template: dict[str, Any
 def test_ingest_role_sends_to_the_action_queues_and_reads_its_secret(template: dict[str, Any]) -> None:
     grants = role_grants(template, execution_role(template, "IngestFunction"))
     expected = common_grants(template, "IngestFunction")
-    expected |= {Grant("sqs:SendMessage", arn(action.queue)) for action in ACTIONS}
+    expected |= {Grant("sqs:SendMessage", arn(action.queue)) for action in ACTION_RESOURCES}
     expected |= {Grant("secretsmanager:GetSecretValue", resource_key(ref("IngestSecret")))}
     assert grants == expected
     for sqs_action in boto3_calls("SqsPublisher", "sqs"):   # SendMessageBatch
-        assert allowed_resources(grants, sqs_action) == {arn(action.queue) for action in ACTIONS}
+        assert allowed_resources(grants, sqs_action) == {arn(action.queue) for action in ACTION_RESOURCES}
     assert allowed_resources(grants, "secretsmanager:GetSecretValue") == {resource_key(ref("IngestSecret"))}
 
 
@@ -566,8 +566,9 @@ def test_sam_and_the_local_stack_expand_the_same_resources(resources: dict[str, 
 def test_the_template_makes_every_actions_resources_from_its_registry_entry(
         template: dict[str, Any], resources: dict[str, Any]) -> None:
     """destination/actions.py and the template agree: one loop entry and one mapping entry per action."""
-    assert {k: v["Slug"] for k, v in template["Mappings"]["Actions"].items()} == {a.prefix: a.slug for a in ACTIONS}
-    for action in ACTIONS:
+    slugs = {prefix: entry["Slug"] for prefix, entry in template["Mappings"]["Actions"].items()}
+    assert slugs == {a.prefix: a.slug for a in ACTION_RESOURCES}
+    for action in ACTION_RESOURCES:
         for suffix in ("Queue", "DeadLetterQueue", "Function", "FunctionRole", "FunctionLogGroup"):
             assert f"{action.prefix}{suffix}" in resources, (action.slug, suffix)
         assert effective_env(template, "IngestFunction")[action.ingest_var] == ref(action.queue)
@@ -594,7 +595,7 @@ def test_ingest_function_contract(template: dict[str, Any], resources: dict[str,
     assert props["Timeout"] == 10
     env = effective_env(template, "IngestFunction")
     assert env["INGEST_SECRET_ARN"] == ref("IngestSecret")
-    for action in ACTIONS:
+    for action in ACTION_RESOURCES:
         assert env[action.ingest_var] == ref(action.queue)
     assert "QUALTRICS_SECRET_ARN" not in env
 
@@ -643,7 +644,7 @@ def test_outputs_name_the_queues_secrets_and_table(template: dict[str, Any]) -> 
     assert outputs["IngestSecretArn"] == ref("IngestSecret")
     assert outputs["QualtricsSecretArn"] == ref("QualtricsSecret")
     assert outputs["IdempotencyTableName"] == ref("IdempotencyTable")
-    for action in ACTIONS:
+    for action in ACTION_RESOURCES:
         assert outputs[f"{action.queue}Url"] == ref(action.queue)
         assert outputs[f"{action.dlq}Url"] == ref(action.dlq)
 
@@ -720,7 +721,7 @@ def test_sam_puts_the_throttling_on_the_http_apis_stage(sam_translated: dict[str
 
 @each_action
 def test_a_worker_invocation_has_time_for_a_whole_qualtrics_call(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT
     from segment_qualtrics.runtime.worker_app import CALL_SECONDS
@@ -736,7 +737,7 @@ def test_a_worker_invocation_has_time_for_a_whole_qualtrics_call(
 
 @each_action
 def test_sqs_keeps_spare_receives_above_the_workers_attempts(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     from segment_qualtrics.runtime.settings import CRASH_MARGIN_RECEIVES, WorkerSettings
 
@@ -755,7 +756,7 @@ def test_sqs_keeps_spare_receives_above_the_workers_attempts(
 
 @each_action
 def test_idempotency_records_outlive_every_redrive(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     from segment_qualtrics.runtime.settings import IDEMPOTENCY_MARGIN_SECONDS, WorkerSettings
 
