@@ -31,9 +31,14 @@ def load_template(path: str | Path) -> dict[str, Any]:
     if problems or not isinstance(decoded, dict):
         raise TemplateError("; ".join(f"{path}:{m.linenumber}: {m.message}" for m in problems) or
                             f"{path}: a template must be a mapping")
-    cfn = Template(path, copy.deepcopy(decoded), ["us-east-1"])
+    try:
+        cfn = Template(path, copy.deepcopy(decoded), ["us-east-1"])
+    except Exception as exc:  # noqa: BLE001 - cfn-lint's own failure on a malformed section: say where
+        raise TemplateError(f"{path}: cfn-lint cannot read it: {type(exc).__name__}: {exc}") from None
     cfn.template = decoded   # Template() normalizes what it reads (it reorders Fn::Equals): expand the text as written
     problems, expanded = language_extension(cfn)
     if problems:
         raise TemplateError("; ".join(m.message for m in problems))
-    return json.loads(json.dumps(expanded))   # cfn-lint's node types (positions) to plain data
+    # cfn-lint's node types (they carry positions) to plain data; an unquoted date (2010-09-09) is text, as in
+    # CloudFormation.
+    return json.loads(json.dumps(expanded, default=lambda value: value.isoformat()))
