@@ -1,7 +1,8 @@
 """Cold-start cost of each function: the time to import its handler module (INIT), best of N runs.
 
-Each run is a fresh Python process with the function's environment, importing functions/<name>/app.py
-the way Lambda's INIT phase does (module-level wiring included: config, subscriptions, boto3 clients).
+Each run is a fresh Python process with the function's environment, importing functions/ingest/app.py or
+(per action) functions/worker/app.py the way Lambda's INIT phase does (module-level wiring included: config,
+subscriptions, boto3 clients).
 It also lists the heaviest imports from `python -X importtime`.
 
     .venv/bin/python bench/cold_start.py [--runs 5]
@@ -17,6 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "common"))
+from segment_qualtrics.destination.actions import ACTIONS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMON_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
@@ -28,14 +32,11 @@ COMMON_ENV = {
 QUEUE = "http://127.0.0.1:9/123456789012/"
 FUNCTIONS = {
     "ingest": {"INGEST_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ingest",
-               "ADD_CONTACT_TO_XMD_QUEUE_URL": QUEUE + "a", "UPSERT_CONTACT_TRANSACTION_QUEUE_URL": QUEUE + "u",
-               "TRIGGER_XFLOW_WORKFLOW_QUEUE_URL": QUEUE + "t"},
+               **{a.queue_variable: QUEUE + a.slug for a in ACTIONS.values()}},
 }
-for folder, slug in (("add_contact_to_xmd", "addContactToXmd"), ("upsert_contact_transaction",
-                                                                    "upsertContactTransaction"),
-                     ("trigger_xflow_workflow", "triggerXflowWorkflow")):
-    FUNCTIONS[folder] = {"ACTION_SLUG": slug, "QUALTRICS_SECRET_ARN": "arn:aws:secretsmanager:::secret:q",
-                         "QUEUE_URL": QUEUE + "q", "DEAD_LETTER_QUEUE_URL": QUEUE + "d", "IDEMPOTENCY_TABLE": "t"}
+for slug in ACTIONS:   # one worker handler (functions/worker) per action, ACTION_SLUG picks it
+    FUNCTIONS[slug] = {"ACTION_SLUG": slug, "QUALTRICS_SECRET_ARN": "arn:aws:secretsmanager:::secret:q",
+                       "QUEUE_URL": QUEUE + "q", "DEAD_LETTER_QUEUE_URL": QUEUE + "d", "IDEMPOTENCY_TABLE": "t"}
 
 PROBE = "import time; t = time.perf_counter(); import app; print((time.perf_counter() - t) * 1000)"
 
@@ -43,9 +44,10 @@ PROBE = "import time; t = time.perf_counter(); import app; print((time.perf_coun
 def run(folder: str, extra: list[str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
     env.update(COMMON_ENV, **FUNCTIONS[folder])
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "functions" / folder), str(ROOT / "layers" / "common")])
+    code = ROOT / "functions" / ("ingest" if folder == "ingest" else "worker")
+    env["PYTHONPATH"] = os.pathsep.join([str(code), str(ROOT / "layers" / "common")])
     return subprocess.run([sys.executable, *extra, "-c", PROBE], env=env, capture_output=True, text=True,
-                          check=True, cwd=ROOT / "functions" / folder)
+                          check=True, cwd=code)
 
 
 def heaviest(stderr: str, top: int = 5) -> list[tuple[str, float]]:

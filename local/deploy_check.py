@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from segment_qualtrics.tools import cli
 
-from local.cfn_yaml import CfnYamlError, load_template
+from local.template import TemplateError, load_template
 
 PACKAGED = Path("layers/common/segment_qualtrics/destination/default_subscriptions.json")
 LAYER_MOUNT, TASK_ROOT = "/opt/python/", "/var/task/"
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         overrides = parameter_overrides(args.root / "samconfig.toml", args.config_env)
         functions = function_environments(load_template(args.root / "template.yaml"), overrides)
-    except (DeployCheckError, CfnYamlError, OSError) as exc:
+    except (DeployCheckError, TemplateError, OSError) as exc:
         print(f"error: {exc}", file=err)
         return 2
 

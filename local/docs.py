@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segment_qualtrics.destination.actions import ACTIONS, Action
+from segment_qualtrics.destination.actions import ACTIONS, ActionDefinition
 from segment_qualtrics.segment.mapping_kit import UNDEFINED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def _packaged(slug: str) -> list[dict[str, Any]]:
     return [s for s in config["subscriptions"] if s["actionSlug"] == slug]
 
 
-def render(action: Action) -> str:
+def render(action: ActionDefinition) -> str:
     receives = RECEIVES[action.slug]
     lines = [
         f"# {action.title} (`{action.slug}`)",

@@ -34,8 +34,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from local.cfn_yaml import load_template
 from local.runtime import FunctionError, LocalFunction
+from local.template import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where `make run` tells `make demo`, `make invoke` and `make dlq` about itself (tests point it elsewhere).

@@ -15,7 +15,8 @@ SAM := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.aws-sam-cli-$(SAM_CLI_VERSION).stamp
 SAM_REGION ?= us-east-1
 SAM_TEMPLATE ?= template.yaml
-SAM_ENV = SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$(SAM_REGION)
+# template.yaml uses Fn::ForEach: SAM CLI expands AWS::LanguageExtensions locally only when this is set.
+SAM_ENV = SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$(SAM_REGION) SAM_CLI_ENABLE_LANGUAGE_EXTENSIONS=1
 
 # Folder holding a real python3.13 (not a pyenv shim): pyenv's 3.13.x first, then a python3.13 on PATH.
 # Override with `make PY313_BIN=/path/to/bin ...`.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,9 +101,10 @@ def test_each_sample_is_a_distinct_message_but_the_duplicate_sample():
 
 
 def _function_for(path: Path, stack) -> str:
-    """The function whose code folder the sample's folder names (events/ingest -> functions/ingest)."""
+    """The function the sample's folder names (events/ingest -> IngestFunction, events/add_contact_to_xmd ->
+    AddContactToXmdFunction): the workers share one code folder, so the folder names the logical id."""
     [name] = [n for n, r in stack.resources.items() if r.get("Type") == "AWS::Serverless::Function"
-              and Path(r["Properties"]["CodeUri"]).name == path.parent.name]
+              and re.sub(r"(?<!^)(?=[A-Z])", "_", n.removesuffix("Function")).lower() == path.parent.name]
     return name
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from segment_qualtrics.destination.actions import ACTIONS
 
-from local.cfn_yaml import CfnYamlError, load_template, loads
+from local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -26,10 +27,11 @@ FOURTEEN_DAYS = 14 * 24 * 3600
 DEFAULT_LAMBDA_TIMEOUT = 3
 
 
-class Action(NamedTuple):
+class ActionResources(NamedTuple):
+    """One action's names in the template, all derived from its ActionDefinition (destination/actions.py)."""
+
     slug: str  # ACTION_SLUG
     prefix: str  # logical ids: <prefix>Queue, <prefix>DeadLetterQueue, <prefix>Function
-    code_uri: str
     ingest_var: str  # the ingest's env var holding this action's queue URL
 
     @property
@@ -45,24 +47,9 @@ class Action(NamedTuple):
         return f"{self.prefix}Function"
 
 
-ACTIONS = [
-    Action(
-        "addContactToXmd", "AddContactToXmd", "functions/add_contact_to_xmd", "ADD_CONTACT_TO_XMD_QUEUE_URL"
-    ),
-    Action(
-        "upsertContactTransaction",
-        "UpsertContactTransaction",
-        "functions/upsert_contact_transaction",
-        "UPSERT_CONTACT_TRANSACTION_QUEUE_URL",
-    ),
-    Action(
-        "triggerXflowWorkflow",
-        "TriggerXflowWorkflow",
-        "functions/trigger_xflow_workflow",
-        "TRIGGER_XFLOW_WORKFLOW_QUEUE_URL",
-    ),
-]
-each_action = pytest.mark.parametrize("action", ACTIONS, ids=[a.slug for a in ACTIONS])
+ACTION_RESOURCES = [ActionResources(a.slug, a.prefix, a.queue_variable) for a in ACTIONS.values()]
+WORKER_CODE_URI = "functions/worker"
+each_action = pytest.mark.parametrize("action", ACTION_RESOURCES, ids=[a.slug for a in ACTION_RESOURCES])
 
 PSEUDO_PARAMETERS = {
     "AWS::AccountId",
@@ -261,51 +248,12 @@ def walk(node: Any):
             yield from walk(value)
 
 
-# ------------------------------------------------------------------------------------------------ loader
-
-
-def test_loader_turns_short_tags_into_long_form() -> None:
-    doc = loads(
-        """
-        Version: 2010-09-09
-        A: !Ref Queue
-        B: !GetAtt Db.Endpoint.Address
-        C: !Sub "https://${Api}.example/${AWS::Region}"
-        D: !If [IsProd, !Ref Big, !Ref AWS::NoValue]
-        E: !Join ["", [a, !Select [0, !Split [",", "x,y"]]]]
-        F: !Not [!Equals [!Ref Env, prod]]
-        G: !Sub ["${X}-y", {X: !GetAtt [Q, QueueName]}]
-        H: !Condition IsProd
-        """
-    )
-    assert doc == {
-        "Version": "2010-09-09",
-        "A": {"Ref": "Queue"},
-        "B": {"Fn::GetAtt": ["Db", "Endpoint.Address"]},
-        "C": {"Fn::Sub": "https://${Api}.example/${AWS::Region}"},
-        "D": {"Fn::If": ["IsProd", {"Ref": "Big"}, {"Ref": "AWS::NoValue"}]},
-        "E": {"Fn::Join": ["", ["a", {"Fn::Select": [0, {"Fn::Split": [",", "x,y"]}]}]]},
-        "F": {"Fn::Not": [{"Fn::Equals": [{"Ref": "Env"}, "prod"]}]},
-        "G": {"Fn::Sub": ["${X}-y", {"X": {"Fn::GetAtt": ["Q", "QueueName"]}}]},
-        "H": {"Condition": "IsProd"},
-    }
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["A: 1\nA: 2\n", "A: !GetAtt NoDot\n", "- just\n- a list\n", "A: [unclosed\n"],
-    ids=["duplicate-key", "getatt-without-attribute", "not-a-mapping", "bad-yaml"],
-)
-def test_loader_rejects_what_cloudformation_rejects(text: str) -> None:
-    with pytest.raises(CfnYamlError):
-        loads(text)
-
-
 # ------------------------------------------------------------------------------------------------ template
 
 
 def test_is_a_sam_template_without_unused_sections(template: dict[str, Any]) -> None:
-    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    # LanguageExtensions first: SAM must see the resources Fn::ForEach makes.
+    assert template["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
     assert "Conditions" not in template or template["Conditions"], "empty Conditions section"
 
 
@@ -362,14 +310,9 @@ def test_post_segment_route_goes_to_ingest(resources: dict[str, Any]) -> None:
     assert str(route.get("PayloadFormatVersion", "2.0")) == "2.0"
 
 
-def test_webhook_url_output(template: dict[str, Any]) -> None:
-    url = template["Outputs"]["SegmentWebhookUrl"]["Value"]["Fn::Sub"]
-    assert url == "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/segment"
-
-
 @each_action
 def test_action_queue_dead_letters_after_enough_receives(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     queue = resources[action.queue]
     dlq_name = action.dlq
@@ -384,7 +327,7 @@ def test_action_queue_dead_letters_after_enough_receives(
 
 @each_action
 def test_action_queue_visibility_covers_six_consumer_timeouts(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     consumers = sqs_consumers(template, action.queue)
     assert [name for name, _ in consumers] == [action.function]
@@ -394,7 +337,7 @@ def test_action_queue_visibility_covers_six_consumer_timeouts(
 
 
 def test_dead_letter_queues_keep_messages_fourteen_days(template: dict[str, Any], resources: dict[str, Any]) -> None:
-    for action in ACTIONS:
+    for action in ACTION_RESOURCES:
         source = resources[action.queue]["Properties"]
         dlq = resources[action.dlq]["Properties"]
         assert parameter_int(template, dlq["MessageRetentionPeriod"], "Default") == FOURTEEN_DAYS
@@ -405,7 +348,7 @@ def test_dead_letter_queues_keep_messages_fourteen_days(template: dict[str, Any]
 
 def test_every_queue_is_encrypted(resources: dict[str, Any]) -> None:
     queues = of_type(resources, "AWS::SQS::Queue")
-    assert len(queues) == 2 * len(ACTIONS)
+    assert len(queues) == 2 * len(ACTION_RESOURCES)
     for name, queue in queues.items():
         props = queue["Properties"]
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
@@ -413,7 +356,7 @@ def test_every_queue_is_encrypted(resources: dict[str, Any]) -> None:
 
 @each_action
 def test_worker_event_source_reports_partial_failures_and_caps_concurrency(
-    template: dict[str, Any], action: Action
+    template: dict[str, Any], action: ActionResources
 ) -> None:
     [(_, event)] = sqs_consumers(template, action.queue)
     assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
@@ -440,7 +383,7 @@ def test_global_environment_contract(template: dict[str, Any], resources: dict[s
 
 @each_action
 def test_worker_environment_contract(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     function = action.function
     assert resources[function]["Properties"]["Handler"] == "app.lambda_handler"
@@ -501,7 +444,7 @@ def test_no_wildcard_actions_or_resources(template: dict[str, Any], resources: d
 
 @each_action
 def test_worker_role_is_scoped_to_its_own_queue_dlq_secret_table_and_log_group(
-    template: dict[str, Any], action: Action
+    template: dict[str, Any], action: ActionResources
 ) -> None:
     grants = role_grants(template, execution_role(template, action.function))
     expected = common_grants(template, action.function)
@@ -515,7 +458,7 @@ def test_worker_role_is_scoped_to_its_own_queue_dlq_secret_table_and_log_group(
 
 
 @each_action
-def test_a_worker_cannot_touch_another_actions_queues(template: dict[str, Any], action: Action) -> None:
+def test_a_worker_cannot_touch_another_actions_queues(template: dict[str, Any], action: ActionResources) -> None:
     grants = role_grants(template, execution_role(template, action.function))
     # The event source mapping's calls, then the worker's own, each on the worker's queue only.
     for sqs_action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
@@ -523,14 +466,14 @@ def test_a_worker_cannot_touch_another_actions_queues(template: dict[str, Any], 
         assert allowed_resources(grants, sqs_action) == {arn(action.queue)}, sqs_action
     assert allowed_resources(grants, "sqs:SendMessage") == {arn(action.dlq)}
     assert allowed_resources(grants, "sqs:PurgeQueue") == set()
-    others = {q for other in ACTIONS if other != action for q in (other.queue, other.dlq)}
+    others = {q for other in ACTION_RESOURCES if other != action for q in (other.queue, other.dlq)}
     for grant in grants:
         named = referenced(json.loads(grant.resource)) & others
         assert not named, f"{action.function}: {grant.action} on {named}"
 
 
 @each_action
-def test_worker_role_covers_every_aws_call_of_the_worker(template: dict[str, Any], action: Action) -> None:
+def test_worker_role_covers_every_aws_call_of_the_worker(template: dict[str, Any], action: ActionResources) -> None:
     """The calls aws.py makes for a worker, each allowed on the resource it targets."""
     grants = role_grants(template, execution_role(template, action.function))
     needed = {
@@ -547,11 +490,11 @@ def test_worker_role_covers_every_aws_call_of_the_worker(template: dict[str, Any
 def test_ingest_role_sends_to_the_action_queues_and_reads_its_secret(template: dict[str, Any]) -> None:
     grants = role_grants(template, execution_role(template, "IngestFunction"))
     expected = common_grants(template, "IngestFunction")
-    expected |= {Grant("sqs:SendMessage", arn(action.queue)) for action in ACTIONS}
+    expected |= {Grant("sqs:SendMessage", arn(action.queue)) for action in ACTION_RESOURCES}
     expected |= {Grant("secretsmanager:GetSecretValue", resource_key(ref("IngestSecret")))}
     assert grants == expected
     for sqs_action in boto3_calls("SqsPublisher", "sqs"):   # SendMessageBatch
-        assert allowed_resources(grants, sqs_action) == {arn(action.queue) for action in ACTIONS}
+        assert allowed_resources(grants, sqs_action) == {arn(action.queue) for action in ACTION_RESOURCES}
     assert allowed_resources(grants, "secretsmanager:GetSecretValue") == {resource_key(ref("IngestSecret"))}
 
 
@@ -566,8 +509,9 @@ def test_each_role_writes_only_its_own_log_group(template: dict[str, Any], resou
 
 
 @pytest.fixture(scope="module")
-def sam_translated() -> dict[str, Any]:
-    """The template as SAM's own translator (offline, .sam-venv) turns it into CloudFormation: made once."""
+def sam_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The template as SAM CLI expands it and SAM's own translator (offline, .sam-venv) turns it into
+    CloudFormation: made once."""
     if not SAM_PYTHON.exists():
         pytest.skip(".sam-venv (samtranslator) is not installed")
     script = """
@@ -580,18 +524,55 @@ class Policies:  # the managed policy map SAM would otherwise fetch from IAM
         return {n: "arn:aws:iam::aws:policy/service-role/" + n for n in
                 ("AWSLambdaBasicExecutionRole", "AWSLambdaSQSQueueExecutionRole", "AWSXrayWriteOnlyAccess")}
 
-tpl = yaml_parse(open(sys.argv[1]).read())
+from samcli.lib.cfn_language_extensions.sam_integration import expand_language_extensions
+
+# SAM CLI's own AWS::LanguageExtensions expansion (what `sam build` and `sam local` run), then SAM's transform.
+# SAM CLI's expansion also resolves parameters to their defaults: only its resource list is compared. The
+# translator gets the expansion of the local stack's loader (argv[2]), whose Refs are intact.
+expanded = sorted(expand_language_extensions(yaml_parse(open(sys.argv[1]).read()), {"AWS::Region": "us-east-1"},
+                                             enabled=True).expanded_template["Resources"])
+tpl = json.load(open(sys.argv[2]))
 for res in tpl["Resources"].values():
     for key in ("CodeUri", "ContentUri"):
         if key in res.get("Properties", {}):
             res["Properties"][key] = "s3://bucket/code.zip"
-print(json.dumps(transform(tpl, {}, Policies())))
+print(json.dumps({"expanded": expanded, "translated": transform(tpl, {}, Policies())}))
 """
     env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
-    done = subprocess.run([str(SAM_PYTHON), "-c", script, str(TEMPLATE_PATH)], env=env, capture_output=True,
-                          text=True, timeout=120)
+    expanded = tmp_path_factory.mktemp("sam") / "expanded.json"
+    expanded.write_text(json.dumps(load_template(TEMPLATE_PATH)))
+    done = subprocess.run([str(SAM_PYTHON), "-c", script, str(TEMPLATE_PATH), str(expanded)], env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def sam_expanded(sam_outputs: dict[str, Any]) -> list[str]:
+    """Logical ids of the resources SAM CLI's language-extensions expansion makes, before SAM's transform."""
+    return sam_outputs["expanded"]
+
+
+@pytest.fixture(scope="module")
+def sam_translated(sam_outputs: dict[str, Any]) -> dict[str, Any]:
+    return sam_outputs["translated"]
+
+
+def test_sam_and_the_local_stack_expand_the_same_resources(resources: dict[str, Any], sam_expanded: list[str]) -> None:
+    assert sam_expanded == sorted(resources)
+    assert not [name for name in resources if "ForEach" in name or "${" in name]
+
+
+def test_the_template_makes_every_actions_resources_from_its_registry_entry(
+        template: dict[str, Any], resources: dict[str, Any]) -> None:
+    """destination/actions.py and the template agree: one loop entry and one mapping entry per action."""
+    slugs = {prefix: entry["Slug"] for prefix, entry in template["Mappings"]["Actions"].items()}
+    assert slugs == {a.prefix: a.slug for a in ACTION_RESOURCES}
+    for action in ACTION_RESOURCES:
+        for suffix in ("Queue", "DeadLetterQueue", "Function", "FunctionRole", "FunctionLogGroup"):
+            assert f"{action.prefix}{suffix}" in resources, (action.slug, suffix)
+        assert effective_env(template, "IngestFunction")[action.ingest_var] == ref(action.queue)
+        assert resources[action.function]["Properties"]["CodeUri"].rstrip("/") == WORKER_CODE_URI
 
 
 def test_sam_generates_no_role_and_attaches_no_managed_policy(template: dict[str, Any],
@@ -614,7 +595,7 @@ def test_ingest_function_contract(template: dict[str, Any], resources: dict[str,
     assert props["Timeout"] == 10
     env = effective_env(template, "IngestFunction")
     assert env["INGEST_SECRET_ARN"] == ref("IngestSecret")
-    for action in ACTIONS:
+    for action in ACTION_RESOURCES:
         assert env[action.ingest_var] == ref(action.queue)
     assert "QUALTRICS_SECRET_ARN" not in env
 
@@ -663,7 +644,7 @@ def test_outputs_name_the_queues_secrets_and_table(template: dict[str, Any]) -> 
     assert outputs["IngestSecretArn"] == ref("IngestSecret")
     assert outputs["QualtricsSecretArn"] == ref("QualtricsSecret")
     assert outputs["IdempotencyTableName"] == ref("IdempotencyTable")
-    for action in ACTIONS:
+    for action in ACTION_RESOURCES:
         assert outputs[f"{action.queue}Url"] == ref(action.queue)
         assert outputs[f"{action.dlq}Url"] == ref(action.dlq)
 
@@ -671,7 +652,7 @@ def test_outputs_name_the_queues_secrets_and_table(template: dict[str, Any]) -> 
 def test_code_folders_exist(resources: dict[str, Any]) -> None:
     functions = of_type(resources, "AWS::Serverless::Function")
     code_uris = {res["Properties"]["CodeUri"].rstrip("/") for res in functions.values()}
-    assert code_uris == {"functions/ingest"} | {action.code_uri for action in ACTIONS}
+    assert code_uris == {"functions/ingest", WORKER_CODE_URI}
     for code_uri in code_uris:
         assert (ROOT / code_uri).is_dir(), code_uri
         assert (ROOT / code_uri / "requirements.txt").is_file(), code_uri
@@ -740,7 +721,7 @@ def test_sam_puts_the_throttling_on_the_http_apis_stage(sam_translated: dict[str
 
 @each_action
 def test_a_worker_invocation_has_time_for_a_whole_qualtrics_call(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT
     from segment_qualtrics.runtime.worker_app import CALL_SECONDS
@@ -756,7 +737,7 @@ def test_a_worker_invocation_has_time_for_a_whole_qualtrics_call(
 
 @each_action
 def test_sqs_keeps_spare_receives_above_the_workers_attempts(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     from segment_qualtrics.runtime.settings import CRASH_MARGIN_RECEIVES, WorkerSettings
 
@@ -775,7 +756,7 @@ def test_sqs_keeps_spare_receives_above_the_workers_attempts(
 
 @each_action
 def test_idempotency_records_outlive_every_redrive(
-    template: dict[str, Any], resources: dict[str, Any], action: Action
+    template: dict[str, Any], resources: dict[str, Any], action: ActionResources
 ) -> None:
     from segment_qualtrics.runtime.settings import IDEMPOTENCY_MARGIN_SECONDS, WorkerSettings
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from segment_qualtrics.delivery.qualtrics_api import QualtricsApi
-from segment_qualtrics.delivery.transactions import TransactionExecutor
 from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
 from segment_qualtrics.destination.actions import ContactPayload, WorkflowPayload
 from segment_qualtrics.destination.errors import DestinationError
@@ -59,10 +58,3 @@ class WorkflowExecutor(_OneCallPerMessage):
     def send(self, payload: WorkflowPayload) -> None:
         self.client.trigger_workflow(payload.workflowUrl, payload.eventPayload)
 
-
-# The executor of each action slug: the worker and the preview build them the same way.
-EXECUTORS = {
-    "addContactToXmd": AddContactExecutor,
-    "upsertContactTransaction": TransactionExecutor,
-    "triggerXflowWorkflow": WorkflowExecutor,
-}

@@ -1,4 +1,7 @@
-"""The three Qualtrics actions: their fields, default mappings and payload models.
+"""The Qualtrics actions: their fields, default mappings, payload models, and the registry ``ACTIONS``.
+
+One ``ActionDefinition`` per action is the only list of actions: the queue's environment variable, the
+template's logical-id prefix, the metric dimension and the executor are derived from (or named by) it.
 
 Field names, defaults and rules follow Segment's Qualtrics (Actions) destination (docs/actions/
 lists them). Building a payload applies Segment's rules in order: resolve the mapping against the event, drop
@@ -7,6 +10,7 @@ root keys that are missing, "" or null, coerce scalars, check required fields an
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -211,17 +215,36 @@ def qualtrics_datetime(value: Any) -> str:
 # --- actions --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Action:
-    slug: str
+class ActionDefinition:
+    """One action. Add one to ``ACTIONS`` and its prefix to template.yaml's ``Actions`` list (docs/architecture.md)."""
+
+    slug: str                      # Segment's actionSlug; also ACTION_SLUG and the metrics' `action` dimension
     title: str
     fields: dict[str, Field]
     payload_model: type[_Payload]
     default_trigger: str | None
+    # "module:Class" of the executor: a worker imports its own action's executor only (and destination/
+    # stays free of the delivery layer and its HTTP client).
+    executor: str
     default_mapping: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         defaults = {k: f.default for k, f in self.fields.items() if f.default is not UNDEFINED}
         object.__setattr__(self, "default_mapping", defaults)
+
+    @property
+    def prefix(self) -> str:
+        """Logical-id prefix in template.yaml: <prefix>Queue, <prefix>DeadLetterQueue, <prefix>Function."""
+        return self.slug[:1].upper() + self.slug[1:]
+
+    @property
+    def queue_variable(self) -> str:
+        """The ingest's environment variable holding this action's queue URL (ADD_CONTACT_TO_XMD_QUEUE_URL)."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.slug).upper() + "_QUEUE_URL"
+
+    def executor_class(self) -> Any:
+        module, _, name = self.executor.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     def build_payload(self, mapping: dict[str, Any], event: dict[str, Any]) -> _Payload:
         """Resolve ``mapping`` against ``event`` and validate it. Raises PermanentError(invalid_payload)."""
@@ -251,13 +274,17 @@ def describe_payload_error(exc: ValidationError) -> str:
     return " ".join(parts)
 
 
-ACTIONS: dict[str, Action] = {
+_EXECUTORS = "segment_qualtrics.delivery.executors"
+
+ACTIONS: dict[str, ActionDefinition] = {
     a.slug: a
     for a in (
-        Action("addContactToXmd", "Create and/or update contact in XM Directory", CONTACT_FIELDS,
-               ContactPayload, 'type = "identify"'),
-        Action("upsertContactTransaction", "Upsert contact transaction", TRANSACTION_FIELDS,
-               TransactionPayload, 'type = "track" and event = "Transaction Created"'),
-        Action("triggerXflowWorkflow", "Start a workflow in Qualtrics", WORKFLOW_FIELDS, WorkflowPayload, None),
+        ActionDefinition("addContactToXmd", "Create and/or update contact in XM Directory", CONTACT_FIELDS,
+                         ContactPayload, 'type = "identify"', f"{_EXECUTORS}:AddContactExecutor"),
+        ActionDefinition("upsertContactTransaction", "Upsert contact transaction", TRANSACTION_FIELDS,
+                         TransactionPayload, 'type = "track" and event = "Transaction Created"',
+                         "segment_qualtrics.delivery.transactions:TransactionExecutor"),
+        ActionDefinition("triggerXflowWorkflow", "Start a workflow in Qualtrics", WORKFLOW_FIELDS, WorkflowPayload,
+                         None, f"{_EXECUTORS}:WorkflowExecutor"),
     )
 }

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from segment_qualtrics.destination.actions import ACTIONS, Action
+from segment_qualtrics.destination.actions import ACTIONS, ActionDefinition
 from segment_qualtrics.segment.fql import Trigger, TriggerSyntaxError, compile_trigger
 from segment_qualtrics.segment.mapping_kit import MappingError, validate_mapping
 
@@ -53,7 +53,7 @@ class ConfigError(ValueError):
 class Subscription:
     name: str
     enabled: bool
-    action: Action
+    action: ActionDefinition
     trigger: Trigger
     mapping: dict[str, Any]   # the effective mapping: defaults merged with the file's, nulls removed
     problems: tuple[str, ...] = ()   # not empty: switched off (load_at_start); its messages are dead-lettered
@@ -276,7 +276,7 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str, problems
     return value
 
 
-def _constant_value_problems(action: Action, mapping: dict[str, Any], label: str) -> list[str]:
+def _constant_value_problems(action: ActionDefinition, mapping: dict[str, Any], label: str) -> list[str]:
     """Mapped values without a directive are the same for every event: check them against the payload
     rules now (as the worker would, for every message) rather than fail each message later."""
     constants = {k: v for k, v in mapping.items()

@@ -7,12 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ACTION_QUEUE_VARIABLES = {
-    "addContactToXmd": "ADD_CONTACT_TO_XMD_QUEUE_URL",
-    "upsertContactTransaction": "UPSERT_CONTACT_TRANSACTION_QUEUE_URL",
-    "triggerXflowWorkflow": "TRIGGER_XFLOW_WORKFLOW_QUEUE_URL",
-}
-
+from segment_qualtrics.destination.actions import ACTIONS
 
 # Receives kept between the worker's last attempt and SQS's own redrive: an invocation that dies (timeout,
 # out of memory) burns a receive without a word; up to this many such deaths still end with a reasoned DLQ.
@@ -30,7 +25,7 @@ class _Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] = os.environ):
+    def from_environ(cls, environ: Mapping[str, object] = os.environ):
         try:
             return cls.model_validate({k: v for k, v in environ.items() if v != ""})
         except ValidationError as exc:
@@ -40,14 +35,18 @@ class _Settings(BaseModel):
 
 class IngestSettings(_Settings):
     INGEST_SECRET_ARN: str
-    ADD_CONTACT_TO_XMD_QUEUE_URL: str | None = None
-    UPSERT_CONTACT_TRANSACTION_QUEUE_URL: str | None = None
-    TRIGGER_XFLOW_WORKFLOW_QUEUE_URL: str | None = None
+    # action slug -> queue URL, from each action's queue variable (ADD_CONTACT_TO_XMD_QUEUE_URL...)
+    QUEUE_URLS: dict[str, str] = Field(default_factory=dict)
     # Template parameter AcceptBatchFirstElementSignature: "true" accepts a batch signed over its first element.
     ACCEPT_BATCH_FIRST_ELEMENT_SIGNATURE: bool = False
 
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, object] = os.environ) -> IngestSettings:
+        urls = {slug: environ[a.queue_variable] for slug, a in ACTIONS.items() if environ.get(a.queue_variable)}
+        return super().from_environ({**environ, "QUEUE_URLS": urls})
+
     def queue_urls(self) -> dict[str, str]:
-        return {a: getattr(self, v) for a, v in ACTION_QUEUE_VARIABLES.items() if getattr(self, v)}
+        return dict(self.QUEUE_URLS)
 
 
 class WorkerSettings(_Settings):

@@ -22,8 +22,8 @@ from botocore.config import Config
 from segment_qualtrics.adapters.aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
 from segment_qualtrics.adapters.health import check_whoami
 from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT, QualtricsClient, QualtricsCredentials
-from segment_qualtrics.delivery.executors import EXECUTORS
 from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
+from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 from segment_qualtrics.runtime.observability import (
     Metric,
@@ -171,8 +171,9 @@ class WorkerApp:
     @classmethod
     def from_environment(cls) -> WorkerApp:
         settings = WorkerSettings.from_environ()
-        if settings.ACTION_SLUG not in EXECUTORS:
-            raise RuntimeError(f"ACTION_SLUG {settings.ACTION_SLUG!r} is not one of {', '.join(EXECUTORS)}")
+        action = ACTIONS.get(settings.ACTION_SLUG)
+        if action is None:
+            raise RuntimeError(f"ACTION_SLUG {settings.ACTION_SLUG!r} is not one of {', '.join(ACTIONS)}")
         subscriptions = {s.name: s for s in subscriptions_at_start(settings.ACTION_SLUG)
                          if s.action.slug == settings.ACTION_SLUG}   # switched-off ones too: dead-lettered
         observer = WorkerObserver(settings.ACTION_SLUG)
@@ -181,7 +182,7 @@ class WorkerApp:
         credentials = secret_credentials(SecretsProvider(boto_config=SECRETS_CONFIG), settings.QUALTRICS_SECRET_ARN)
         client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, on_call=observer.call)
         sqs = boto3.client("sqs")
-        executor = EXECUTORS[settings.ACTION_SLUG](client)
+        executor = action.executor_class()(client)
         if hasattr(executor, "legacy_marker_trusted"):
             # An old-style marker (segmentMessageId only) is proof only if no other subscription wrote it.
             executor.legacy_marker_trusted = len(subscriptions) == 1

@@ -31,13 +31,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from segment_qualtrics.adapters.aws_errors import explain
+from segment_qualtrics.destination.actions import ACTIONS
 
-# action slug -> logical id prefix in template.yaml (<prefix>Queue, <prefix>DeadLetterQueue)
-ACTIONS = {
-    "addContactToXmd": "AddContactToXmd",
-    "upsertContactTransaction": "UpsertContactTransaction",
-    "triggerXflowWorkflow": "TriggerXflowWorkflow",
-}
 # Attributes the worker adds when it dead-letters a message; dropped when the message goes back.
 ERROR_ATTRIBUTES = frozenset({"errorCode", "errorMessage", "errorRetryable", "attempts", "httpStatus",
                               "qualtricsRequestId"})
@@ -69,7 +64,8 @@ def _pick_queues(urls: dict[str, str], actions: Iterable[str] | None, queue_key:
                  missing: str) -> dict[str, ActionQueues]:
     found = {}
     for action in _chosen(actions):
-        queue_name, dlq_name = queue_key.format(ACTIONS[action]), dlq_key.format(ACTIONS[action])
+        prefix = ACTIONS[action].prefix   # template logical ids: <prefix>Queue, <prefix>DeadLetterQueue
+        queue_name, dlq_name = queue_key.format(prefix), dlq_key.format(prefix)
         if not urls.get(queue_name) or not urls.get(dlq_name):
             raise DlqError(missing.format(queue_name, dlq_name))
         found[action] = ActionQueues(action, urls[queue_name], urls[dlq_name])

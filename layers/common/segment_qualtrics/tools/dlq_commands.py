@@ -26,8 +26,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from segment_qualtrics.adapters.aws_errors import explain, pick_region
+from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.tools.dlq import (
-    ACTIONS,
     ActionQueues,
     DeadLetter,
     DlqError,

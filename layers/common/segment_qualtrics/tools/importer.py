@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from segment_qualtrics.destination.actions import ACTIONS, Action
+from segment_qualtrics.destination.actions import ACTIONS, ActionDefinition
 from segment_qualtrics.destination.subscriptions import MAX_SUBSCRIPTIONS, ConfigError, parse_subscriptions
 from segment_qualtrics.segment.fql import TriggerSyntaxError, compile_trigger
 from segment_qualtrics.segment.mapping_kit import UNDEFINED, MappingError, validate_mapping
@@ -125,7 +125,7 @@ def _convert(item: Any, label: str, result: ImportResult) -> dict[str, Any] | No
             "mapping": _mapping(item, action, label, result)}
 
 
-def _action(slug: Any, label: str, result: ImportResult) -> Action | None:
+def _action(slug: Any, label: str, result: ImportResult) -> ActionDefinition | None:
     if isinstance(slug, str) and slug in ACTIONS:
         return ACTIONS[slug]
     by_lower = {s.lower(): a for s, a in ACTIONS.items()}
@@ -138,7 +138,7 @@ def _action(slug: Any, label: str, result: ImportResult) -> Action | None:
     return None
 
 
-def _mapping(item: dict[str, Any], action: Action, label: str, result: ImportResult) -> dict[str, Any]:
+def _mapping(item: dict[str, Any], action: ActionDefinition, label: str, result: ImportResult) -> dict[str, Any]:
     settings = item.get("settings", item.get("mapping"))
     if isinstance(settings, str):   # Terraform's segment_destination_subscription keeps it as JSON text
         try:

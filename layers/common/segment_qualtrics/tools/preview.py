@@ -27,7 +27,6 @@ import requests
 from requests.adapters import BaseAdapter
 
 from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
-from segment_qualtrics.delivery.executors import EXECUTORS
 from segment_qualtrics.delivery.idempotency import MemoryIdempotencyStore
 from segment_qualtrics.delivery.worker import Delivery, Worker
 from segment_qualtrics.destination.errors import DestinationError
@@ -173,7 +172,7 @@ def _deliver(item: SubscriptionPreview, sub: Subscription, body: str, credential
     session.mount("http://", transport)
     client = QualtricsClient(lambda force: credentials, base_url, session=session, on_call=transport.name_last)
     dead_letters = _DeadLetters()
-    worker = Worker(action=sub.action.slug, subscriptions={sub.name: sub}, executor=EXECUTORS[sub.action.slug](client),
+    worker = Worker(action=sub.action.slug, subscriptions={sub.name: sub}, executor=sub.action.executor_class()(client),
                     store=MemoryIdempotencyStore(), dead_letters=dead_letters, visibility=_NoDelay())
     delivery = Delivery.from_sqs_record(
         {"messageId": "preview-1", "receiptHandle": "preview", "body": body,

@@ -1,4 +1,4 @@
-"""Worker: delivers the messages of one action queue to Qualtrics (ACTION_SLUG names the action)."""
+"""Worker of every action queue: ACTION_SLUG (set per function by template.yaml) names the action it delivers."""
 
 import os
 
