@@ -35,11 +35,14 @@ MAX_CONTACTS_PER_DELETE = 5
 # The search answer's name for each identifier (the search element shape).
 _ELEMENT_FIELDS = {"extRef": "externalDataReference", "email": "email", "phone": "phoneNumber"}
 
-# What each Qualtrics call is for, for the dry run (tools/preview.py STEPS).
+# For the dry run (tools/preview.py): what each Qualtrics call is for, and what its search finds (one contact,
+# so the DELETE is shown).
+PREVIEW_CONTACT_ID = "CID_FOUND_BY_THE_SEARCH"
 PREVIEW_STEPS = {
-    "search_contacts": "look the contacts up (no contactId): every match is deleted, at most "
-                       f"{MAX_CONTACTS_PER_DELETE}",
-    "delete_contact": "delete the contact (404: already deleted)",
+    "search_contacts": "look the contacts up (no contactId): every match is deleted, none if more than "
+                       f"{MAX_CONTACTS_PER_DELETE} match",
+    "delete_contact": f"delete the contact ({PREVIEW_CONTACT_ID} stands for each one the search finds; "
+                      "404: already deleted)",
 }
 
 
@@ -52,6 +55,9 @@ def identifier_hashes(payload: DeleteContactPayload) -> list[str]:
 
 
 class DeleteContactExecutor:
+    PREVIEW_STEPS = PREVIEW_STEPS
+    PREVIEW_SEARCH_FINDS = ({"id": PREVIEW_CONTACT_ID},)
+
     def __init__(self, client: QualtricsClient, max_contacts: int = MAX_CONTACTS_PER_DELETE) -> None:
         self.client = client
         self.max_contacts = max_contacts

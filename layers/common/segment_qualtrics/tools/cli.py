@@ -30,7 +30,7 @@ from segment_qualtrics.destination.subscriptions import (
     referenced_variables,
 )
 from segment_qualtrics.segment.mapping_kit import UNDEFINED
-from segment_qualtrics.tools.importer import ExportError, import_segment
+from segment_qualtrics.tools.importer import ExportError, import_segment, only_here
 
 
 def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.environ,
@@ -227,6 +227,8 @@ def _import_segment(args: argparse.Namespace, env: dict[str, str], out: TextIO, 
         print(f"  not carried over: {line}", file=err)
     for line in result.notes:
         print(f"  note: {line}", file=err)
+    for line in only_here():
+        print(f"  not in Segment: {line}", file=err)
     for line in result.problems:
         print(f"  problem: {line}", file=err)
     if not result.complete:
