@@ -8,15 +8,20 @@ visibility) are small recording fakes, as in test_worker.py.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
+import requests.adapters
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from segment_qualtrics.adapters.qualtrics import QualtricsClient
 from segment_qualtrics.delivery.executors_delete import MAX_CONTACTS_PER_DELETE, DeleteContactExecutor
 from segment_qualtrics.delivery.idempotency import MemoryIdempotencyStore
@@ -24,6 +29,7 @@ from segment_qualtrics.delivery.transactions import ContactCache, TransactionExe
 from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
 from segment_qualtrics.destination.actions import ACTIONS, DELETE_CONTACT
 from segment_qualtrics.destination.envelope import QueueMessage
+from segment_qualtrics.destination.errors import PermanentError
 from segment_qualtrics.destination.subscriptions import Subscription, parse_subscriptions
 from segment_qualtrics.runtime.observability import Metric, logger, metrics
 from segment_qualtrics.runtime.worker_app import WorkerObserver
@@ -267,6 +273,48 @@ def test_the_client_refuses_dot_segments_in_any_path():
     assert sent == []
 
 
+class Recorder(requests.adapters.BaseAdapter):
+    """A transport that records the URL requests prepared and answers 200: what would go on the wire."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def send(self, request, **kwargs):
+        self.urls.append(request.url)
+        response = requests.Response()
+        response.status_code, response.raw = 200, io.BytesIO(b"{}")
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+_IDS = st.one_of(st.text(max_size=20), st.text(alphabet="./?#%;a_-\u00e9\\", max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(directory=_IDS, contact=_IDS)
+def test_any_ids_make_one_delete_of_that_contact_or_none(directory, contact):
+    """Whatever the ids (dots, slashes, %, ?, #, unicode), the DELETE names that directory and that contact in
+    exactly two path segments, or nothing is sent."""
+    recorder = Recorder()
+    session = requests.Session()
+    session.mount("http://", recorder)
+    client = QualtricsClient.with_token(TOKEN, base_url="http://127.0.0.1:9", session=session)
+    try:
+        client.delete_contact(directory, contact)
+    except PermanentError as exc:
+        assert exc.code == "invalid_payload" and recorder.urls == []
+        return
+    [url] = recorder.urls
+    parts = urlsplit(url)
+    assert not parts.query and not parts.fragment
+    segments = parts.path.split("/")
+    assert segments[:4] == ["", "API", "v3", "directories"] and segments[5] == "contacts" and len(segments) == 7
+    assert (unquote(segments[4]), unquote(segments[6])) == (directory, contact)
+
+
 # --- retries, crashes and time --------------------------------------------------------------------
 
 def test_a_retry_after_the_delete_landed_but_its_answer_was_lost_succeeds(sandbox):
@@ -390,6 +438,48 @@ def test_the_outcome_is_logged_with_hashed_identifiers_and_counted(sandbox, log_
     text = json.dumps(line)
     assert "user-1" not in text and "ada@" not in text and "CID_" not in text
     assert metrics.metric_set[Metric.CONTACTS_DELETED.value]["Value"] == [2.0]
+
+
+def test_deletions_before_a_failure_are_counted_and_the_retry_finishes(sandbox, log_lines):
+    first, second = sandbox.add(PLAIN, extRef="user-1"), sandbox.add(PLAIN, extRef="user-1")
+    sandbox.fault(pathPattern=f"/contacts/{second}$", method="DELETE", status=503)
+    observer = WorkerObserver("deleteContact")
+    run = Run(sandbox, subscription(directoryId=PLAIN))
+    run.worker.on_outcome = observer.outcome
+    metrics.clear_metrics()
+    run.deliver(delete_event())
+    [line] = [line for line in log_lines() if line.get("outcome") == "retried"]
+    assert line["contactsDeleted"] == 1 and line["errorCode"] == "qualtrics_server_error"
+    assert metrics.metric_set[Metric.CONTACTS_DELETED.value]["Value"] == [1.0]
+    assert [c["contactId"] for c in sandbox.contacts(PLAIN)] == [second]
+    [again] = run.deliver(delete_event(), attempt=2)
+    assert run.report.delivered and again.detail["contactsDeleted"] == 1 and sandbox.contacts(PLAIN) == []
+    assert first != second
+
+
+@pytest.mark.parametrize("answer", [
+    {"elements": [{"id": "../x"}]}, {"elements": [{"id": 12}]}, {"elements": [{"name": "no id"}]},
+])
+def test_a_search_answer_without_usable_ids_deletes_nothing(sandbox, answer):
+    sandbox.add(extRef="user-1")
+    sandbox.fault(pathPattern="/contacts/search$", status=200,
+                  body={"result": answer, "meta": {"httpStatus": "200 - OK", "requestId": "r"}})
+    run = Run(sandbox)
+    run.deliver(delete_event())
+    [(_, error, _)] = run.report.retried
+    assert error.code == "qualtrics_bad_response" and sandbox.requests("DELETE") == []
+
+
+def test_a_search_answer_naming_someone_else_deletes_nothing(sandbox):
+    """A search that ignored its filter (a proxy, an API change) must not turn into deleting other people."""
+    other = sandbox.add(extRef="user-2")
+    sandbox.fault(pathPattern="/contacts/search$", status=200, body={
+        "result": {"elements": [{"id": other, "externalDataReference": "user-2"}]},
+        "meta": {"httpStatus": "200 - OK", "requestId": "r"}})
+    run = Run(sandbox)
+    run.deliver(delete_event())
+    assert reason(run)["errorCode"] == "directory_lookup_error" and sandbox.requests("DELETE") == []
+    assert len(sandbox.contacts()) == 1
 
 
 def test_a_not_found_is_logged_and_counts_no_deletion(sandbox, log_lines):

@@ -25,7 +25,7 @@ from typing import Any
 from segment_qualtrics.adapters.qualtrics import QualtricsClient
 from segment_qualtrics.delivery.transactions import forget_contact
 from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
-from segment_qualtrics.destination.actions import DeleteContactPayload
+from segment_qualtrics.destination.actions import CONTACT_ID, DeleteContactPayload
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 
 # At most this many contacts are deleted for one event: more matches is a mapping mistake (an identifier
@@ -129,8 +129,9 @@ class DeleteContactExecutor:
         contact_ids: list[str] = []
         for element in matches:
             contact_id = element.get("id")
-            if not isinstance(contact_id, str) or not contact_id:
-                raise RetryableError("qualtrics_bad_response", "search_contacts: a contact without an id")
+            if not isinstance(contact_id, str) or not CONTACT_ID.fullmatch(contact_id):
+                raise RetryableError("qualtrics_bad_response", "search_contacts: a contact without an id of the "
+                                     "form CID_...: none was deleted")
             if not _same_person(element, identifiers):
                 raise PermanentError("directory_lookup_error",
                                      f"the search in directory {directory_id} by {names} answered a contact whose "

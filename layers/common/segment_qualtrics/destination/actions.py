@@ -177,8 +177,8 @@ def lookup_identifiers(payload: Any) -> dict[str, str]:
 
 # Qualtrics ids: a prefix, then letters and digits. A delete is irreversible, so its ids are checked before any
 # call: "..", "/" or "?" in a path segment could send the DELETE to another resource.
-_DIRECTORY_ID = re.compile(r"POOL_[A-Za-z0-9_-]{1,64}")
-_CONTACT_ID = re.compile(r"CID_[A-Za-z0-9_-]{1,64}")
+DIRECTORY_ID = re.compile(r"POOL_[A-Za-z0-9_-]{1,64}")
+CONTACT_ID = re.compile(r"CID_[A-Za-z0-9_-]{1,64}")
 
 
 class DeleteContactPayload(_Payload):
@@ -191,14 +191,14 @@ class DeleteContactPayload(_Payload):
     @field_validator("directoryId")
     @classmethod
     def _directory_id(cls, value: str) -> str:
-        if not _DIRECTORY_ID.fullmatch(value):
+        if not DIRECTORY_ID.fullmatch(value):
             raise ValueError(f"must be a directory id (POOL_ then letters and digits), got {value[:80]!r}")
         return value
 
     @field_validator("contactId")
     @classmethod
     def _contact_id(cls, value: str | None) -> str | None:
-        if value is not None and not _CONTACT_ID.fullmatch(value):
+        if value is not None and not CONTACT_ID.fullmatch(value):
             raise ValueError(f"must be a contact id (CID_ then letters and digits), got {value[:80]!r}")
         return value
 
