@@ -52,6 +52,14 @@ RECEIVES: dict[str, dict[str, str]] = {
         "transactionData": "`data` of the transaction, flat (nested values as JSON text), plus `segmentMessageId` "
                            "(how a retry finds a transaction already recorded)",
     },
+    "deleteContact": {
+        "directoryId": "the directory in the URLs: the contact search and "
+                       "`DELETE /API/v3/directories/{directoryId}/contacts/{contactId}`",
+        "contactId": "the contact of `DELETE …/contacts/{contactId}`; set, no search is made",
+        "extRef": "first key of the contact search filter; each contact found is deleted (at most 5)",
+        "email": "third key of the contact search filter",
+        "phone": "second key of the contact search filter",
+    },
     "triggerXflowWorkflow": {
         "workflowUrl": "the URL posted to, with the API token in `X-API-TOKEN` (only Qualtrics https hosts, or "
                        "QUALTRICS_BASE_URL's origin, receive it)",
@@ -78,6 +86,21 @@ finds nothing. Map them from `context.traits` in your subscription:
 `make preview EVENT=your-event.json` shows the payload each subscription would build, before anything is sent.
 """,
     "triggerXflowWorkflow": "",
+    "deleteContact": """
+## Deleting from a track event
+
+Segment sends its `delete` call when a user asks to be forgotten (the default trigger). To delete on one of
+your own events instead, give the subscription that trigger, and map the identifiers from where that event
+carries them:
+
+```json
+{"name": "Delete contact on account deletion", "enabled": true, "actionSlug": "deleteContact",
+ "trigger": "type = \\"track\\" and event = \\"Account Deleted\\"",
+ "mapping": {"directoryId": "${QUALTRICS_DIRECTORY_ID}", "email": {"@path": "$.context.traits.email"}}}
+```
+
+Outcomes, limits and retries: [Deleting contacts](../delete-contact.md).
+""",
 }
 
 

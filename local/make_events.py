@@ -39,6 +39,15 @@ TRANSACTION_KNOWN_CONTACT = {
     "traits": {"qualtricsContactId": "CID_KNOWN", "qualtricsMailingListId": "CG_SANDBOX"},
 }
 
+# Segment's `delete` call: a user asked to be forgotten (Segment sends it to destinations that take deletions).
+DELETE = {
+    "type": "delete", "messageId": "sample-delete-1", "userId": "user-1001",
+    "context": {"library": {"name": "segment", "version": "1"}}, "integrations": {},
+    "timestamp": "2026-11-29T10:00:02Z", "receivedAt": "2026-11-29T10:00:02.100Z", "version": 2,
+}
+DELETE_UNKNOWN_USER = {**DELETE, "messageId": "sample-delete-2", "userId": "user-9999"}
+
+
 def _renamed(event: dict[str, Any], message_id: str) -> dict[str, Any]:
     """The same event under another messageId: each sample is a distinct Segment message (no false duplicates)."""
     return {**event, "messageId": message_id}
@@ -102,6 +111,7 @@ def all_events() -> dict[str, dict[str, Any]]:
         # Segment retries deliver the same messageId again: the worker reports `duplicate`, Qualtrics is not called.
         "ingest/duplicate_of_identify.json": http_event(IDENTIFY),
         "ingest/invalid_event.json": http_event(INVALID),
+        "ingest/delete.json": http_event(DELETE),
         "ingest/bad_signature.json": http_event(IDENTIFY, signature="0" * 40),
         "add_contact_to_xmd/identify.json": sqs_event("AddContactToXmdQueue", [
             ("Create or update contact", (contact, IDENTIFY))]),
@@ -111,6 +121,10 @@ def all_events() -> dict[str, dict[str, Any]]:
             ("Upsert contact transaction", (transaction, TRANSACTION_KNOWN_CONTACT))]),
         "trigger_xflow_workflow/transaction_created.json": sqs_event("TriggerXflowWorkflowQueue", [
             ("Start workflow", (workflow, TRANSACTION))]),
+        "delete_contact/delete.json": sqs_event("DeleteContactQueue", [
+            ("Delete contact", ("deleteContact", DELETE))]),
+        "delete_contact/delete_unknown_user.json": sqs_event("DeleteContactQueue", [
+            ("Delete contact", ("deleteContact", DELETE_UNKNOWN_USER))]),
     }
 
 

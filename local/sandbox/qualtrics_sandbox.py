@@ -9,6 +9,7 @@ Served endpoints (all need ``X-API-TOKEN``):
     GET  /API/v3/directories[/]
     POST /API/v3/directories/{directoryId}/contacts
     GET  /API/v3/directories/{directoryId}/contacts/{contactId}
+    DELETE /API/v3/directories/{directoryId}/contacts/{contactId}   (404 for an unknown contact or directory)
     POST /API/v3/directories/{directoryId}/contacts/search
     POST /API/v3/directories/{directoryId}/transactions
     GET  /API/v3/directories/{directoryId}/contacts/{contactId}/transactions
@@ -369,6 +370,14 @@ class Directory:
     def put_contact(self, contact: dict[str, Any]) -> None:
         """Store a contact as is (admin seeding, which may replace one): the dedup index is rebuilt on next use."""
         self.contacts[contact["contactId"]] = contact
+        self._index = None
+
+    def remove_contact(self, contact_id: str) -> None:
+        """Delete a contact and its transactions; the dedup index is rebuilt on next use."""
+        del self.contacts[contact_id]
+        # Interpretation: Qualtrics documents only "DELETE ... -> 200"; a contact's data (its transactions)
+        # goes with it, as a person asking to be forgotten expects.
+        self.transactions = [t for t in self.transactions if t["contactId"] != contact_id]
         self._index = None
 
     def _dedup_index(self) -> dict[tuple[str, ...], dict[str, Any]]:
@@ -1091,6 +1100,12 @@ class QualtricsSandbox:
         directory = self._directory(directory_id)
         return ok(contact_get_shape(self._contact(directory, contact_id)))
 
+    def _delete_contact(self, req: Request, directory_id: str, contact_id: str) -> Response:
+        directory = self._directory(directory_id)
+        self._contact(directory, contact_id)
+        directory.remove_contact(contact_id)
+        return ok()  # meta only, as for an update
+
     def _search_contacts(self, req: Request, directory_id: str) -> Response:
         directory = self._directory(directory_id)
         page_size = parse_page_size(req.query)
@@ -1320,6 +1335,7 @@ class QualtricsSandbox:
         route("POST", _DIRECTORY + r"/contacts", _create_contact),
         route("POST", _DIRECTORY + r"/contacts/search", _search_contacts),
         route("GET", _CONTACT, _get_contact),
+        route("DELETE", _CONTACT, _delete_contact),
         route("GET", _CONTACT + r"/transactions", _list_contact_transactions),
         route("POST", _DIRECTORY + r"/transactions", _create_transactions),
         route("POST", _IMPORTS + r"/?", _create_import, max_body=IMPORT_MAX_BODY),

@@ -3,7 +3,7 @@
 Pure bookkeeping (standard library only, no HTTP): local/sandbox/qualtrics_sandbox.py consults it per API call.
 
 Endpoint classes (what a call is counted and limited as):
-    contact_writes  POST .../contacts, PUT .../contacts/{id}, POST .../mailinglists/{ml}/contacts
+    contact_writes  POST .../contacts, PUT and DELETE .../contacts/{id}, POST .../mailinglists/{ml}/contacts
     searches        POST .../contacts/search
     transactions    POST .../transactions, .../transactionbatches[...]
     workflows       POST /inbound-event/...
@@ -38,6 +38,7 @@ _CLASS_RULES: tuple[tuple[str | None, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"/API/v3/directories/[^/]+/contacts/search/?"), "searches"),
     ("POST", re.compile(r"/API/v3/directories/[^/]+/contacts/?"), "contact_writes"),
     ("PUT", re.compile(r"/API/v3/directories/[^/]+/contacts/[^/]+/?"), "contact_writes"),
+    ("DELETE", re.compile(r"/API/v3/directories/[^/]+/contacts/[^/]+/?"), "contact_writes"),
     ("POST", re.compile(r"/API/v3/directories/[^/]+/mailinglists/[^/]+/contacts/?"), "contact_writes"),
     ("POST", re.compile(r"/API/v3/directories/[^/]+/transactions/?"), "transactions"),
     (None, re.compile(r"/API/v3/directories/[^/]+/transactionbatches(/.*)?"), "transactions"),

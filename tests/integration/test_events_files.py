@@ -31,6 +31,7 @@ INGEST_EXPECTED = {
     "batch_with_invalid_event.json": (200, {"addContactToXmd": 1}),
     "duplicate_of_identify.json": (200, {"addContactToXmd": 1}),   # the worker, not the ingest, skips it
     "invalid_event.json": (400, None),
+    "delete.json": (200, {}),   # accepted; the packaged deleteContact subscription ships disabled
     "bad_signature.json": (401, None),
 }
 
@@ -108,7 +109,13 @@ def _function_for(path: Path, stack) -> str:
     return name
 
 
-@pytest.mark.parametrize("name", sorted(all_events()))
+# deleteContact has its samples and worker code, but no function in template.yaml until its registry entry:
+# strict, so these fail (as a reminder to drop the mark) once the function exists.
+_NOT_WIRED = pytest.mark.xfail(strict=True, reason="deleteContact has no worker function in template.yaml yet")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_NOT_WIRED) if n.startswith("delete_contact/") else n
+                                  for n in sorted(all_events())])
 def test_make_invoke_runs_every_events_file(stack, name, tmp_path):
     """`make invoke` (local/invoke.py) on each file, against the running stack as with `make run`."""
     path = EVENTS / name

@@ -293,6 +293,47 @@ def test_concurrent_creates_with_one_ext_ref_make_one_contact(api: Api) -> None:
     assert len(api.state()["directories"][POOL]["contacts"]) == 1
 
 
+def test_delete_contact_removes_it_and_its_transactions_then_404(api: Api) -> None:
+    gone = api.create_contact(extRef="u1", email="ada@example.com")
+    kept = api.create_contact(extRef="u2")
+    created = api.post(TRANSACTIONS, json={"t1": {"contactId": gone, "mailingListId": LIST},
+                                           "t2": {"contactId": kept, "mailingListId": LIST}})
+    assert len(created.json()["result"]["createdTransactions"]) == 2
+    answer = api.delete(f"{CONTACTS}/{gone}")
+    assert answer.status_code == 200 and set(answer.json()) == {"meta"}
+    state = api.state()["directories"][POOL]
+    assert [c["contactId"] for c in state["contacts"]] == [kept]
+    assert [t["contactId"] for t in state["transactions"]] == [kept]
+    assert found(api.search(eq("extRef", "u1"))) == []
+    assert_error(api.get(f"{CONTACTS}/{gone}"), 404, gone)
+    assert_error(api.delete(f"{CONTACTS}/{gone}"), 404, gone)          # again: already deleted
+    assert_error(api.delete("/API/v3/directories/POOL_NOPE/contacts/" + kept), 404, "POOL_NOPE")
+    assert [r["status"] for r in api.logged() if r["method"] == "DELETE"] == [200, 404, 404]
+
+
+def test_a_deleted_contact_no_longer_deduplicates(api: Api) -> None:
+    """The dedup index forgets it: the same extRef makes a new contact."""
+    first = api.create_contact(extRef="u1")
+    assert api.delete(f"{CONTACTS}/{first}").status_code == 200
+    second = api.create_contact(extRef="u1")
+    assert second != first
+    assert [c["contactId"] for c in api.state()["directories"][POOL]["contacts"]] == [second]
+
+
+def test_delete_contact_needs_the_token(sandbox: QualtricsSandbox, api: Api) -> None:
+    contact_id = api.create_contact(extRef="u1")
+    assert_error(Api(sandbox.base_url, token="wrong-token").delete(f"{CONTACTS}/{contact_id}"), 401)
+    assert len(api.state()["directories"][POOL]["contacts"]) == 1
+
+
+def test_the_client_deletes_and_reads_404_as_already_gone(sandbox: QualtricsSandbox, api: Api) -> None:
+    contact_id = api.create_contact(extRef="u1")
+    client = QualtricsClient.with_token(TOKEN, base_url=sandbox.base_url)
+    assert client.delete_contact(POOL, contact_id) is True
+    assert client.delete_contact(POOL, contact_id) is False
+    assert client.delete_contact("POOL_NOPE", contact_id) is False   # the caller tells the two 404s apart
+
+
 # ---- search --------------------------------------------------------------------------------
 
 

@@ -292,7 +292,8 @@ def test_the_endpoint_classes() -> None:
     assert endpoint_class("POST", f"{d}/mailinglists/CG_1/transactioncontacts") == "imports"
     assert endpoint_class("GET", f"{d}/mailinglists/CG_1/transactioncontacts/PGR_1") == "reads"
     assert endpoint_class("GET", f"{d}/transactionbatches") == "reads"
-    assert endpoint_class("DELETE", f"{d}/contacts/CID_1") == "other"
+    assert endpoint_class("DELETE", f"{d}/contacts/CID_1") == "contact_writes"   # deleteContact
+    assert endpoint_class("DELETE", f"{d}/faults") == "other"
 
 
 # ---- latency -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Qualtrics API adapter: the HTTP calls the three actions make, with classified errors.
+"""Qualtrics API adapter: the HTTP calls the actions make, with classified errors.
 
 Errors come out as ``PermanentError`` / ``RetryableError`` (errors.py) carrying the HTTP status and
 the Qualtrics requestId. On a 401 the credentials are fetched once more (a rotated token) before
@@ -246,6 +246,18 @@ class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
                              f"contact {contact_id} has more than {MAX_TRANSACTION_PAGES} pages of transactions; "
                              "could not check whether an earlier attempt recorded this one")
 
+    def delete_contact(self, directory_id: str, contact_id: str) -> bool:
+        """DELETE one contact: True when Qualtrics deleted it, False when it answered 404 (no such contact, or
+        no such directory: the caller tells them apart)."""
+        try:
+            self._call("delete_contact", "DELETE",
+                       f"/API/v3/directories/{_seg(directory_id)}/contacts/{_seg(contact_id)}")
+        except DestinationError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def trigger_workflow(self, url: str, payload: dict[str, Any] | None) -> None:
         self._call("trigger_workflow", "POST", url, payload, absolute=True,
                    refused=("workflow_url_not_allowed", "the workflow URL is not Qualtrics"))
@@ -330,7 +342,13 @@ def _origin_text(url: object) -> str:   # any value a mapping produced, not only
 
 
 def _seg(value: str) -> str:
-    """URL-encode one path segment (Segment puts ids in the path unencoded: a bug we do not copy)."""
+    """URL-encode one path segment (Segment puts ids in the path unencoded: a bug we do not copy).
+
+    "", "." and ".." are refused: requests removes dot segments, so ``directories/../contacts`` would become
+    ``/API/v3/contacts`` and ``contacts/..`` the directory itself (a DELETE there is not a contact's)."""
+    if value in ("", ".", ".."):
+        raise PermanentError("invalid_payload", f"{value!r} is not an id: in a URL path it would name another "
+                                                "resource")
     return quote(value, safe="")
 
 

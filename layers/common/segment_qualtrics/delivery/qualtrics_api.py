@@ -34,5 +34,9 @@ class QualtricsApi(Protocol):
         """Every transaction of a contact, all pages."""
         ...
 
+    def delete_contact(self, directory_id: str, contact_id: str) -> bool:
+        """DELETE one contact: True when deleted, False when Qualtrics answered 404."""
+        ...
+
     def trigger_workflow(self, url: str, payload: dict[str, Any] | None) -> None:
         ...

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,10 +42,14 @@ MAX_PER_CALL = 100
 
 
 class ContactCache:
-    """(directory, identifiers) → contactId, bounded and short-lived, kept across warm invocations."""
+    """(directory, identifiers) → contactId, bounded and short-lived, kept across warm invocations.
+
+    Every cache of the process is known to ``forget_contact``: a contact deleted here leaves them all at once.
+    """
 
     def __init__(self, max_entries: int = 10_000, ttl_seconds: float = 300.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        _CACHES.add(self)
         self.max_entries = max_entries
         self.ttl = ttl_seconds
         self.clock = clock
@@ -71,6 +76,15 @@ class ContactCache:
     def drop_contact(self, contact_id: str) -> None:
         for key in [k for k, (cid, _) in self._entries.items() if cid == contact_id]:
             del self._entries[key]
+
+
+_CACHES: weakref.WeakSet[ContactCache] = weakref.WeakSet()
+
+
+def forget_contact(contact_id: str) -> None:
+    """Drop a contact id (deleted, or gone) from every contact cache this process holds."""
+    for cache in list(_CACHES):
+        cache.drop_contact(contact_id)
 
 
 def transaction_key(delivery: Delivery) -> str:

@@ -49,6 +49,7 @@ class Delivery:
     checked_absent: bool = False   # recovering, and a lookup proved the earlier attempt did not land
     sent: bool = False          # this attempt's call for it has started: it may have landed
     claims: int = 0             # attempts on its key, this one included, as the idempotency store counts them
+    detail: dict[str, Any] = field(default_factory=dict)   # what the executor adds to its outcome's log line
 
     @property
     def attempts(self) -> int:

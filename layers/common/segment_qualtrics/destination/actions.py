@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from segment_qualtrics.destination.errors import PermanentError
 from segment_qualtrics.segment.mapping_kit import UNDEFINED, MappingError, resolve_mapping
@@ -73,6 +73,21 @@ TRANSACTION_FIELDS: dict[str, Field] = {
        for k in ("email", "phone", "firstName", "lastName", "language", "unsubscribed", "embeddedData")},
     "transactionDate": Field("datetime", default=_path("$.timestamp"), description="When the transaction happened."),
     "transactionData": Field("object", description="Properties of the transaction, sent as its data."),
+}
+
+DELETE_CONTACT_FIELDS: dict[str, Field] = {
+    "directoryId": CONTACT_FIELDS["directoryId"],
+    "contactId": Field(
+        "string",
+        description="The contact to delete (CID_...); when set, the other identifiers are not used.",
+    ),
+    "extRef": Field(
+        "string", default=_path("$.userId"),
+        description="Delete the contacts with this external data reference (with email and phone when set: all must "
+                    "match).",
+    ),
+    "email": Field("string", description="Delete the contacts with this email (with the other identifiers set)."),
+    "phone": Field("string", description="Delete the contacts with this phone (with the other identifiers set)."),
 }
 
 WORKFLOW_FIELDS: dict[str, Field] = {
@@ -156,7 +171,50 @@ class TransactionPayload(ContactPayload):
 
     def lookup_identifiers(self) -> dict[str, str]:
         """extRef, phone, email in Segment's filter order, those present only."""
-        return {k: getattr(self, k) for k in ("extRef", "phone", "email") if getattr(self, k)}
+        return lookup_identifiers(self)
+
+
+def lookup_identifiers(payload: Any) -> dict[str, str]:
+    """The contact search's identifiers (extRef, phone, email: Segment's filter order), those present only."""
+    return {k: getattr(payload, k) for k in ("extRef", "phone", "email") if getattr(payload, k)}
+
+
+# Qualtrics ids: a prefix, then letters and digits. A delete is irreversible, so its ids are checked before any
+# call: "..", "/" or "?" in a path segment could send the DELETE to another resource.
+DIRECTORY_ID = re.compile(r"POOL_[A-Za-z0-9_-]{1,64}")
+CONTACT_ID = re.compile(r"CID_[A-Za-z0-9_-]{1,64}")
+
+
+class DeleteContactPayload(_Payload):
+    directoryId: str
+    contactId: str | None = None
+    extRef: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+    @field_validator("directoryId")
+    @classmethod
+    def _directory_id(cls, value: str) -> str:
+        if not DIRECTORY_ID.fullmatch(value):
+            raise ValueError(f"must be a directory id (POOL_ then letters and digits), got {value[:80]!r}")
+        return value
+
+    @field_validator("contactId")
+    @classmethod
+    def _contact_id(cls, value: str | None) -> str | None:
+        if value is not None and not CONTACT_ID.fullmatch(value):
+            raise ValueError(f"must be a contact id (CID_ then letters and digits), got {value[:80]!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _identified(self) -> DeleteContactPayload:
+        if not self.contactId and not self.lookup_identifiers():
+            raise ValueError("A delete needs contactId, or at least one of extRef, email, phone, to find the "
+                             "contact: none resolved for this event.")
+        return self
+
+    def lookup_identifiers(self) -> dict[str, str]:
+        return lookup_identifiers(self)
 
 
 class WorkflowPayload(_Payload):
@@ -269,12 +327,20 @@ def describe_payload_error(exc: ValidationError) -> str:
             parts.append(f"The root value is missing the required field '{where}'.")
         else:
             message = err["msg"].removeprefix("Value error, ")
+            if not where:   # a rule on the payload as a whole: its message says it all
+                parts.append(message)
+                continue
             parts.append(f"The field '{where}' {message}" if message.startswith(("is ", "must ", "epoch")) else
                          f"The field '{where}' is invalid: {message}.")
     return " ".join(parts)
 
 
 _EXECUTORS = "segment_qualtrics.delivery.executors"
+
+# Not in ACTIONS yet: registered with the action registry (one entry, which names its executor as well).
+DELETE_CONTACT = ActionDefinition("deleteContact", "Delete contact from XM Directory", DELETE_CONTACT_FIELDS,
+                                  DeleteContactPayload, 'type = "delete"',
+                                  "segment_qualtrics.delivery.executors_delete:DeleteContactExecutor")
 
 ACTIONS: dict[str, ActionDefinition] = {
     a.slug: a

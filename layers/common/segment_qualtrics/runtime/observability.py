@@ -277,6 +277,7 @@ class Metric(StrEnum):
     QUALTRICS_ERRORS = "QualtricsErrors"           # non-2xx answers by status ("429", "500"...; "no_response")
     CONTACT_LOOKUPS = "ContactLookups"             # upsertContactTransaction: contacts resolved by lookup
     CONTACT_CACHE_HITS = "ContactCacheHits"        # ... of which the contact cache answered
+    CONTACTS_DELETED = "ContactsDeleted"           # deleteContact: contacts Qualtrics deleted (404s not counted)
     # every function, at each cold start
     SUBSCRIPTIONS_INVALID = "SubscriptionsInvalid"  # subscriptions switched off for problems, by function
 
@@ -313,6 +314,7 @@ METRICS: dict[Metric, MetricSpec] = {
     Metric.QUALTRICS_ERRORS: _spec(_COUNT, "action", "status"),
     Metric.CONTACT_LOOKUPS: _spec(_COUNT, "action"),
     Metric.CONTACT_CACHE_HITS: _spec(_COUNT, "action"),
+    Metric.CONTACTS_DELETED: _spec(_COUNT, "action"),
     Metric.SUBSCRIPTIONS_INVALID: _spec(_COUNT, "function"),   # function: ingest or the worker's action
 }
 

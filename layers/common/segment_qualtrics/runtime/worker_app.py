@@ -132,9 +132,14 @@ class WorkerObserver:
         if error is not None:
             extra.update(errorCode=error.code, errorMessage=mask(error.message), httpStatus=error.status,
                          qualtricsRequestId=error.request_id, retryable=error.retryable)
+        for key, value in delivery.detail.items():   # the executor's own account (deleteContact's result)
+            extra.setdefault(key, value)
         level = logger.info if outcome in ("delivered", "duplicate") else logger.warning
         level(outcome.replace("_", " "), extra={k: v for k, v in extra.items() if v is not None})
 
+        deleted = delivery.detail.get("contactsDeleted")
+        if isinstance(deleted, int) and deleted > 0:   # also when a later call failed: those are gone all the same
+            add(Metric.CONTACTS_DELETED, deleted)
         if outcome == "delivered":
             add(Metric.MESSAGES_DELIVERED)
         elif outcome == "duplicate":

@@ -27,7 +27,7 @@ from segment_qualtrics.destination.subscriptions import (
     referenced_variables,
 )
 from segment_qualtrics.segment.mapping_kit import UNDEFINED
-from segment_qualtrics.tools.importer import ExportError
+from segment_qualtrics.tools.importer import ExportError, only_here
 from segment_qualtrics.tools.importer import import_segment as convert
 
 ENV_HELP = "set an environment variable for ${NAME} references (repeatable); overrides the real one"
@@ -236,6 +236,8 @@ def import_segment(args: argparse.Namespace) -> int:
         print(f"  not carried over: {line}", file=err)
     for line in result.notes:
         print(f"  note: {line}", file=err)
+    for line in only_here():
+        print(f"  not in Segment: {line}", file=err)
     for line in result.problems:
         print(f"  problem: {line}", file=err)
     if not result.complete:

@@ -14,7 +14,8 @@ equals our default are left out. Whatever cannot be carried over (an unknown act
 directive we do not support, a trigger that does not parse, ...) is reported with the subscription's
 name, and the rest is still written. A subscription that would not load as enabled (a required field
 without a mapping, a value that does not fit its field) is written disabled, with the reason. The result
-is checked by the same loader the functions use.
+is checked by the same loader the functions use. Actions Segment's destination does not have
+(``NOT_IN_SEGMENT``: deleteContact) are never in an export; the command line says so.
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ from segment_qualtrics.destination.actions import ACTIONS, ActionDefinition
 from segment_qualtrics.destination.subscriptions import MAX_SUBSCRIPTIONS, ConfigError, parse_subscriptions
 from segment_qualtrics.segment.fql import TriggerSyntaxError, compile_trigger
 from segment_qualtrics.segment.mapping_kit import UNDEFINED, MappingError, validate_mapping
+
+# Actions of this destination that Segment's Qualtrics (Actions) destination does not have: an export never
+# holds them. The import says so once each is registered, so nobody waits for it to appear.
+NOT_IN_SEGMENT = {
+    "deleteContact": "Segment's Qualtrics destination has no action that deletes a contact, so no export holds "
+                     "one; add a deleteContact subscription by hand (docs/delete-contact.md)",
+}
+
+
+def only_here() -> list[str]:
+    """What the import cannot bring, because Segment has no such action: one line per registered action."""
+    return [f"{slug}: {text}" for slug, text in NOT_IN_SEGMENT.items() if slug in ACTIONS]
 
 
 @dataclass

@@ -10,7 +10,8 @@ mapping, payload validation) and delivered by the real executors through the rea
 Only the edges are replaced: an in-memory idempotency store, and a ``requests`` transport that sends
 nothing and answers as Qualtrics would for a directory where no contact matches yet (so the
 upsertContactTransaction preview shows the search, the contact creation that follows only when the search
-finds none, and the transactions call). No AWS, no network. The API token is a placeholder, masked.
+finds none, and the transactions call), or where one does for an executor that asks so (deleteContact shows
+its search and the DELETE). No AWS, no network. The API token is a placeholder, masked.
 """
 
 from __future__ import annotations
@@ -171,8 +172,14 @@ def _deliver(item: SubscriptionPreview, sub: Subscription, body: str, credential
     session.mount("https://", transport)
     session.mount("http://", transport)
     client = QualtricsClient(lambda force: credentials, base_url, session=session, on_call=transport.name_last)
+    executor = sub.action.executor_class()(client)
+    # An executor may say what its calls are for, and what the dry run's search should find (deleteContact:
+    # one contact, so the DELETE is shown); the others' searches find none.
+    steps = {**{op: text for (slug, op), text in STEPS.items() if slug == sub.action.slug},
+             **getattr(executor, "PREVIEW_STEPS", {})}
+    transport.search_finds = list(getattr(executor, "PREVIEW_SEARCH_FINDS", []))
     dead_letters = _DeadLetters()
-    worker = Worker(action=sub.action.slug, subscriptions={sub.name: sub}, executor=sub.action.executor_class()(client),
+    worker = Worker(action=sub.action.slug, subscriptions={sub.name: sub}, executor=executor,
                     store=MemoryIdempotencyStore(), dead_letters=dead_letters, visibility=_NoDelay())
     delivery = Delivery.from_sqs_record(
         {"messageId": "preview-1", "receiptHandle": "preview", "body": body,
@@ -197,7 +204,7 @@ def _deliver(item: SubscriptionPreview, sub: Subscription, body: str, credential
         item.outcome = "failed"
     if error is not None:
         item.error = error.describe()
-    item.requests = [HttpCall(STEPS.get((sub.action.slug, op), op), *_shown(prepared))
+    item.requests = [HttpCall(steps.get(op, op), *_shown(prepared))
                      for op, prepared in transport.sent]
 
 
@@ -229,6 +236,7 @@ class _DryRunTransport(BaseAdapter):
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[tuple[str, requests.PreparedRequest]] = []
+        self.search_finds: list[dict[str, Any]] = []   # the contact search's elements
 
     def name_last(self, operation: str, status: int | None, seconds: float) -> None:
         """The client's call hook: names the request just recorded with its operation."""
@@ -239,7 +247,7 @@ class _DryRunTransport(BaseAdapter):
              timeout: float | tuple[float | None, float | None] | None = None, verify: bool | str = True,
              cert: str | tuple[str, str] | None = None, proxies: dict[str, str] | None = None) -> requests.Response:
         self.sent.append(("", request))
-        status, answer = _answer(request)
+        status, answer = _answer(request, self.search_finds)
         response = requests.Response()
         response.status_code = status
         response.headers["Content-Type"] = "application/json"
@@ -252,13 +260,15 @@ class _DryRunTransport(BaseAdapter):
         pass
 
 
-def _answer(request: requests.PreparedRequest) -> tuple[int, Any]:
+def _answer(request: requests.PreparedRequest, search_finds: list[dict[str, Any]]) -> tuple[int, Any]:
     path = urlsplit(request.url or "").path
     meta = {"httpStatus": "200 - OK", "requestId": "preview"}
     if "/API/v3/directories/" not in path:
         return 202, None                                               # a workflow's JSON event trigger
+    if request.method == "DELETE":
+        return 200, {"meta": meta}
     if path.endswith("/contacts/search"):
-        return 200, {"result": {"elements": []}, "meta": meta}         # no contact matches yet
+        return 200, {"result": {"elements": search_finds}, "meta": meta}   # by default no contact matches yet
     if path.endswith("/contacts") and request.method == "POST":
         return 200, {"result": {"id": CONTACT_PLACEHOLDER}, "meta": meta}
     if path.endswith("/transactions") and request.method == "POST":
