@@ -109,13 +109,7 @@ def _function_for(path: Path, stack) -> str:
     return name
 
 
-# deleteContact has its samples and worker code, but no function in template.yaml until its registry entry:
-# strict, so these fail (as a reminder to drop the mark) once the function exists.
-_NOT_WIRED = pytest.mark.xfail(strict=True, reason="deleteContact has no worker function in template.yaml yet")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_NOT_WIRED) if n.startswith("delete_contact/") else n
-                                  for n in sorted(all_events())])
+@pytest.mark.parametrize("name", sorted(all_events()))
 def test_make_invoke_runs_every_events_file(stack, name, tmp_path):
     """`make invoke` (local/invoke.py) on each file, against the running stack as with `make run`."""
     path = EVENTS / name

@@ -36,8 +36,7 @@ def test_the_ingest_reads_each_actions_queue_variable() -> None:
     environ |= {a.queue_variable: f"https://sqs/{a.slug}" for a in ACTIONS.values()}
     environ["TRIGGER_XFLOW_WORKFLOW_QUEUE_URL"] = ""   # empty = not configured, as before
     settings = IngestSettings.from_environ(environ)
-    assert settings.queue_urls() == {"addContactToXmd": "https://sqs/addContactToXmd",
-                                     "upsertContactTransaction": "https://sqs/upsertContactTransaction"}
+    assert settings.queue_urls() == {slug: f"https://sqs/{slug}" for slug in ACTIONS if slug != "triggerXflowWorkflow"}
 
 
 def test_make_dlq_finds_each_actions_queues_by_its_prefix() -> None:

@@ -59,6 +59,7 @@ def test_the_three_actions_and_their_default_triggers():
         "addContactToXmd": 'type = "identify"',
         "upsertContactTransaction": 'type = "track" and event = "Transaction Created"',
         "triggerXflowWorkflow": None,
+        "deleteContact": 'type = "delete"',
     }
 
 
@@ -68,6 +69,7 @@ def test_required_fields_are_as_in_segment():
         "addContactToXmd": ["directoryId"],
         "upsertContactTransaction": ["directoryId", "extRef", "mailingListId"],
         "triggerXflowWorkflow": ["workflowUrl"],
+        "deleteContact": ["directoryId"],
     }
 
 

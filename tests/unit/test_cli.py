@@ -49,8 +49,8 @@ def test_check_config_passes_with_one_line_per_subscription():
     code, out, err = cli("check-config", environ=VARS)
     assert code == 0 and err == ""
     header, *lines = out.strip().splitlines()
-    assert str(DEFAULT_CONFIG) in header and "3 subscription(s), 2 enabled, no problems" in header
-    assert len(lines) == 3
+    assert str(DEFAULT_CONFIG) in header and "4 subscription(s), 2 enabled, no problems" in header
+    assert len(lines) == 4
     assert "enabled" in lines[0] and "addContactToXmd" in lines[0] and "'Create or update contact'" in lines[0]
     assert 'when type = "identify"' in lines[0] and "mapped: directoryId" in lines[0]
     assert lines[2].strip().startswith("disabled")
@@ -286,7 +286,7 @@ def test_check_config_runs_without_boto3_or_requests():
 def test_the_installed_command_and_python_m_are_the_same_cli(command, tmp_path):
     done = subprocess.run([*command, "check-config"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
                           env={"PATH": "/usr/bin:/bin", **VARS})
-    assert done.returncode == 0 and "3 subscription(s), 2 enabled, no problems" in done.stdout, done.stderr
+    assert done.returncode == 0 and "4 subscription(s), 2 enabled, no problems" in done.stdout, done.stderr
     usage = subprocess.run([*command, "no-such-command"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "invalid choice: 'no-such-command'" in usage.stderr
     assert usage.stderr.startswith("usage: segment-qualtrics ")

@@ -22,13 +22,12 @@ import requests
 import requests.adapters
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from local.sandbox.qualtrics_sandbox import QualtricsSandbox
 from segment_qualtrics.adapters.qualtrics import QualtricsClient
 from segment_qualtrics.delivery.executors_delete import MAX_CONTACTS_PER_DELETE, DeleteContactExecutor
 from segment_qualtrics.delivery.idempotency import MemoryIdempotencyStore
 from segment_qualtrics.delivery.transactions import ContactCache, TransactionExecutor
 from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
-from segment_qualtrics.destination.actions import ACTIONS, DELETE_CONTACT
+from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.destination.envelope import QueueMessage
 from segment_qualtrics.destination.errors import PermanentError
 from segment_qualtrics.destination.subscriptions import Subscription, parse_subscriptions
@@ -36,8 +35,11 @@ from segment_qualtrics.runtime.observability import Metric, logger, metrics
 from segment_qualtrics.runtime.worker_app import WorkerObserver
 from segment_qualtrics.segment.fql import compile_trigger
 
+from local.sandbox.qualtrics_sandbox import QualtricsSandbox
+
 TOKEN = "delete-contact-test-token"
 POOL = "POOL_SANDBOX"
+DELETE_CONTACT = ACTIONS["deleteContact"]
 PLAIN = "POOL_PLAIN"          # no deduplication: several contacts may share an extRef
 ROOT = Path(__file__).resolve().parents[2]
 

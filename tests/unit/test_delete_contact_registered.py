@@ -1,7 +1,4 @@
 """deleteContact as the tools see it once registered: preview, check-config, import-segment, the docs page.
-
-Until the action registry holds deleteContact, ``registered`` adds it to the two lookups the tools use
-(actions.ACTIONS and executors.EXECUTORS) for each test; with the registry entry in place it changes nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from segment_qualtrics.delivery.executors import EXECUTORS
 from segment_qualtrics.delivery.executors_delete import (
     MAX_CONTACTS_PER_DELETE,
     PREVIEW_CONTACT_ID,
-    DeleteContactExecutor,
 )
-from segment_qualtrics.destination.actions import ACTIONS, DELETE_CONTACT
+from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.destination.subscriptions import parse_subscriptions
 from segment_qualtrics.tools.cli import main
 from segment_qualtrics.tools.preview import MASKED_TOKEN, preview, render
@@ -34,13 +29,8 @@ VARS = {"QUALTRICS_DIRECTORY_ID": "POOL_D", "QUALTRICS_MAILING_LIST_ID": "CG_M"}
 PACKAGED = {"name": "Delete contact", "enabled": False, "actionSlug": "deleteContact", "trigger": 'type = "delete"',
             "mapping": {"directoryId": "${QUALTRICS_DIRECTORY_ID}"}}
 ENABLED = {**PACKAGED, "enabled": True}
+DELETE_CONTACT = ACTIONS["deleteContact"]
 SEGMENT_DELETE = {"type": "delete", "messageId": "del-1", "userId": "user-1", "context": {"ip": "203.0.113.7"}}
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(ACTIONS, DELETE_CONTACT.slug, DELETE_CONTACT)
-    monkeypatch.setitem(EXECUTORS, DELETE_CONTACT.slug, DeleteContactExecutor)
 
 
 @pytest.fixture

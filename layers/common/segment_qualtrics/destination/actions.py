@@ -337,11 +337,6 @@ def describe_payload_error(exc: ValidationError) -> str:
 
 _EXECUTORS = "segment_qualtrics.delivery.executors"
 
-# Not in ACTIONS yet: registered with the action registry (one entry, which names its executor as well).
-DELETE_CONTACT = ActionDefinition("deleteContact", "Delete contact from XM Directory", DELETE_CONTACT_FIELDS,
-                                  DeleteContactPayload, 'type = "delete"',
-                                  "segment_qualtrics.delivery.executors_delete:DeleteContactExecutor")
-
 ACTIONS: dict[str, ActionDefinition] = {
     a.slug: a
     for a in (
@@ -352,5 +347,9 @@ ACTIONS: dict[str, ActionDefinition] = {
                          "segment_qualtrics.delivery.transactions:TransactionExecutor"),
         ActionDefinition("triggerXflowWorkflow", "Start a workflow in Qualtrics", WORKFLOW_FIELDS, WorkflowPayload,
                          None, f"{_EXECUTORS}:WorkflowExecutor"),
+        ActionDefinition("deleteContact", "Delete contact from XM Directory", DELETE_CONTACT_FIELDS,
+                         DeleteContactPayload, 'type = "delete"',
+                         "segment_qualtrics.delivery.executors_delete:DeleteContactExecutor"),
     )
 }
+
