@@ -292,9 +292,9 @@ _Tests = list[tuple[Any, Target]]   # (test or None, target)
 def _by_event_name(subs: list[Subscription], known: dict[str, str]) -> tuple[dict[str, _Tests], _Tests]:
     """The tests of ``subs`` for each event name their triggers require, and for any other name."""
     names = {n for sub in subs for n in (sub.trigger.event_names or ())}
-    by_name = {n: [(sub.trigger._test_given({**known, "event": n}), _target(sub)) for sub in subs
+    by_name = {n: [(sub.trigger.test_given({**known, "event": n}), _target(sub)) for sub in subs
                    if sub.trigger.event_names is None or n in sub.trigger.event_names] for n in names}
-    other = [(sub.trigger._test_given(known), _target(sub)) for sub in subs if sub.trigger.event_names is None]
+    other = [(sub.trigger.test_given(known), _target(sub)) for sub in subs if sub.trigger.event_names is None]
     return by_name, other
 
 
