@@ -23,6 +23,7 @@ from segment_qualtrics.adapters.aws import DynamoIdempotencyStore, SqsDeadLetter
 from segment_qualtrics.adapters.health import check_whoami
 from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT, QualtricsClient, QualtricsCredentials
 from segment_qualtrics.delivery.executors import EXECUTORS
+from segment_qualtrics.delivery.transactions import ContactCache, TransactionExecutor
 from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 from segment_qualtrics.runtime.observability import (
@@ -98,6 +99,7 @@ class WorkerObserver:
         self.action = action
         self.batch = batch or MetricBatch()
         self._calls = 0
+        self.contact_cache: ContactCache | None = None   # the executor's, when it has one (transactions)
         self._cache_seen: tuple[int, int] | None = None
 
     def begin(self) -> None:
@@ -105,13 +107,13 @@ class WorkerObserver:
         tracer.put_annotation("action", self.action)
         self._calls = 0
 
-    def end(self, records: int, executor: Any) -> None:
+    def end(self, records: int) -> None:
         add(Metric.BATCH_SIZE, records)
         add(Metric.QUALTRICS_CALLS, self._calls)
-        cache = getattr(executor, "cache", None)
-        if cache is not None and hasattr(cache, "hits") and hasattr(cache, "misses"):
+        cache = self.contact_cache
+        if cache is not None:
             # The contact cache lives across warm invocations: report what this batch added to its counters.
-            hits, misses = int(cache.hits), int(cache.misses)
+            hits, misses = cache.hits, cache.misses
             before_hits, before_misses = self._cache_seen or (0, 0)
             self._cache_seen = (hits, misses)
             add(Metric.CONTACT_LOOKUPS, (hits - before_hits) + (misses - before_misses))
@@ -182,6 +184,8 @@ class WorkerApp:
         if hasattr(executor, "legacy_marker_trusted"):
             # An old-style marker (segmentMessageId only) is proof only if no other subscription wrote it.
             executor.legacy_marker_trusted = len(subscriptions) == 1
+        if isinstance(executor, TransactionExecutor):
+            observer.contact_cache = executor.cache
         worker = Worker(
             action=settings.ACTION_SLUG,
             subscriptions=subscriptions,
@@ -213,7 +217,7 @@ class WorkerApp:
             self.worker.invocation_seconds = started_with
             report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
         finally:
-            self.observer.end(len(records), self.worker.executor)
+            self.observer.end(len(records))
         failures = set(report.failure_ids)
 
         # Powertools builds the partial batch response; the outcome of each record is already known.
