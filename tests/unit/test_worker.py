@@ -961,3 +961,13 @@ def test_the_observer_reports_what_each_batch_added_to_the_executors_contact_cac
 
     assert one_batch(["a", "b", "a"]) == (3, 2)
     assert one_batch(["b"]) == (1, 0)   # only what this batch added, though the counters live on
+
+
+def test_the_partial_batch_response_names_the_failed_records_in_their_order():
+    from segment_qualtrics.runtime.worker_app import partial_batch_response
+
+    records = [{"messageId": "r1"}, {"messageId": "r2"}, {"messageId": "r3"}, {"messageId": ["odd"]}, "junk", {}]
+    assert partial_batch_response(records, {"r3", "r1"}) == {
+        "batchItemFailures": [{"itemIdentifier": "r1"}, {"itemIdentifier": "r3"}]}
+    assert partial_batch_response(records, set()) == {"batchItemFailures": []}
+    assert partial_batch_response([], {"r1"}) == {"batchItemFailures": []}
