@@ -60,6 +60,7 @@ class IngestApp:
         self.publisher = publisher
         self.batch = batch or MetricBatch()
         self._last_forced = 0.0
+        self._secrets: parameters.SecretsProvider | None = None   # made by the first request
 
     @classmethod
     def from_environment(cls) -> IngestApp:
@@ -72,7 +73,11 @@ class IngestApp:
         """The ingest secret's credentials. SecretUnusable: a value that is not a JSON object (500: the operator
         must fix it), a secret that cannot be read (503: Segment retries, and an outage passes)."""
         try:
-            value = parameters.get_secret(self.settings.INGEST_SECRET_ARN, transform="json", force_fetch=force)
+            if self._secrets is None:
+                # A client of the default session (as the SQS client's): Powertools' default provider would
+                # make a new session and load botocore's data again, about 100 ms of the first request.
+                self._secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager"))
+            value = self._secrets.get(self.settings.INGEST_SECRET_ARN, transform="json", force_fetch=force)
         except TransformParameterError:   # its text is not JSON; the exception's text is not logged (no value)
             raise _not_an_object() from None
         except GetParameterError as exc:   # throttled, unreachable, not found, no permission: botocore's words

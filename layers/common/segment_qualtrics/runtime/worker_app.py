@@ -182,7 +182,9 @@ class WorkerApp:
         observer = WorkerObserver(settings.ACTION_SLUG)
         set_process_keys(action=settings.ACTION_SLUG)   # on every line, the raw event's included
 
-        credentials = secret_credentials(SecretsProvider(boto_config=SECRETS_CONFIG), settings.QUALTRICS_SECRET_ARN)
+        # A client of the default session: Powertools' own (a new session) would load botocore's data again.
+        secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager", config=SECRETS_CONFIG))
+        credentials = secret_credentials(secrets, settings.QUALTRICS_SECRET_ARN)
         client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, on_call=observer.call)
         sqs = boto3.client("sqs")
         executor = EXECUTORS[settings.ACTION_SLUG](client)
