@@ -43,25 +43,33 @@ INGEST_ENV = {"INGEST_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:12345678901
               "TRIGGER_XFLOW_WORKFLOW_QUEUE_URL": QUEUE + "t"}
 WORKER_ENV = {"QUALTRICS_SECRET_ARN": "arn:aws:secretsmanager:::secret:q", "QUEUE_URL": QUEUE + "q",
               "DEAD_LETTER_QUEUE_URL": QUEUE + "d", "IDEMPOTENCY_TABLE": "t"}
-# The per-action folders of today (functions/add_contact_to_xmd, ...) and the slug each runs.
-SLUGS = {"add_contact_to_xmd": "addContactToXmd", "upsert_contact_transaction": "upsertContactTransaction",
-         "trigger_xflow_workflow": "triggerXflowWorkflow"}
 FLOOR = "floor (boto3 + 1 client)"
 
 
 def functions() -> dict[str, tuple[str, dict[str, str]]]:
     """label -> (folder, environment) for every functions/<folder>/app.py."""
+    slugs = action_slugs()
+    # A per-action folder is named after its slug: functions/add_contact_to_xmd runs addContactToXmd.
+    by_folder = {re.sub(r"(?<!^)(?=[A-Z])", "_", slug).lower(): slug for slug in slugs}
     found: dict[str, tuple[str, dict[str, str]]] = {}
     for app in sorted((ROOT / "functions").glob("*/app.py")):
         folder = app.parent.name
         if folder == "ingest":
             found[folder] = (folder, INGEST_ENV)
-        elif folder in SLUGS:
-            found[folder] = (folder, {**WORKER_ENV, "ACTION_SLUG": SLUGS[folder]})
+        elif folder in by_folder:
+            found[folder] = (folder, {**WORKER_ENV, "ACTION_SLUG": by_folder[folder]})
         else:   # one worker for every action (ACTION_SLUG): measured once per slug
-            for slug in SLUGS.values():
+            for slug in slugs:
                 found[f"{folder} ({slug})"] = (folder, {**WORKER_ENV, "ACTION_SLUG": slug})
     return found
+
+
+def action_slugs() -> list[str]:
+    """The actions' slugs, from the package's action registry."""
+    sys.path.insert(0, str(ROOT / "layers" / "common"))
+    from segment_qualtrics.destination.actions import ACTIONS
+
+    return list(ACTIONS)
 
 
 # Each probe prints its wall time and its CPU time (ms): on a shared machine the CPU time varies far less.
