@@ -12,8 +12,18 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 from segment_qualtrics.destination.subscriptions import parse_subscriptions
-from segment_qualtrics.ingest.core import ECHO_LIMIT, IngestCredentials, IngestRequest, authenticate, handle_ingest
+from segment_qualtrics.ingest.core import (
+    ECHO_LIMIT,
+    MAX_EVENT_BYTES,
+    REJECTED_INVALID,
+    REJECTED_TOO_LARGE,
+    IngestCredentials,
+    IngestRequest,
+    authenticate,
+    handle_ingest,
+)
 from segment_qualtrics.runtime.ingest_app import IngestApp
+from segment_qualtrics.runtime.observability import Metric, MetricBatch
 from segment_qualtrics.runtime.settings import IngestSettings
 
 SECRET, OLD_SECRET = "new-shared-secret", "old-shared-secret"
@@ -274,3 +284,39 @@ def test_a_good_secret_read_by_the_function_authenticates(secrets, caplog):
     answer = IngestApp(IngestSettings(INGEST_SECRET_ARN=arn), [], publisher=None).handle(
         {"headers": {"content-type": "application/json", "x-signature": sign(body, "wrong")}, "body": body.decode()})
     assert (answer["statusCode"], json.loads(answer["body"])["error"]["code"]) == (401, "bad_signature")
+
+
+# --- the EventsRejected metric's reason ----------------------------------------------------------
+
+def rejected_reasons(arn: str, body: bytes) -> tuple[int, list[tuple[str, float]]]:
+    blobs: list[tuple[dict[str, str], dict]] = []
+    app = IngestApp(IngestSettings(INGEST_SECRET_ARN=arn), SUBSCRIPTIONS, publisher=Publisher(),
+                    batch=MetricBatch(emit=lambda dimensions, values: blobs.append((dimensions, values))))
+    answer = app.handle({"headers": {"content-type": "application/json", "x-signature": sign(body)},
+                         "body": body.decode()})
+    reasons = [(d["reason"], v[Metric.EVENTS_REJECTED][0]) for d, v in blobs if Metric.EVENTS_REJECTED in v]
+    return answer["statusCode"], sorted(reasons)
+
+
+def test_the_rejection_reason_is_a_code_the_core_gives_not_a_match_on_the_error_text(secrets):
+    arn = secrets.create_secret(Name="ingest", SecretString=json.dumps({"sharedSecret": SECRET}))["ARN"]
+    too_large = {**IDENTIFY, "traits": {"note": "x" * MAX_EVENT_BYTES}}
+    # One event, too large: a 400 invalid_event whose metric still says why (it said invalid_event).
+    assert rejected_reasons(arn, json.dumps(too_large).encode()) == (400, [("event_too_large", 1)])
+    # A batch: one too large, one invalid, one accepted.
+    batch = json.dumps([too_large, {"type": "nope"}, IDENTIFY]).encode()
+    assert rejected_reasons(arn, batch) == (200, [("event_too_large", 1), ("invalid_event", 1)])
+    # An invalid event whose text says "larger than" is not counted as too large.
+    tricky = json.dumps({"type": "larger than", "userId": "u"}).encode()   # quoted in the error text
+    status, reasons = rejected_reasons(arn, tricky)
+    assert reasons == [("invalid_event", 1)], (status, reasons)
+
+
+def test_the_core_lists_one_rejection_code_per_invalid_event():
+    body = json.dumps([{"type": "nope"}, IDENTIFY, {**IDENTIFY, "traits": {"x": "y" * MAX_EVENT_BYTES}}]).encode()
+    response = handle_ingest(request(body, **{"x-signature": sign(body)}), SUBSCRIPTIONS, IngestCredentials(SECRET),
+                             Publisher(), now=NOW)
+    assert response.status == 200
+    assert [entry["index"] for entry in response.body["invalid"]] == [0, 2]
+    assert response.rejected == [REJECTED_INVALID, REJECTED_TOO_LARGE]
+    assert "rejected" not in response.to_http_api_response()["body"]

@@ -25,8 +25,7 @@ from segment_qualtrics.segment.mapping_kit import (
     resolve_value,
     validate_mapping,
 )
-from segment_qualtrics.segment.mapping_kit import _js_json as js_json
-from segment_qualtrics.segment.mapping_kit import _js_number as js_number
+from segment_qualtrics.segment.mapping_kit.js import js_json, js_number
 
 
 def transform(mapping: Any, data: Any) -> Any:
@@ -1232,3 +1231,19 @@ def test_json_decode_of_a_deep_string_is_refused():
             resolve_mapping(mapping, event)
     shallow = {"type": "track", "properties": {"blob": "[[1]]"}}
     assert resolve_mapping(mapping, shallow) == {"data": [[1]]}
+
+
+def test_each_directive_registers_its_resolver_and_its_validator_together() -> None:
+    from segment_qualtrics.segment.mapping_kit.engine import DIRECTIVES
+
+    assert sorted(DIRECTIVES) == sorted(["@path", "@literal", "@if", "@case", "@replace", "@arrayPath", "@template",
+                                         "@flatten", "@json", "@merge", "@transform", "@excludeWhenNull"])
+    for name, directive in DIRECTIVES.items():
+        assert directive.name == name and callable(directive.resolve) and callable(directive.validate)
+    # One table for both walks: a name unknown to one is unknown to the other, with mapping-kit's words.
+    with pytest.raises(MappingError) as caught:
+        validate_mapping({"f": {"@pathh": "$.a"}})
+    assert caught.value.problems == ['f: unknown directive "@pathh"']
+    with pytest.raises(MappingError) as caught:
+        resolve_mapping({"f": {"@pathh": "$.a"}}, {})
+    assert caught.value.problems == ["f: @pathh is not a valid directive"]

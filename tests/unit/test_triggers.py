@@ -13,10 +13,10 @@ from segment_qualtrics.segment.fql import (
     MAX_NESTING,
     Trigger,
     TriggerSyntaxError,
-    _glob,
-    _glob_regex,
     compile_trigger,
 )
+from segment_qualtrics.segment.fql.glob import cached_glob as _glob
+from segment_qualtrics.segment.fql.glob import glob_regex as _glob_regex
 
 IDENTIFY_DEFAULT = 'type = "identify"'
 TRANSACTION_DEFAULT = 'type = "track" and event = "Transaction Created"'
@@ -789,3 +789,20 @@ def test_a_pattern_from_the_event_longer_than_the_limit_never_matches():
     assert matches("match(event, properties.p)", {"event": text, "properties": {"p": longest}})
     assert not matches("match(event, properties.p)", {"event": text, "properties": {"p": too_long}})
     assert matches(f'match(event, "{too_long}")', {"event": text})   # a literal pattern is the operator's: no limit
+
+
+def test_the_routers_test_given_is_public_and_drops_what_the_router_checked():
+    trigger = compile_trigger('type = "track" and event = "Order Completed" and properties.total > 10')
+    rest = trigger.test_given({"type": "track", "event": "Order Completed"})
+    assert rest is not None and rest({"properties": {"total": 11}}) is True   # only the total is left to test
+    assert rest({"properties": {"total": 9}}) is False
+    assert compile_trigger('type = "track" or type = "identify"').test_given({"type": "identify"}) is None
+    never = compile_trigger('type = "track" and event = "A"').test_given({"type": "track", "event": "B"})
+    assert never is not None and never({"type": "track", "event": "A"}) is False
+    assert not hasattr(Trigger, "_test_given")
+
+
+def test_the_package_surface_is_small():
+    import segment_qualtrics.segment.fql as fql
+
+    assert sorted(fql.__all__) == ["MAX_EVENT_GLOB", "MAX_NESTING", "Trigger", "TriggerSyntaxError", "compile_trigger"]

@@ -934,3 +934,40 @@ def test_a_template_that_would_outgrow_the_cap_is_dead_lettered_quickly_and_spar
     [(dead, error)] = report.dead_lettered
     assert dead.message.message_id == "big" and error.code == "invalid_payload"
     assert "@template: the rendered text would be longer than 262144 characters" in error.message
+
+
+def test_the_observer_reports_what_each_batch_added_to_the_executors_contact_cache():
+    from segment_qualtrics.delivery.transactions import ContactCache
+    from segment_qualtrics.runtime.observability import metrics
+    from segment_qualtrics.runtime.worker_app import WorkerObserver
+
+    observer = WorkerObserver("upsertContactTransaction")
+    observer.contact_cache = cache = ContactCache()
+    cache.put(("POOL_1", "a"), "CID_1")
+
+    def total(name: str) -> float:
+        value = metrics.metric_set[name]["Value"]
+        return sum(value) if isinstance(value, list) else value
+
+    def one_batch(lookups: list[str]) -> tuple[float, float]:
+        metrics.clear_metrics()
+        observer.begin()
+        for key in lookups:
+            cache.get(("POOL_1", key))
+        observer.end(len(lookups))
+        totals = (total("ContactLookups"), total("ContactCacheHits"))
+        metrics.clear_metrics()
+        return totals
+
+    assert one_batch(["a", "b", "a"]) == (3, 2)
+    assert one_batch(["b"]) == (1, 0)   # only what this batch added, though the counters live on
+
+
+def test_the_partial_batch_response_names_the_failed_records_in_their_order():
+    from segment_qualtrics.runtime.worker_app import partial_batch_response
+
+    records = [{"messageId": "r1"}, {"messageId": "r2"}, {"messageId": "r3"}, {"messageId": ["odd"]}, "junk", {}]
+    assert partial_batch_response(records, {"r3", "r1"}) == {
+        "batchItemFailures": [{"itemIdentifier": "r1"}, {"itemIdentifier": "r3"}]}
+    assert partial_batch_response(records, set()) == {"batchItemFailures": []}
+    assert partial_batch_response([], {"r1"}) == {"batchItemFailures": []}

@@ -99,11 +99,19 @@ class IngestRequest:
         return cls(headers, body)
 
 
+# Why an event of the request was refused: the EventsRejected metric's dimension (never the free text, which
+# names fields and values).
+REJECTED_INVALID = "invalid_event"
+REJECTED_TOO_LARGE = "event_too_large"
+
+
 @dataclass
 class IngestResponse:
     status: int
     body: dict[str, Any]
     queued: list[QueueMessage] = field(default_factory=list)
+    # One REJECTED_* code per refused event, in the order of the answer's "invalid" list (not sent).
+    rejected: list[str] = field(default_factory=list)
 
     def to_http_api_response(self) -> dict[str, Any]:
         return {
@@ -294,9 +302,9 @@ def _by_event_name(subs: list[Subscription], known: dict[str, str]) -> tuple[dic
     names = {n for sub in subs for n in (sub.trigger.event_names or ())}
     # Keyed by name; looked up with whatever the event's "event" holds (None for most types).
     by_name: dict[str | None, _Tests] = {
-        n: [(sub.trigger._test_given({**known, "event": n}), _target(sub)) for sub in subs
+        n: [(sub.trigger.test_given({**known, "event": n}), _target(sub)) for sub in subs
             if sub.trigger.event_names is None or n in sub.trigger.event_names] for n in names}
-    other = [(sub.trigger._test_given(known), _target(sub)) for sub in subs if sub.trigger.event_names is None]
+    other = [(sub.trigger.test_given(known), _target(sub)) for sub in subs if sub.trigger.event_names is None]
     return by_name, other
 
 
@@ -335,6 +343,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
     if received_at is None:
         received_at = _utc_now_text()
     invalid: list[dict[str, Any]] = []
+    rejected: list[str] = []   # REJECTED_* of each entry of ``invalid``
     by_action: dict[str, list[QueueMessage]] = defaultdict(list)
     accepted = 0
     for index, raw in enumerate(raw_events):
@@ -342,6 +351,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
             event = validate_event(raw, from_json=True)
         except ValueError as exc:
             invalid.append(_invalid(index, raw, str(exc)))
+            rejected.append(REJECTED_INVALID)
             continue
         # A body that is one event carries that event's JSON text (unless validation added a messageId).
         messages = _messages(router.matching(event), event, received_at, body_text if event is raw else None)
@@ -350,6 +360,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
         if messages and len(text := messages[0].to_json()) > MAX_EVENT_BYTES // 4 \
                 and len(text.encode()) > MAX_EVENT_BYTES:
             invalid.append(_invalid(index, raw, f"the event is larger than {MAX_EVENT_BYTES} bytes"))
+            rejected.append(REJECTED_TOO_LARGE)
             continue
         accepted += 1
         for message in messages:
@@ -357,8 +368,11 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
 
     if not accepted:
         if len(raw_events) == 1:
-            return error_response(400, "invalid_event", f"the event is invalid: {invalid[0]['error']}")
-        return error_response(400, "invalid_batch", "every event in the batch is invalid", invalid=invalid)
+            refused = error_response(400, "invalid_event", f"the event is invalid: {invalid[0]['error']}")
+        else:
+            refused = error_response(400, "invalid_batch", "every event in the batch is invalid", invalid=invalid)
+        refused.rejected = rejected
+        return refused
 
     unaccepted = [m for action, msgs in by_action.items() for m in publisher.publish(action, msgs)]
     if unaccepted:
@@ -372,7 +386,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
         "invalid": invalid,
         "queued": {action: len(msgs) for action, msgs in sorted(by_action.items())},
     }
-    return IngestResponse(200, summary, queued)
+    return IngestResponse(200, summary, queued, rejected)
 
 
 def _utc_text(moment: datetime) -> str:

@@ -60,6 +60,7 @@ class IngestApp:
         self.publisher = publisher
         self.batch = batch or MetricBatch()
         self._last_forced = 0.0
+        self._secrets: parameters.SecretsProvider | None = None   # made by the first request
 
     @classmethod
     def from_environment(cls) -> IngestApp:
@@ -72,7 +73,11 @@ class IngestApp:
         """The ingest secret's credentials. SecretUnusable: a value that is not a JSON object (500: the operator
         must fix it), a secret that cannot be read (503: Segment retries, and an outage passes)."""
         try:
-            value = parameters.get_secret(self.settings.INGEST_SECRET_ARN, transform="json", force_fetch=force)
+            if self._secrets is None:
+                # A client of the default session (as the SQS client's): Powertools' default provider would
+                # make a new session and load botocore's data again, about 100 ms of the first request.
+                self._secrets = parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager"))
+            value = self._secrets.get(self.settings.INGEST_SECRET_ARN, transform="json", force_fetch=force)
         except TransformParameterError:   # its text is not JSON; the exception's text is not logged (no value)
             raise _not_an_object() from None
         except GetParameterError as exc:   # throttled, unreachable, not found, no permission: botocore's words
@@ -120,10 +125,8 @@ class IngestApp:
             code = str(error.get("code") or f"http_{response.status}")
             invalid = error.get("invalid") or []
             self.batch.add(Metric.REQUESTS_REJECTED, code=code)
-            if code == "invalid_event":        # one event, invalid
-                self.batch.add(Metric.EVENTS_REJECTED, reason="invalid_event")
-            for entry in invalid:              # a batch in which every event is invalid
-                self.batch.add(Metric.EVENTS_REJECTED, reason=rejection_reason(entry.get("error", "")))
+            for reason in response.rejected:   # one invalid event, or a batch in which every event is invalid
+                self.batch.add(Metric.EVENTS_REJECTED, reason=reason)
             # Also 0 (unauthenticated, unparsable): the invocation's blob is never empty.
             add(Metric.EVENTS_RECEIVED, 1 if code == "invalid_event" else len(invalid))
             log = logger.error if response.status >= 500 else logger.warning
@@ -136,8 +139,8 @@ class IngestApp:
         invalid = body["invalid"]
         add(Metric.EVENTS_RECEIVED, body["accepted"] + len(invalid))
         add(Metric.EVENTS_ACCEPTED, body["accepted"])
-        for entry in invalid:
-            self.batch.add(Metric.EVENTS_REJECTED, reason=rejection_reason(entry["error"]))
+        for entry, reason in zip(invalid, response.rejected, strict=True):
+            self.batch.add(Metric.EVENTS_REJECTED, reason=reason)
             logger.warning("event rejected", extra={
                 "outcome": "rejected", "correlation_id": entry.get("messageId"),
                 "segmentMessageId": entry.get("messageId"), "index": entry["index"], "reason": entry["error"]})
@@ -149,11 +152,6 @@ class IngestApp:
                                          "eventType": message.event.get("type"),
                                          "eventName": message.event.get("event")})
         tracer.put_annotation("accepted", body["accepted"])
-
-
-def rejection_reason(error: str) -> str:
-    """The EventsRejected dimension: a short code, not the free text (which names fields and values)."""
-    return "event_too_large" if "larger than" in error else "invalid_event"
 
 
 class IngestStartupFailure:
