@@ -57,6 +57,8 @@ SAFETY = 0.97
 BURST_FRACTION = 0.02
 # A refused call waits at least this long before it asks again (spares the store a flood of retries).
 MIN_WAIT_SECONDS = 0.01
+# Float rounding forgiven at epoch magnitudes (DynamoDB keeps microseconds).
+ROUNDING_SECONDS = 1e-6
 # A 429 without Retry-After drains the bucket for this long.
 DEFAULT_429_SECONDS = 1.0
 
@@ -88,7 +90,8 @@ class Budget:
     def interval(self) -> float:
         # n admissions in a window W move tat on by n intervals, from above its start + 1 interval to at most
         # its end + burst intervals: n < W / interval + burst. This interval makes that n <= spendable.
-        return self.window_seconds / (self.spendable - self.burst + 1)
+        # (+ 2 us: admit() forgives 1 us of float rounding, which must not let one call more through)
+        return self.window_seconds / (self.spendable - self.burst + 1) + 2 * ROUNDING_SECONDS
 
     @property
     def tolerance(self) -> float:
@@ -99,7 +102,7 @@ def admit(tat: float | None, now: float, budget: Budget) -> tuple[float | None, 
     """GCRA step: (the new tat, 0.0) when the call is admitted, else (None, seconds until it would be)."""
     start = now if tat is None else max(tat, now)
     new = start + budget.interval
-    if new - now <= budget.tolerance + 1e-9:
+    if new - now <= budget.tolerance + ROUNDING_SECONDS:
         return new, 0.0
     return None, new - budget.tolerance - now
 
