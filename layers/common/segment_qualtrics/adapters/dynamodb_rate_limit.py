@@ -27,10 +27,17 @@ TRIES = 4
 CONTENDED_WAIT_SECONDS = 0.02
 
 
-def _n(value: float, *, up: bool = False) -> dict[str, str]:
-    """Fixed-point text, to the microsecond, rounded the strict way: intervals and new tats up, limits down."""
-    exact = Decimal(repr(value)).quantize(Decimal("0.000001"), rounding=ROUND_CEILING if up else ROUND_FLOOR)
-    return {"N": format(exact, "f")}
+MICRO = Decimal("0.000001")
+
+
+def _micro(value: float, *, up: bool = False) -> Decimal:
+    """To the microsecond, rounded the strict way: intervals and new tats up, clocks down. All the store's
+    sums are then exact decimals, as DynamoDB computes them."""
+    return Decimal(repr(value)).quantize(MICRO, rounding=ROUND_CEILING if up else ROUND_FLOOR)
+
+
+def _n(value: Decimal) -> dict[str, str]:
+    return {"N": format(value, "f")}
 
 
 def _conditional_failure(exc: ClientError) -> bool:
@@ -38,13 +45,14 @@ def _conditional_failure(exc: ClientError) -> bool:
 
 
 class DynamoRateLimitStore:
-    def __init__(self, dynamodb: Any, table: str) -> None:
+    def __init__(self, dynamodb: Any, table: str, prefix: str = KEY_PREFIX) -> None:
         self.dynamodb = dynamodb
         self.table = table
+        self.prefix = prefix   # item ids: prefix + budget name (tests keep theirs apart with their own)
         self._busy_hint: dict[str, bool] = {}   # which form last worked per budget: try it first
 
     def _key(self, name: str) -> dict[str, dict[str, str]]:
-        return {"id": {"S": KEY_PREFIX + name}}
+        return {"id": {"S": self.prefix + name}}
 
     def _update(self, name: str, expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any] | None:
         """None when it applied; else the item as it was (empty: no item)."""
@@ -60,37 +68,38 @@ class DynamoRateLimitStore:
             return exc.response.get("Item") or {}
 
     def take(self, name: str, budget: Budget, now: float) -> float:
-        limit = now + budget.tolerance - budget.interval   # a busy bucket admits while tat <= limit
+        interval, clock = _micro(budget.interval, up=True), _micro(now)
+        limit = clock + (budget.burst - 1) * interval   # a busy bucket admits while tat <= limit
         exp = {":exp": {"N": str(int(now) + EXPIRATION_SECONDS)}}
         busy = self._busy_hint.get(name, False)
         for _ in range(TRIES):
             if busy:
                 item = self._update(name, "SET tat = tat + :i, expiration = :exp", "tat > :now AND tat <= :lim",
-                                    {":i": _n(budget.interval, up=True), ":now": _n(now), ":lim": _n(limit), **exp})
+                                    {":i": _n(interval), ":now": _n(clock), ":lim": _n(limit), **exp})
             else:
                 item = self._update(name, "SET tat = :t, expiration = :exp",
                                     "attribute_not_exists(tat) OR tat <= :now",
-                                    {":t": _n(now + budget.interval, up=True), ":now": _n(now), **exp})
+                                    {":t": _n(clock + interval), ":now": _n(clock), **exp})
             if item is None:
                 self._busy_hint[name] = busy
                 return 0.0
-            tat = float(item["tat"]["N"]) if "tat" in item else None
+            tat = Decimal(item["tat"]["N"]) if "tat" in item else None
             if tat is not None and tat > limit:
                 self._busy_hint[name] = True
-                return tat - limit
-            busy = tat is not None and tat > now   # it changed under us: the other form applies now
+                return float(tat - limit)
+            busy = tat is not None and tat > clock   # it changed under us: the other form applies now
         return CONTENDED_WAIT_SECONDS
 
     def give_back(self, name: str, budget: Budget) -> None:
         try:
             self.dynamodb.update_item(TableName=self.table, Key=self._key(name), UpdateExpression="SET tat = tat - :i",
                                       ConditionExpression="attribute_exists(tat)",
-                                      ExpressionAttributeValues={":i": _n(budget.interval)})
+                                      ExpressionAttributeValues={":i": _n(_micro(budget.interval, up=True))})
         except ClientError as exc:
             if not _conditional_failure(exc):
                 raise
 
     def drain(self, name: str, budget: Budget, now: float, seconds: float) -> None:
         self._update(name, "SET tat = :t, expiration = :exp", "attribute_not_exists(tat) OR tat < :t",
-                     {":t": _n(drained_tat(now, seconds, budget), up=True),
+                     {":t": _n(_micro(drained_tat(now, seconds, budget), up=True)),
                       ":exp": {"N": str(int(now + seconds) + EXPIRATION_SECONDS)}})
