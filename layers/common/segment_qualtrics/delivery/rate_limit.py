@@ -53,8 +53,9 @@ DEFAULT_WINDOW_SECONDS = 60.0
 # Spend at most this share of a limit: calls reach Qualtrics a few milliseconds after they took their token,
 # in an order that differs from the order they took them, and Qualtrics' own window may start anywhere.
 SAFETY = 0.97
-# Calls a quiet budget lets through at once, as a share of its limit (at least 1).
-BURST_FRACTION = 0.02
+# The steady rate, as a share of the limit; what SAFETY leaves above it is the burst: calls a budget lets
+# through at once after a quiet moment (workers between batches leave such moments; the burst makes up for them).
+STEADY = 0.93
 # A refused call waits at least this long before it asks again (spares the store a flood of retries).
 MIN_WAIT_SECONDS = 0.01
 # Float rounding forgiven at epoch magnitudes (DynamoDB keeps microseconds).
@@ -84,7 +85,7 @@ class Budget:
 
     @property
     def burst(self) -> int:
-        return min(self.spendable, max(1, round(self.spendable * BURST_FRACTION)))
+        return min(self.spendable, max(1, self.spendable + 1 - math.ceil(self.limit * STEADY)))
 
     @property
     def interval(self) -> float:
@@ -201,6 +202,9 @@ class RateLimiter:
         self.reserve = 0.0   # seconds the call itself needs after its token
         self.on_wait: Callable[[str, float], None] | None = None   # (operation, seconds waited) when it waited
         self.on_error: Callable[[Exception], None] | None = None   # the store failed (the call went ahead)
+        # A process's calls ask the store one at a time: of the threads of a batch, one waits for the next token
+        # while the others queue here, instead of all of them asking again at each predicted moment.
+        self._turn = threading.Lock()
 
     def _names(self, operation: str) -> list[str]:
         klass = OPERATION_CLASSES.get(operation)
@@ -216,18 +220,28 @@ class RateLimiter:
         if not names:
             return
         started = self.clock()
-        while True:
-            refused, wait = self._take(names)
-            if refused is None:
-                break
+        patience = self._may_wait()
+        if not (self._turn.acquire(timeout=patience) if patience > 0 else self._turn.acquire(blocking=False)):
+            # The calls queued ahead of this one took all the time left: come back after as long again.
             waited = self.clock() - started
-            # Asking again a little after the predicted moment spreads the workers that were refused together.
-            pause = max(wait, MIN_WAIT_SECONDS) * (1 + 0.2 * self.jitter())
-            if waited + pause > self._may_wait():
-                if self.on_wait:
-                    self.on_wait(operation, waited)
-                raise RateLimited(refused, pause)
-            self.sleep(pause)
+            if self.on_wait:
+                self.on_wait(operation, waited)
+            raise RateLimited(OPERATION_CLASSES.get(operation, BRAND), max(waited, MIN_WAIT_SECONDS))
+        try:
+            while True:
+                refused, wait = self._take(names)
+                if refused is None:
+                    break
+                waited = self.clock() - started
+                # Asking again a little after the predicted moment spreads the processes refused together.
+                pause = max(wait, MIN_WAIT_SECONDS) * (1 + 0.2 * self.jitter())
+                if waited + pause > self._may_wait():
+                    if self.on_wait:
+                        self.on_wait(operation, waited)
+                    raise RateLimited(refused, pause)
+                self.sleep(pause)
+        finally:
+            self._turn.release()
         waited = self.clock() - started
         if waited > 0 and self.on_wait and waited >= MIN_WAIT_SECONDS:
             self.on_wait(operation, waited)
