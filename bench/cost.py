@@ -229,7 +229,8 @@ def main() -> None:
     args = parser.parse_args()
     usage, events, posts = run(args)
     print(f"\nAWS cost per million events ({events} events: {events // 2} identify + {events // 2} transactions, "
-          f"{args.post_size} per webhook request, {args.latency:g} s per Qualtrics call, worker BatchSize {args.batch_size}, rate limiter "
+          f"{args.post_size} per webhook request, {args.latency:g} s per Qualtrics call, "
+          f"worker BatchSize {args.batch_size}, rate limiter "
           f"{'off' if args.no_rate_limit else 'on'}; prices {PRICES_DATE})\n")
     columns = ["API Gateway", "Lambda", "SQS", "DynamoDB", "Secrets Manager", "CloudWatch Logs"]
     print("| line (per million of its events) | " + " | ".join(columns)
