@@ -28,6 +28,8 @@ help:
 	@echo "make bench   benchmarks (printed figures)"
 	@echo "make fuzz    the ingest fuzz tests with 20,000 hostile bodies per generator (a few minutes)"
 	@echo "make soak    bench/soak.py: 2,000 events with faults and crashes, lost/duplicated counts (ARGS=--help)"
+	@echo "make bench-throughput   delivered per minute against Qualtrics' limits, with and without the rate limiter"
+	@echo "make bench-cost         AWS cost per million events, from one run through the real handlers"
 	@echo "make check-config [CONFIG=f]    check a subscriptions file, list every problem"
 	@echo "make preview EVENT=f.json       what each subscription would do with an event (no AWS, no network)"
 	@echo "make import-segment FILE=f      convert a Segment Public API subscriptions export"
@@ -94,6 +96,14 @@ fuzz: $(VENV_STAMP)
 
 soak: $(VENV_STAMP)
 	$(PY) bench/soak.py $(ARGS)
+
+# Throughput against Qualtrics' limits and AWS cost per million events (docs/throughput.md), a few minutes each.
+.PHONY: bench-throughput bench-cost
+bench-throughput: $(VENV_STAMP)
+	$(PY) bench/throughput.py $(ARGS)
+
+bench-cost: $(VENV_STAMP)
+	$(PY) bench/cost.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis .local-stack
