@@ -11,7 +11,8 @@ workflow, as the local subscriptions say) and counts, per function:
 - CloudWatch Logs bytes (every line the function wrote, EMF metrics included);
 - API Gateway requests (one per webhook POST of ``--post-size`` events).
 
-    .venv/bin/python bench/cost.py [--events 300] [--post-size 50] [--batch-size 10] [--latency 0.3] [--no-rate-limit]
+    .venv/bin/python bench/cost.py [--events 300] [--post-size 50] [--batch-size 10] [--latency 0.3] [--concurrency 10]
+                             [--no-rate-limit]
 
 The prices are in PRICES, with their date: check them against https://aws.amazon.com/pricing before quoting.
 """
@@ -134,7 +135,7 @@ def transaction(i: int, customers: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], int, int]:
-    environment = {"RETRY_BASE_SECONDS": "2"}
+    environment = {"RETRY_BASE_SECONDS": "2", "QUALTRICS_BATCH_CONCURRENCY": str(args.concurrency)}
     if args.no_rate_limit:
         environment["RATE_LIMIT_ENABLED"] = "false"
     stack = LocalStack(http_port=0, sandbox_port=0, environment=environment, on_line=lambda _: None)
@@ -225,12 +226,13 @@ def main() -> None:
     parser.add_argument("--post-size", type=int, default=50, help="events per webhook request")
     parser.add_argument("--batch-size", type=int, default=10, help="SQS event source BatchSize of the workers")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds the sandbox adds to every call")
+    parser.add_argument("--concurrency", type=int, default=10, help="QUALTRICS_BATCH_CONCURRENCY (1: calls in turn)")
     parser.add_argument("--no-rate-limit", action="store_true", help="workers without the rate limiter")
     args = parser.parse_args()
     usage, events, posts = run(args)
     print(f"\nAWS cost per million events ({events} events: {events // 2} identify + {events // 2} transactions, "
           f"{args.post_size} per webhook request, {args.latency:g} s per Qualtrics call, "
-          f"worker BatchSize {args.batch_size}, rate limiter "
+          f"worker BatchSize {args.batch_size}, {args.concurrency} calls at once per batch, rate limiter "
           f"{'off' if args.no_rate_limit else 'on'}; prices {PRICES_DATE})\n")
     columns = ["API Gateway", "Lambda", "SQS", "DynamoDB", "Secrets Manager", "CloudWatch Logs"]
     print("| line (per million of its events) | " + " | ".join(columns)
