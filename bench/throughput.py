@@ -163,7 +163,8 @@ def most_in_any_window(times: list[float], window: float) -> int:
 def run_mode(stack: LocalStack, mode: str, args: argparse.Namespace, limits: dict[str, int]) -> list[Row]:
     stack.reset()
     sandbox = stack.sandbox.base_url
-    requests.post(sandbox + "/_sandbox/limits", json={**limits, "windowSeconds": args.window},
+    enforced = {name: limit for name, limit in limits.items() if limit}   # 0: no such budget, as for the workers
+    requests.post(sandbox + "/_sandbox/limits", json={**enforced, "windowSeconds": args.window},
                   timeout=5).raise_for_status()
     requests.post(sandbox + "/_sandbox/latency", json={"seconds": args.latency}, timeout=5).raise_for_status()
     for k in range(args.customers):

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..delivery.rate_limit import Budget, drained_tat
+from ..delivery.rate_limit import Budget
 
 KEY_PREFIX = "rate-limit#"
 EXPIRATION_SECONDS = 24 * 3600
@@ -100,6 +100,8 @@ class DynamoRateLimitStore:
                 raise
 
     def drain(self, name: str, budget: Budget, now: float, seconds: float) -> None:
+        # drained_tat() in the store's exact decimals: the first call admitted comes no sooner than now + seconds.
+        tat = _micro(now + seconds, up=True) + (budget.burst - 1) * _micro(budget.interval, up=True)
         self._update(name, "SET tat = :t, expiration = :exp", "attribute_not_exists(tat) OR tat < :t",
-                     {":t": _n(_micro(drained_tat(now, seconds, budget), up=True)),
+                     {":t": _n(tat),
                       ":exp": {"N": str(int(now + seconds) + EXPIRATION_SECONDS)}})
