@@ -29,6 +29,8 @@ help:
 	@echo "make fuzz    the ingest fuzz tests with 20,000 hostile bodies per generator (a few minutes)"
 	@echo "make soak    bench/soak.py: 2,000 events with faults and crashes, lost/duplicated counts (ARGS=--help)"
 	@echo "make lock    recompile layers/common/requirements.txt (hashed) from requirements.in (ARGS=--upgrade)"
+	@echo "make bench-throughput   delivered per minute against Qualtrics' limits, with and without the rate limiter"
+	@echo "make bench-cost         AWS cost per million events, from one run through the real handlers"
 	@echo "make check-config [CONFIG=f]    check a subscriptions file, list every problem"
 	@echo "make preview EVENT=f.json       what each subscription would do with an event (no AWS, no network)"
 	@echo "make import-segment FILE=f      convert a Segment Public API subscriptions export"
@@ -105,6 +107,14 @@ soak: $(VENV_STAMP)
 lock: $(VENV_STAMP)
 	cd layers/common && ../../$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	  --no-emit-index-url --no-emit-find-links $(ARGS) --output-file requirements.txt requirements.in
+
+# Throughput against Qualtrics' limits and AWS cost per million events (docs/throughput.md), a few minutes each.
+.PHONY: bench-throughput bench-cost
+bench-throughput: $(VENV_STAMP)
+	$(PY) bench/throughput.py $(ARGS)
+
+bench-cost: $(VENV_STAMP)
+	$(PY) bench/cost.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis \

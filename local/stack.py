@@ -480,10 +480,12 @@ class LocalStack:
                             "eventSourceARN": arn, "awsRegion": REGION})
         return {"Records": records}
 
-    def deliver(self, name: str, sqs=None, wait: int = 0, window: bool = True) -> int:
+    def deliver(self, name: str, sqs=None, wait: int = 0, window: bool = True,
+                function: LocalFunction | None = None) -> int:
         """One poll of a worker's queue and one invocation, as Lambda's event source does it.
 
         ``window=False`` takes what is visible now instead of waiting out the batching window (tests).
+        ``function``: another process of the same function (several run at once, as Lambda scales out).
         """
         sqs = sqs or self.client("sqs")
         worker = self.workers[name]
@@ -491,7 +493,7 @@ class LocalStack:
         if not messages:
             return 0
         try:
-            result = self.functions[name].invoke(self._sqs_event(worker, messages)) or {}
+            result = (function or self.functions[name]).invoke(self._sqs_event(worker, messages)) or {}
         except FunctionError as exc:
             # A function error fails the whole batch: every message returns after its visibility timeout.
             self._say(f"{_short(name)} function error, batch of {len(messages)} will be retried: {exc}")

@@ -1,7 +1,7 @@
 """deleteContact (delivery/executors_delete.py), driven through the worker core against the Qualtrics sandbox.
 
 Real parts: the worker core, the in-memory idempotency store, the Qualtrics client over HTTP, and the sandbox
-(local/qualtrics_sandbox.py) on a free port in this process. Only the SQS edges (dead-letter queue,
+(local/sandbox/qualtrics_sandbox.py) on a free port in this process. Only the SQS edges (dead-letter queue,
 visibility) are small recording fakes, as in test_worker.py.
 """
 

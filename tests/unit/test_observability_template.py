@@ -259,8 +259,10 @@ def test_dashboard_shows_only_this_stacks_metrics(template: dict[str, Any], reso
     assert len(searches) >= 6, expressions
     assert len(searches) == len(expressions), "an expression that is no SEARCH: check it reads this stack only"
     for expression in searches:
-        _, _, terms = search_parts(expression)
-        assert set(terms) == {"MetricName", "service"}, f"SEARCH without the stack filter: {expression}"
+        _, dimensions, terms = search_parts(expression)
+        # MetricName and service always; a further exact filter on one of its own dimensions only narrows it.
+        assert {"MetricName", "service"} <= set(terms) <= {"MetricName", "service", *dimensions}, \
+            f"SEARCH without the stack filter: {expression}"
         assert terms["service"] == service, f"SEARCH filtered on another service: {expression}"
 
 

@@ -210,10 +210,10 @@ def common_grants(template: dict[str, Any], function: str) -> set[Grant]:
     return logs | {Grant(a, resource_key("*"), "TracingOn") for a in XRAY_ACTIONS}
 
 
-def boto3_calls(class_name: str, attribute: str) -> set[str]:
-    """IAM actions of the `self.<attribute>.<method>(...)` calls in one class of aws.py (boto3 snake_case ->
-    CamelCase; an SQS *Batch call is authorized by its single-message action)."""
-    module = ast.parse(AWS_ADAPTERS.read_text())
+def boto3_calls(class_name: str, attribute: str, source: Path | None = None) -> set[str]:
+    """IAM actions of the `self.<attribute>.<method>(...)` calls in one class of aws.py (or ``source``) (boto3
+    snake_case -> CamelCase; an SQS *Batch call is authorized by its single-message action)."""
+    module = ast.parse((source or AWS_ADAPTERS).read_text())
     [cls] = [n for n in module.body if isinstance(n, ast.ClassDef) and n.name == class_name]
     service = attribute   # self.sqs / self.dynamodb: the boto3 client of that service
     actions = set()
@@ -448,8 +448,10 @@ def test_worker_role_is_scoped_to_its_own_queue_dlq_secret_table_and_log_group(
 ) -> None:
     grants = role_grants(template, execution_role(template, action.function))
     expected = common_grants(template, action.function)
+    # SendMessage on its own queue: a fresh copy of a rate-limited message (worker.py, docs/throughput.md).
     expected |= {Grant(a, arn(action.queue)) for a in
-                 ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility")}
+                 ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+                  "sqs:SendMessage")}
     expected |= {Grant("sqs:SendMessage", arn(action.dlq)),
                  Grant("secretsmanager:GetSecretValue", resource_key(ref("QualtricsSecret")))}
     expected |= {Grant(a, arn("IdempotencyTable")) for a in
@@ -464,7 +466,7 @@ def test_a_worker_cannot_touch_another_actions_queues(template: dict[str, Any], 
     for sqs_action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                        "sqs:ChangeMessageVisibility"):
         assert allowed_resources(grants, sqs_action) == {arn(action.queue)}, sqs_action
-    assert allowed_resources(grants, "sqs:SendMessage") == {arn(action.dlq)}
+    assert allowed_resources(grants, "sqs:SendMessage") == {arn(action.dlq), arn(action.queue)}
     assert allowed_resources(grants, "sqs:PurgeQueue") == set()
     others = {q for other in ACTION_RESOURCES if other != action for q in (other.queue, other.dlq)}
     for grant in grants:
@@ -478,8 +480,9 @@ def test_worker_role_covers_every_aws_call_of_the_worker(template: dict[str, Any
     grants = role_grants(template, execution_role(template, action.function))
     needed = {
         arn(action.dlq): boto3_calls("SqsDeadLetterQueue", "sqs"),
-        arn(action.queue): boto3_calls("SqsVisibility", "sqs"),
-        arn("IdempotencyTable"): boto3_calls("DynamoIdempotencyStore", "dynamodb"),
+        arn(action.queue): boto3_calls("SqsVisibility", "sqs") | boto3_calls("SqsRequeue", "sqs"),
+        arn("IdempotencyTable"): boto3_calls("DynamoIdempotencyStore", "dynamodb")
+        | boto3_calls("DynamoRateLimitStore", "dynamodb", AWS_ADAPTERS.parent / "dynamodb_rate_limit.py"),
         resource_key(ref("QualtricsSecret")): {"secretsmanager:GetSecretValue"},   # parameters.get_secret
     }
     for resource, actions in needed.items():

@@ -100,6 +100,18 @@ class SqsVisibility:
                                            VisibilityTimeout=seconds)
 
 
+class SqsRequeue:
+    """A fresh copy of a message on its own queue (receive count 0), visible after ``delay_seconds`` (0-900)."""
+
+    def __init__(self, sqs: Any, url: str) -> None:
+        self.sqs = sqs
+        self.url = url
+
+    def send(self, body: str, attributes: dict[str, dict[str, str]], delay_seconds: int) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageAttributes=attributes,
+                              DelaySeconds=max(0, min(900, int(delay_seconds))))
+
+
 class DynamoIdempotencyStore:
     """The claim protocol of idempotency.py with conditional writes. Table: key ``id``, TTL ``expiration``."""
 

@@ -164,12 +164,16 @@ class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
         base_url: str | None = None,
         session: requests.Session | None = None,
         on_call: Callable[[str, int | None, float], None] | None = None,
+        limiter: Any = None,
     ) -> None:
         self._credentials = credentials
         self._base_override = base_url.rstrip("/") if base_url else None
         self._base_origin = origin_of(self._base_override)
         self._session = session or requests.Session()
         self._on_call = on_call   # observability hook: (operation, status or None, seconds)
+        # The brand's rate limit (delivery/rate_limit.py RateLimiter): ``before(operation)`` waits for a token or
+        # raises RateLimited; ``throttled(operation, retry_after)`` drains the bucket after a 429.
+        self._limiter = limiter
 
     @classmethod
     def with_token(cls, api_token: str, datacenter: str = "iad1", base_url: str | None = None,
@@ -267,13 +271,25 @@ class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
               refused: tuple[str, str] | None = None, timeout: tuple[float, float] | None = None) -> dict:
         credentials = self._credentials(False)
         try:
-            return self._send(operation, method, path, body, credentials, absolute, refused, timeout)
+            return self._limited(operation, method, path, body, credentials, absolute, refused, timeout)
         except DestinationError as exc:
             if exc.status != 401:
                 raise
         # The token may have been rotated since it was cached: fetch it once more, then give up.
         fresh = self._credentials(True)
-        return self._send(operation, method, path, body, fresh, absolute, refused, timeout)
+        return self._limited(operation, method, path, body, fresh, absolute, refused, timeout)
+
+    def _limited(self, operation: str, *args: Any) -> dict:
+        """``_send`` once the rate limit admits the call; a 429 slows every worker down (the bucket drains)."""
+        if self._limiter is None:
+            return self._send(operation, *args)
+        self._limiter.before(operation)
+        try:
+            return self._send(operation, *args)
+        except DestinationError as exc:
+            if exc.status == 429:
+                self._limiter.throttled(operation, exc.retry_after)
+            raise
 
     def _send(self, operation: str, method: str, path: str, body: Any, credentials: QualtricsCredentials,
               absolute: bool, refused: tuple[str, str] | None, timeout: tuple[float, float] | None) -> dict:

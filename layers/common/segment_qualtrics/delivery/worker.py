@@ -6,7 +6,10 @@ Every message ends in exactly one outcome (docs/error-model.md):
   with its reason in message attributes, then reported as a success so Lambda deletes it;
 - retried: a transient error; its visibility is set to the backoff delay and it is reported failed;
 - deferred: not started, because no Qualtrics call could finish before the invocation's timeout; it is
-  handed back at once (visibility 0) as a batch item failure, neither retried with backoff nor dead-lettered.
+  handed back at once (visibility 0) as a batch item failure, neither retried with backoff nor dead-lettered;
+- rate-limited: not started, because the brand's rate limit had no call left for it in time (RateLimited,
+  delivery/rate_limit.py); handed back with the delay the bucket predicts, or on a later receive re-enqueued
+  as a fresh copy with DelaySeconds, so that however long an overload lasts it never reaches the DLQ.
 
 Anything a record can raise (an unexpected exception, a RecursionError, a DynamoDB validation error, a bug
 in an executor) ends as that record's outcome (``internal_error``), never as the invocation's error.
@@ -21,16 +24,19 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from segment_qualtrics.delivery.idempotency import ClaimState, IdempotencyStore
+from segment_qualtrics.delivery.rate_limit import RateLimited
 from segment_qualtrics.destination.envelope import EnvelopeError, QueueMessage, sqs_attribute_text
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 from segment_qualtrics.destination.subscriptions import Subscription
 
 MAX_VISIBILITY_SECONDS = 12 * 3600 - 1
+MAX_DELAY_SECONDS = 900   # SQS DelaySeconds
 
 
 @dataclass
@@ -87,6 +93,12 @@ class VisibilityControl(Protocol):
     def delay(self, receipt_handle: str, seconds: int) -> None: ...
 
 
+class Requeue(Protocol):
+    """Sends a fresh copy of a message to its own queue (receive count 0), visible after ``delay_seconds``."""
+
+    def send(self, body: str, attributes: dict[str, dict[str, str]], delay_seconds: int) -> None: ...
+
+
 class Progress:
     """An executor's window on the worker while it runs a batch.
 
@@ -101,21 +113,24 @@ class Progress:
         self.call_seconds = call_seconds
         self.delivered_ids: set[str] = set()
         self._asked = False
+        self._lock = threading.Lock()   # an executor may report from several threads
 
     def delivered(self, delivery: Delivery) -> None:
-        if delivery.record_id in self.delivered_ids:
-            return
-        self.delivered_ids.add(delivery.record_id)
+        with self._lock:
+            if delivery.record_id in self.delivered_ids:
+                return
+            self.delivered_ids.add(delivery.record_id)
         if self._on_delivered:
             self._on_delivered(delivery)
 
     def can_call(self) -> bool:
         # The first call always starts: however long the claims took, an invocation makes progress rather
         # than deferring its whole batch forever (the template's timeout leaves room for that call).
-        if self._remaining is None or not self._asked or self._remaining() >= self.call_seconds:
-            self._asked = True
-            return True
-        return False
+        with self._lock:
+            if self._remaining is None or not self._asked or self._remaining() >= self.call_seconds:
+                self._asked = True
+                return True
+            return False
 
 
 class Executor(Protocol):
@@ -188,11 +203,14 @@ class Report:
     dead_lettered: list[tuple[Delivery, DestinationError]] = field(default_factory=list)
     failed: list[Delivery] = field(default_factory=list)   # left for SQS to redeliver (e.g. DLQ send failed)
     deferred: list[Delivery] = field(default_factory=list)  # not started: no time left in the invocation
+    # not started: the rate limit had no call left in time; handed back with a delay (seconds), or re-enqueued
+    handed_back: list[tuple[Delivery, int]] = field(default_factory=list)
+    requeued: list[tuple[Delivery, int]] = field(default_factory=list)   # a fresh copy sent: this one is deleted
 
     @property
     def failure_ids(self) -> list[str]:
         return ([d.record_id for d, _, _ in self.retried] + [d.record_id for d in self.failed]
-                + [d.record_id for d in self.deferred])
+                + [d.record_id for d in self.deferred] + [d.record_id for d, _ in self.handed_back])
 
 
 @dataclass
@@ -216,6 +234,9 @@ class Worker:
     # Seconds the invocation had when it started (worker_app sets it at the start of each invocation): whether
     # the function's timeout leaves room for one call at all. None: read from remaining_seconds as a batch starts.
     invocation_seconds: float | None = None
+    # Where a rate-limited message goes as a fresh copy from its second receive on (None: always handed back).
+    requeue: Requeue | None = None
+    jitter: Callable[[], float] = random.random
 
     def process(self, deliveries: Sequence[Delivery]) -> Report:
         report = Report()
@@ -318,6 +339,37 @@ class Worker:
         report.deferred.append(delivery)
         self._notify("deferred", delivery, None)
 
+    def _hand_back(self, delivery: Delivery, error: RateLimited, report: Report, *, claimed: bool) -> None:
+        """Rate-limited: its call did not start. Back to the queue for when the bucket predicts a call is free;
+        never an attempt, never a dead letter.
+
+        Each receive counts toward the queue's maxReceiveCount, and on the last one SQS would dead-letter it
+        without a reason. So only the first receive of a copy is handed back (visibility delay); from the
+        second on, a fresh copy (receive count 0) is sent with DelaySeconds and this one is deleted. A copy
+        thus spends at most one receive on the rate limit between two real attempts."""
+        if claimed:
+            # Nothing of this attempt landed; an earlier one may have, unless a lookup proved otherwise.
+            self._release(delivery, uncertain=delivery.recovering and not delivery.checked_absent)
+        wait = (error.retry_after or 1.0) * (1 + 0.2 * self.jitter())   # spread the ones refused together
+        seconds = int(min(MAX_VISIBILITY_SECONDS, max(1, math.ceil(wait))))
+        last_receive = self.max_receives is not None and delivery.attempt >= self.max_receives
+        if self.requeue is not None and delivery.message is not None and (delivery.attempt >= 2 or last_receive):
+            delay = min(seconds, MAX_DELAY_SECONDS)
+            try:
+                self.requeue.send(delivery.body, delivery.message.attributes(), delay)
+            except Exception:  # noqa: BLE001 - handed back instead: SQS's redrive stays the net
+                pass
+            else:
+                report.requeued.append((delivery, delay))
+                self._notify("requeued", delivery, error)
+                return
+        try:
+            self.visibility.delay(delivery.receipt_handle, seconds)
+        except Exception:  # noqa: BLE001 - it comes back at the queue's visibility timeout instead
+            pass
+        report.handed_back.append((delivery, seconds))
+        self._notify("rate_limited", delivery, error)
+
     def _release(self, delivery: Delivery, *, uncertain: bool) -> None:
         try:
             self.store.release(delivery.queued.idempotency_key, uncertain=uncertain)
@@ -354,6 +406,9 @@ class Worker:
     def _fail(self, delivery: Delivery, error: DestinationError, report: Report, *, claimed: bool,
               waited: bool = False) -> None:
         """``waited``: it only waited on a key another worker holds; that is no attempt (its receives are)."""
+        if isinstance(error, RateLimited):
+            self._hand_back(delivery, error, report, claimed=claimed)
+            return
         if claimed:
             # Keep the key "uncertain" while this or an earlier attempt may have reached Qualtrics, so the
             # next attempt (or a redrive from the DLQ) checks before acting; forget it only when nothing landed.

@@ -278,6 +278,9 @@ class Metric(StrEnum):
     CONTACT_LOOKUPS = "ContactLookups"             # upsertContactTransaction: contacts resolved by lookup
     CONTACT_CACHE_HITS = "ContactCacheHits"        # ... of which the contact cache answered
     CONTACTS_DELETED = "ContactsDeleted"           # deleteContact: contacts Qualtrics deleted (404s not counted)
+    RATE_LIMIT_WAITS = "RateLimitWaits"            # Qualtrics calls that waited for the brand's rate limit
+    RATE_LIMIT_WAIT_TIME = "RateLimitWaitTime"     # ... how long each waited
+    RATE_LIMIT_HAND_BACKS = "RateLimitHandBacks"   # messages sent back to their queue untried: no call left in time
     # every function, at each cold start
     SUBSCRIPTIONS_INVALID = "SubscriptionsInvalid"  # subscriptions switched off for problems, by function
 
@@ -315,6 +318,9 @@ METRICS: dict[Metric, MetricSpec] = {
     Metric.CONTACT_LOOKUPS: _spec(_COUNT, "action"),
     Metric.CONTACT_CACHE_HITS: _spec(_COUNT, "action"),
     Metric.CONTACTS_DELETED: _spec(_COUNT, "action"),
+    Metric.RATE_LIMIT_WAITS: _spec(_COUNT, "action"),
+    Metric.RATE_LIMIT_WAIT_TIME: _spec(_MS, "action"),
+    Metric.RATE_LIMIT_HAND_BACKS: _spec(_COUNT, "action"),
     Metric.SUBSCRIPTIONS_INVALID: _spec(_COUNT, "function"),   # function: ingest or the worker's action
 }
 

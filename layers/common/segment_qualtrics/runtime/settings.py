@@ -65,6 +65,29 @@ class WorkerSettings(_Settings):
     QUALTRICS_BASE_URL: str | None = None
     # Base of the exponential backoff between attempts; tests and the local stack shorten it.
     RETRY_BASE_SECONDS: float = Field(default=30.0, ge=0)
+    # Calls in flight at once within a batch, for the actions making one call per message (template parameter
+    # QualtricsBatchConcurrency).
+    QUALTRICS_BATCH_CONCURRENCY: int = Field(default=10, ge=1, le=100)
+    # The brand's rate limit (delivery/rate_limit.py, docs/throughput.md): calls per window for the brand and
+    # each endpoint class; 0 switches one budget off, RATE_LIMIT_ENABLED=false all of them. The window is a
+    # minute; tests and benches shorten it to scale time down.
+    RATE_LIMIT_ENABLED: bool = True
+    RATE_LIMIT_BRAND: int = Field(default=3000, ge=0, le=10_000_000)
+    RATE_LIMIT_CONTACT_WRITES: int = Field(default=500, ge=0, le=10_000_000)
+    RATE_LIMIT_SEARCHES: int = Field(default=500, ge=0, le=10_000_000)
+    RATE_LIMIT_TRANSACTIONS: int = Field(default=500, ge=0, le=10_000_000)
+    RATE_LIMIT_WORKFLOWS: int = Field(default=500, ge=0, le=10_000_000)
+    RATE_LIMIT_READS: int = Field(default=3000, ge=0, le=10_000_000)
+    RATE_LIMIT_WINDOW_SECONDS: float = Field(default=60.0, gt=0, le=86_400)
+
+    def rate_limits(self) -> dict[str, int]:
+        """Budget name -> calls per window, the switched-off ones left out (empty: no rate limit)."""
+        if not self.RATE_LIMIT_ENABLED:
+            return {}
+        limits = {"brand": self.RATE_LIMIT_BRAND, "contact_writes": self.RATE_LIMIT_CONTACT_WRITES,
+                  "searches": self.RATE_LIMIT_SEARCHES, "transactions": self.RATE_LIMIT_TRANSACTIONS,
+                  "workflows": self.RATE_LIMIT_WORKFLOWS, "reads": self.RATE_LIMIT_READS}
+        return {name: limit for name, limit in limits.items() if limit}
 
     def max_attempts(self) -> int:
         """Attempts the worker makes itself: MAX_RECEIVE_COUNT less the crash margin (5 with neither set)."""

@@ -8,18 +8,23 @@ carries the Segment messageId (as correlation id) and the subscription.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import requests
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.config import Config
+from requests.adapters import HTTPAdapter
 
-from segment_qualtrics.adapters.aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsVisibility
+from segment_qualtrics.adapters.aws import DynamoIdempotencyStore, SqsDeadLetterQueue, SqsRequeue, SqsVisibility
+from segment_qualtrics.adapters.dynamodb_rate_limit import DynamoRateLimitStore
 from segment_qualtrics.adapters.health import check_whoami
 from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT, QualtricsClient, QualtricsCredentials
+from segment_qualtrics.delivery.rate_limit import RateLimiter
 from segment_qualtrics.delivery.transactions import ContactCache, TransactionExecutor
 from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
 from segment_qualtrics.destination.actions import ACTIONS
@@ -109,6 +114,7 @@ class WorkerObserver:
         self._calls = 0
         self.contact_cache: ContactCache | None = None   # the executor's, when it has one (transactions)
         self._cache_seen: tuple[int, int] | None = None
+        self._lock = threading.Lock()   # a batch's calls run in several threads
 
     def begin(self) -> None:
         metrics.add_dimension(name="action", value=self.action)   # cleared by each flush: once per invocation
@@ -141,7 +147,7 @@ class WorkerObserver:
                          qualtricsRequestId=error.request_id, retryable=error.retryable)
         for key, value in delivery.detail.items():   # the executor's own account (deleteContact's result)
             extra.setdefault(key, value)
-        level = logger.info if outcome in ("delivered", "duplicate") else logger.warning
+        level = logger.info if outcome in ("delivered", "duplicate", "rate_limited", "requeued") else logger.warning
         level(outcome.replace("_", " "), extra={k: v for k, v in extra.items() if v is not None})
 
         deleted = delivery.detail.get("contactsDeleted")
@@ -161,22 +167,38 @@ class WorkerObserver:
                            errorCode=error.code if error else "unknown")
         elif outcome == "dead_letter_failed":
             add(Metric.DEAD_LETTER_SEND_FAILED)
+        elif outcome in ("rate_limited", "requeued"):
+            with self._lock:
+                self.batch.add(Metric.RATE_LIMIT_HAND_BACKS, action=self.action)
         # "deferred" (no time left to start its call) and "complete_failed" (delivered, but the idempotency
         # record could not be marked done) are logged as warnings above; they add no metric of their own.
 
     def call(self, operation: str, status: int | None, seconds: float) -> None:
         self._calls += 1
-        self.batch.add(Metric.QUALTRICS_LATENCY, round(seconds * 1000, 1), action=self.action, operation=operation)
-        if status is None or not 200 <= status < 300:
-            self.batch.add(Metric.QUALTRICS_ERRORS, action=self.action,
-                           status=str(status) if status is not None else "no_response")
+        with self._lock:
+            self.batch.add(Metric.QUALTRICS_LATENCY, round(seconds * 1000, 1), action=self.action,
+                           operation=operation)
+            if status is None or not 200 <= status < 300:
+                self.batch.add(Metric.QUALTRICS_ERRORS, action=self.action,
+                               status=str(status) if status is not None else "no_response")
+
+    def rate_limit_wait(self, operation: str, seconds: float) -> None:
+        """A call waited for the rate limit (and then went, or its message was handed back)."""
+        with self._lock:
+            self.batch.add(Metric.RATE_LIMIT_WAITS, action=self.action)
+            self.batch.add(Metric.RATE_LIMIT_WAIT_TIME, round(seconds * 1000, 1), action=self.action)
+
+    def rate_limit_error(self, exc: Exception) -> None:
+        logger.warning("rate limit store failed; the call went ahead",
+                       extra={"reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
 
 
 class WorkerApp:
     def __init__(self, settings: WorkerSettings, worker: Worker, observer: WorkerObserver | None = None,
-                 startup_check: Callable[[], None] | None = None) -> None:
+                 startup_check: Callable[[], None] | None = None, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self.worker = worker
+        self.limiter = limiter
         self.observer = observer or WorkerObserver(settings.ACTION_SLUG)
         self._startup_check = startup_check   # runs once, on the first invocation (keeps INIT small)
 
@@ -194,9 +216,24 @@ class WorkerApp:
         # A client of the default session: Powertools' own (a new session) would load botocore's data again.
         secrets = SecretsProvider(boto3_client=boto3.client("secretsmanager", config=SECRETS_CONFIG))
         credentials = secret_credentials(secrets, settings.QUALTRICS_SECRET_ARN)
-        client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, on_call=observer.call)
+        dynamodb = boto3.client("dynamodb")
+        limiter = None
+        if settings.rate_limits():
+            limiter = RateLimiter(DynamoRateLimitStore(dynamodb, settings.IDEMPOTENCY_TABLE), settings.rate_limits(),
+                                  settings.RATE_LIMIT_WINDOW_SECONDS)
+            limiter.reserve = CALL_SECONDS   # a token is worth taking only if its call can still finish
+            limiter.on_wait, limiter.on_error = observer.rate_limit_wait, observer.rate_limit_error
+        # One pooled session for the batch's concurrent calls: a connection per thread, kept across invocations.
+        session = requests.Session()
+        pool = HTTPAdapter(pool_maxsize=max(10, settings.QUALTRICS_BATCH_CONCURRENCY))
+        session.mount("https://", pool)
+        session.mount("http://", pool)
+        client = QualtricsClient(credentials, settings.QUALTRICS_BASE_URL, session=session, on_call=observer.call,
+                                 limiter=limiter)
         sqs = boto3.client("sqs")
         executor = action.executor_class()(client)
+        if hasattr(executor, "concurrency"):
+            executor.concurrency = settings.QUALTRICS_BATCH_CONCURRENCY
         if hasattr(executor, "legacy_marker_trusted"):
             # An old-style marker (segmentMessageId only) is proof only if no other subscription wrote it.
             executor.legacy_marker_trusted = len(subscriptions) == 1
@@ -206,7 +243,7 @@ class WorkerApp:
             action=settings.ACTION_SLUG,
             subscriptions=subscriptions,
             executor=executor,
-            store=DynamoIdempotencyStore(boto3.client("dynamodb"), settings.IDEMPOTENCY_TABLE,
+            store=DynamoIdempotencyStore(dynamodb, settings.IDEMPOTENCY_TABLE,
                                          keep_seconds=settings.idempotency_keep_seconds()),
             dead_letters=SqsDeadLetterQueue(sqs, settings.DEAD_LETTER_QUEUE_URL),
             visibility=SqsVisibility(sqs, settings.QUEUE_URL),
@@ -214,11 +251,12 @@ class WorkerApp:
             on_outcome=observer.outcome,
             call_seconds=CALL_SECONDS,
             max_receives=settings.MAX_RECEIVE_COUNT,
+            requeue=SqsRequeue(sqs, settings.QUEUE_URL),
         )
         check = None
         if startup_check_wanted(os.environ, settings.QUALTRICS_BASE_URL):
             check = lambda: qualtrics_startup_check(credentials, client, settings.QUALTRICS_BASE_URL)  # noqa: E731
-        return cls(settings, worker, observer, check)
+        return cls(settings, worker, observer, check, limiter)
 
     @tracer.capture_method(capture_response=False)
     def handle(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
@@ -231,6 +269,8 @@ class WorkerApp:
             self.worker.lease_seconds = _lease_seconds(context)
             self.worker.remaining_seconds = remaining
             self.worker.invocation_seconds = started_with
+            if self.limiter is not None:
+                self.limiter.remaining = remaining
             report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
         finally:
             self.observer.end(len(records))
