@@ -207,3 +207,14 @@ def test_ctrl_c_stops_at_a_checkpoint_and_the_same_command_resumes(stack, client
     status, summary, err = run(argv)
     assert status == 0, err
     assert transactions_by_message(client) == Counter({f"bf-tx-{n}-0": 1 for n in range(200)})
+
+
+def test_a_corrupt_gzip_stream_loads_what_came_before_and_says_where_it_broke(stack, client, tmp_path):
+    data = gzip.compress(b"".join(json.dumps(purchase(n)).encode() + b"\n" for n in range(400)))
+    file = tmp_path / "events.ndjson.gz"
+    file.write_bytes(data[: len(data) * 2 // 3])   # cut short: the stream ends inside a deflate block
+    status, summary, err = run(args(stack, tmp_path, file))
+    assert status == 1 and "gzip stream is corrupt" in err
+    loaded = summary["transactionsLoaded"]
+    assert 0 < loaded < 400 and summary["finished"] is False
+    assert transactions_by_message(client) == Counter({f"bf-tx-{n}-0": 1 for n in range(loaded)})

@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] = os.e
     except (BackfillError, InputError, ConfigError) as exc:
         print(f"error: {exc}", file=err)
         return 1
+    except KeyboardInterrupt:   # a second Ctrl-C: the checkpoint on disk is whole (replaced atomically)
+        print("stopped at once; run the same command again to resume from the last checkpoint", file=err)
+        return 130
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:

@@ -54,8 +54,48 @@ def open_input(path: str) -> tuple[BinaryIO, BinaryIO]:
     head = raw.read(2)
     raw.seek(0)
     if head == GZIP_MAGIC:
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), CHUNK), raw
+        return io.BufferedReader(_Gunzip(raw), CHUNK), raw
     return raw, raw
+
+
+class _Gunzip(io.RawIOBase):
+    """A gzip stream (one member or several, as ``cat a.gz b.gz``), decompressed in small steps, so that a
+    corrupt or truncated stream yields every byte before the damage, then raises. Output is bounded per
+    step (``max_length``): a decompression bomb streams like any large file."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""          # compressed bytes not yet fed
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while True:
+            if not self.pending and not self.ended:
+                self.pending = self.raw.read(16 * 1024)
+                self.ended = not self.pending
+            if self.inflater.eof:   # a member ended: another may follow
+                rest = self.inflater.unused_data + self.pending
+                if not rest.strip(b"\0"):
+                    if self.ended:
+                        return 0
+                    self.pending = b""
+                    continue
+                if not rest.startswith(GZIP_MAGIC):
+                    raise gzip.BadGzipFile("bytes after the end of the gzip stream are not gzip")
+                self.inflater, self.pending = zlib.decompressobj(16 + zlib.MAX_WBITS), rest
+            if not self.pending and self.ended:
+                raise EOFError("the gzip stream ends before its end marker (a truncated file?)")
+            out = self.inflater.decompress(self.pending, len(buffer))
+            # The input this step's bounded output left; at a member's end, the rest is in unused_data (zlib
+            # may keep a copy in unconsumed_tail too: reading both would repeat the next member).
+            self.pending = b"" if self.inflater.eof else self.inflater.unconsumed_tail
+            if out:
+                buffer[: len(out)] = out
+                return len(out)
 
 
 def records(stream: BinaryIO, max_bytes: int, position: Position | None = None) -> Iterator[Record]:

@@ -121,6 +121,10 @@ class Planner:
             except DestinationError as exc:
                 planned.rejects.append(Reject(line, f"{exc.code}: {exc.message}", name, message_id))
                 continue
+            except Exception as exc:  # noqa: BLE001 - as the worker: this event's outcome, never the run's
+                planned.rejects.append(Reject(line, f"internal_error: {type(exc).__name__}: {exc}"[:500], name,
+                                              message_id))
+                continue
             item = Item(line, name, slug, message_id, "", QUEUE, received_at, event)
             item.key = item.message().idempotency_key
             digest = hashlib.blake2b(item.key.encode("utf-8", "surrogatepass"), digest_size=16).digest()

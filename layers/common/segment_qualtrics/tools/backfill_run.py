@@ -52,7 +52,8 @@ class BackfillError(Exception):
 
 @dataclass
 class Options:
-    segment_items: int = 10_000
+    segment_items: int = 10_000         # bulk items per segment
+    segment_lines: int = 50_000         # records per segment, whatever they give
     import_contacts: int = 10_000
     max_imports: int = 20               # Qualtrics runs 25 at once per brand: leave some for others
     poll_seconds: float = 1.0
@@ -199,11 +200,7 @@ class Backfill:
             start = Position(position.number, position.offset, position.array)
             resuming = data.get("segment")
             until = resuming["end"]["number"] if resuming else None
-            try:
-                planned = self._plan_segment(reader, until)
-            except InputError as exc:
-                self.input_error = str(exc)
-                return
+            planned = self._plan_segment(reader, until)
             if planned is None:   # stopped while reading: nothing of the segment was sent
                 return
             items, rejects, lines, matched = planned
@@ -216,6 +213,8 @@ class Backfill:
             data["position"] = vars(position).copy()
             data["segment"] = None
             self._save()
+            if self.input_error:   # what was read before the error is loaded; the rest cannot be read
+                return
 
     def _plan_segment(self, reader: Iterator[Record], until: int | None):
         items: list[Item] = []
@@ -223,27 +222,30 @@ class Backfill:
         lines = invalid = unmatched = duplicates = 0
         matched: Counter = Counter()
         bulk = 0
-        for record in reader:
-            lines += 1
-            planned = self.planner.plan(record.number, record.data, record.problem)
-            items += planned.items
-            rejects += planned.rejects
-            matched.update(planned.matched)
-            duplicates += planned.duplicates
-            if not planned.valid:
-                invalid += 1
-            elif not planned.matched:
-                unmatched += 1
-            bulk += sum(item.lane == BULK for item in planned.items)
-            if until is not None:
-                if record.number >= until:
-                    break
-            elif bulk >= self.options.segment_items:
-                break
-            if self.stop.is_set() and until is None:
-                return None
-            if lines % 1000 == 0:
-                self.on_progress(self)
+        try:
+            for record in reader:
+                lines += 1
+                planned = self.planner.plan(record.number, record.data, record.problem)
+                items += planned.items
+                rejects += planned.rejects
+                matched.update(planned.matched)
+                duplicates += planned.duplicates
+                if not planned.valid:
+                    invalid += 1
+                elif not planned.matched:
+                    unmatched += 1
+                bulk += sum(item.lane == BULK for item in planned.items)
+                if until is not None:
+                    if record.number >= until:
+                        break
+                elif bulk >= self.options.segment_items or lines >= self.options.segment_lines:
+                    break   # a segment holds at most one import's worth, and a bounded number of records
+                if self.stop.is_set() and until is None:
+                    return None
+                if lines % 1000 == 0:
+                    self.on_progress(self)
+        except InputError as exc:
+            self.input_error = str(exc)
         return items, rejects, lines, (matched, invalid, unmatched, duplicates)
 
     def _run_segment(self, start: Position, end: Position, items: list[Item], rejects: list[Reject], lines: int,
