@@ -251,13 +251,18 @@ def contact_size(contact: dict[str, Any]) -> int:
 def import_batches(items: Iterable[Item], max_contacts: int = IMPORT_MAX_CONTACTS,
                    max_bytes: int = IMPORT_MAX_BYTES - _BODY_MARGIN) -> tuple[list[ImportBatch], list[Item]]:
     """Bulk items → imports per (directory, mailing list), in input order, each within the limits; and the
-    items no import can hold (a contact larger than an import may be)."""
+    items no import can hold (``why_queue`` says why), for the queue lane."""
     open_batches: dict[tuple[str, str], ImportBatch] = {}
     done: list[ImportBatch] = []
     too_big: list[Item] = []
     for item in items:
         size = contact_size(item.contact)
         if size > max_bytes:
+            item.why_queue = f"the contact is {size} bytes, more than an import may hold"
+            too_big.append(item)
+            continue
+        if set(item.contact.get("embeddedData", {})) & set(item.contact.get("transactionData", {})):
+            item.why_queue = "embedded data and transaction data share a name (an import refuses that)"
             too_big.append(item)
             continue
         group = (item.directory, item.mailing_list)

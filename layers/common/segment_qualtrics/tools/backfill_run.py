@@ -269,7 +269,9 @@ class Backfill:
         items = self._claim(items, ours=resuming is not None and segment["leaseUntil"] > self.clock())
         queue_items = [item for item in items if item.lane == QUEUE]
         batches, too_big = import_batches([i for i in items if i.lane == BULK], self.options.import_contacts)
-        queue_items += self._to_queue(too_big, "larger than an import may be")
+        for item in too_big:
+            item.lane = QUEUE   # why_queue says why
+        queue_items += too_big
         self._queue(queue_items, segment)
         for batch in batches:
             if self.stop.is_set():
