@@ -80,7 +80,7 @@ def test_backfill_loads_contacts_and_transactions_and_a_rerun_does_nothing(stack
     assert summary["finished"] and summary["lines"] == 60 and summary["rejects"] == 0
     assert summary["contactsLoaded"] == 60 and summary["transactionsLoaded"] == 30
     assert summary["queued"] == {"triggerXflowWorkflow": 30}   # workflows have no bulk API
-    stack.drain()
+    stack.drain(timeout=300)
     assert len(client.contacts()) == 30
     assert transactions_by_message(client) == Counter({f"bf-tx-{n}-0": 1 for n in range(30)})
     assert len(client.workflow_runs()) == 30
@@ -101,11 +101,11 @@ def test_a_live_copy_after_the_backfill_is_recognised_not_duplicated(stack, clie
     file = write_events(tmp_path / "events.ndjson", [identify(1), purchase(1)])
     status, _, err = run(args(stack, tmp_path, file))
     assert status == 0, err
-    stack.drain()
+    stack.drain(timeout=300)
     assert transactions_by_message(client) == Counter({"bf-tx-1-0": 1})
     answer = client.post(purchase(1))   # the same Segment event, now through the live pipeline
     assert answer.status_code == 200
-    stack.drain()
+    stack.drain(timeout=300)
     assert transactions_by_message(client) == Counter({"bf-tx-1-0": 1})
     assert len(client.qualtrics_requests("POST", "/transactions")) == 0   # known done: no call at all
 
@@ -146,16 +146,16 @@ def test_an_import_that_fails_as_a_whole_goes_through_the_workers_without_duplic
     assert summary["imports"] == {"submitted": 1, "finished": 0, "failed": 1}
     assert summary["queued"]["upsertContactTransaction"] == 20
     assert len(client.transactions()) == 10   # the import applied half before it failed
-    stack.drain()
+    stack.drain(timeout=300)
     # The workers found the ten the import had written (their marker) and created the other ten.
     assert transactions_by_message(client) == Counter({f"bf-tx-{n}-0": 1 for n in range(20)})
 
 
 def test_a_killed_run_resumes_and_loads_each_line_once(stack, client, tmp_path):
     requests.post(stack.sandbox.base_url + "/_sandbox/imports", json={"contactsPerSecond": 100}, timeout=5)
-    events = [e for n in range(300) for e in (identify(n), purchase(n))]
+    events = [e for n in range(200) for e in (identify(n), purchase(n))]
     file = write_events(tmp_path / "events.ndjson", events)
-    argv = args(stack, tmp_path, file, "--import-size", "100")
+    argv = args(stack, tmp_path, file, "--import-size", "60")
     command = [sys.executable, "-m", "segment_qualtrics.tools.backfill", *argv]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
     checkpoint = file.with_name(file.name + ".backfill-checkpoint.json")
@@ -178,11 +178,11 @@ def test_a_killed_run_resumes_and_loads_each_line_once(stack, client, tmp_path):
     status, summary, err = run(argv)
     assert status == 0, err
     assert "resuming" in err
-    stack.drain()
-    assert sorted(c["extRef"] for c in client.contacts()) == sorted(f"cust-{n}" for n in range(300))
-    assert transactions_by_message(client) == Counter({f"bf-tx-{n}-0": 1 for n in range(300)})
+    stack.drain(timeout=300)
+    assert sorted(c["extRef"] for c in client.contacts()) == sorted(f"cust-{n}" for n in range(200))
+    assert transactions_by_message(client) == Counter({f"bf-tx-{n}-0": 1 for n in range(200)})
     imported = sum(len(r["body"]["contacts"]) for r in client.qualtrics_requests("POST", "/transactioncontacts"))
-    assert imported == 600   # no line submitted twice
+    assert imported == 400   # no line submitted twice
     assert rejects_of(file) == []
 
 

@@ -266,34 +266,48 @@ class Backfill:
         segment = data["segment"]
         handled = {(line, sub) for line, sub in segment["handled"]}
         items = [item for item in items if (item.line, item.subscription) not in handled]
-        items = self._claim(items, ours=resuming is not None and segment["leaseUntil"] > self.clock())
         queue_items = [item for item in items if item.lane == QUEUE]
-        batches, too_big = import_batches([i for i in items if i.lane == BULK], self.options.import_contacts)
-        for item in too_big:
+        bulk_items = [item for item in items if item.lane == BULK]
+        bulk_items = self._claim(bulk_items, segment, resuming is not None)
+        batches, unfit = import_batches(bulk_items, self.options.import_contacts)
+        for item in unfit:
             item.lane = QUEUE   # why_queue says why
-        queue_items += too_big
-        self._queue(queue_items, segment)
+        self._settle([], unfit, [])   # claimed, never sent: forgotten, so the worker claims them afresh
+        self._queue(queue_items + unfit, segment, uncertain=False)
         for batch in batches:
             if self.stop.is_set():
                 return
             self._submit(batch, segment)
 
     # --- idempotency ------------------------------------------------------------------------------
-    def _claim(self, items: list[Item], ours: bool) -> list[Item]:
+    def _claim(self, items: list[Item], segment: dict[str, Any], resuming: bool) -> list[Item]:
+        """Claim the transaction keys of the segment's bulk items; drop those a worker has or is delivering.
+
+        On a resume, a key still leased is this backfill's own when the segment records it as claimed (or, if
+        the run stopped while claiming, when the segment's lease has not run out)."""
         claiming = [item for item in items if item.claims]
         if not claiming or self.store is None:
             return items
+        recorded = segment.get("claimed")
+        ours = {(line, sub) for line, sub in recorded} if recorded is not None else None
+        lease_left = segment["leaseUntil"] > self.clock()
         lease = self.options.lease_seconds
         with ThreadPoolExecutor(self.options.claim_threads) as pool:
             claims = list(pool.map(lambda item: self.store.claim(item.key, lease), claiming))
         skipped: set[int] = set()
+        claimed: list[list[Any]] = []
         for item, claim in zip(claiming, claims, strict=True):
+            own = resuming and ((item.line, item.subscription) in ours if ours is not None else lease_left)
             if claim.state is ClaimState.DONE:
                 self.stats.already_delivered += 1
                 skipped.add(id(item))
-            elif claim.state is ClaimState.BUSY and not ours:
+            elif claim.state is ClaimState.BUSY and not own:
                 self.stats.in_delivery += 1
                 skipped.add(id(item))
+            else:
+                claimed.append([item.line, item.subscription])
+        segment["claimed"] = claimed
+        self._save()
         return [item for item in items if id(item) not in skipped]
 
     def _settle(self, done: list[Item], undone: list[Item], uncertain: list[Item]) -> None:
@@ -314,17 +328,19 @@ class Backfill:
             item.lane, item.why_queue = QUEUE, why
         return items
 
-    def _queue(self, items: list[Item], segment: dict[str, Any] | None) -> None:
+    def _queue(self, items: list[Item], segment: dict[str, Any] | None, *, uncertain: bool) -> None:
+        """Send items to their action queues. ``uncertain``: they may have landed already (an import in doubt);
+        their keys are released so, and the worker looks for the transaction's marker before creating it."""
         if not items:
             return
         sendable = [i for i in items if self.publisher is not None and i.action in self.queue_actions]
-        refused = [i for i in items if i not in sendable]
+        sendable_ids = {id(i) for i in sendable}
+        refused = [i for i in items if id(i) not in sendable_ids]
         self._write_rejects([Reject(i.line, f"no queue for {i.action} to send it to"
                                     + (f" ({i.why_queue})" if i.why_queue else ""), i.subscription, i.message_id)
                              for i in refused])
-        self._settle([], [], refused)
-        # The workers recover a released key: they look for the transaction's marker before creating it.
-        self._settle([], [], sendable)
+        if uncertain:
+            self._settle([], [], items)
         by_action: dict[str, list[Item]] = {}
         for item in sendable:
             by_action.setdefault(item.action, []).append(item)
@@ -466,13 +482,14 @@ class Backfill:
         self.stats.transactions_loaded += sum(1 for i in loaded if i.action == TRANSACTIONS)
         self.stats.imports_finished += 1
         self.checkpoint.data["imports"].remove(record)
+        self._save()   # at once: a resume must not settle (and report) it again
 
     def _in_doubt(self, record: dict[str, Any], why: str) -> None:
         """The import may have applied some of its contacts: its items go to the queue lane, where the workers
         recover them (the transaction's marker is looked for before one is created)."""
         self.checkpoint.data["imports"].remove(record)
         wanted = {(entry[0], entry[1]) for entry in record["items"]}
-        self._queue(self._to_queue(self._replan(wanted), why), None)
+        self._queue(self._to_queue(self._replan(wanted), why), None, uncertain=True)
         self._save()
 
     def _replan(self, wanted: set[tuple[int, str]]) -> list[Item]:
