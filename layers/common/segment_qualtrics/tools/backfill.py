@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rules.add_argument("--config", type=Path, help="subscriptions file (default: $DESTINATION_CONFIG or the packaged)")
     rules.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                        help="set a variable for ${NAME} references in the subscriptions file (repeatable)")
+    rules.add_argument("--subscription", action="append", default=[], metavar="NAME",
+                       help="load only this subscription's events (repeatable; default: every enabled one)")
     rules.add_argument("--contacts-mailing-list", metavar="CG_ID",
                        help="import contacts into this mailing list (bulk lane); without it contacts are queued")
     rules.add_argument("--lane", action="append", default=[], metavar="ACTION=bulk|queue",
@@ -118,6 +120,13 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, err:
         env[name] = value
     lanes = _lanes(args.lane, args.contacts_mailing_list)
     subscriptions = load_subscriptions(args.config, env)
+    if args.subscription:
+        names = {s.name for s in subscriptions if s.enabled}
+        unknown = [n for n in args.subscription if n not in names]
+        if unknown:
+            raise BackfillError(f"--subscription {', '.join(map(repr, unknown))}: no enabled subscription of that "
+                                f"name; enabled: {', '.join(map(repr, sorted(names)))}")
+        subscriptions = [s for s in subscriptions if s.name in args.subscription]
     if not args.file.is_file():
         raise BackfillError(f"{args.file}: no such file")
 
