@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from ..envelope import QueueMessage
 from ..errors import DestinationError
 from ..idempotency import ClaimState, IdempotencyStore
 from .backfill_input import InputError, Position, Record, records
@@ -153,6 +154,7 @@ class Backfill:
         self.already_finished = False
         self.input_error: str | None = None
         self._last_publish = 0.0
+        self._last_poll = 0.0
         loaded = Checkpoint.load(checkpoint_path)
         if loaded is None:
             self.checkpoint = Checkpoint(checkpoint_path, {
@@ -207,6 +209,7 @@ class Backfill:
             if not lines and not resuming:
                 data["position"] = vars(position).copy()
                 return   # the end of the input
+            self._maybe_poll()
             self._run_segment(start, position, items, rejects, lines, matched, resuming)
             if self.stop.is_set():
                 return
@@ -292,8 +295,11 @@ class Backfill:
         ours = {(line, sub) for line, sub in recorded} if recorded is not None else None
         lease_left = segment["leaseUntil"] > self.clock()
         lease = self.options.lease_seconds
-        with ThreadPoolExecutor(self.options.claim_threads) as pool:
-            claims = list(pool.map(lambda item: self.store.claim(item.key, lease), claiming))
+        if hasattr(self.store, "claim_many"):   # the DynamoDB store: a few calls per hundred keys
+            claims = self.store.claim_many([item.key for item in claiming], lease)
+        else:
+            with ThreadPoolExecutor(self.options.claim_threads) as pool:
+                claims = list(pool.map(lambda item: self.store.claim(item.key, lease), claiming))
         skipped: set[int] = set()
         claimed: list[list[Any]] = []
         for item, claim in zip(claiming, claims, strict=True):
@@ -314,6 +320,9 @@ class Backfill:
         """Keys: delivered → COMPLETED; refused → forgotten; may have landed → released uncertain."""
         if self.store is None:
             return
+        if hasattr(self.store, "complete_many"):
+            self.store.complete_many([i.key for i in done if i.claims])
+            done = []
         work = ([(self.store.complete, i.key) for i in done if i.claims]
                 + [(lambda k: self.store.release(k, uncertain=False), i.key) for i in undone if i.claims]
                 + [(lambda k: self.store.release(k, uncertain=True), i.key) for i in uncertain if i.claims])
@@ -376,12 +385,16 @@ class Backfill:
         return batches[directory]
 
     def _submit(self, batch: ImportBatch, segment: dict[str, Any]) -> None:
+        self._maybe_poll()
         while len(self._running()) >= self.options.max_imports and not self.stop.is_set():
             self._poll(block=True)
         batch_id = self._batch_id(batch.directory) if batch.fields else None
         body = batch.body(batch_id)
-        record = {"id": None, "directory": batch.directory, "mailingList": batch.mailing_list,
-                  "items": [[i.line, i.subscription, i.action, i.key, i.message_id] for i in batch.items]}
+        names = list(dict.fromkeys(i.subscription for i in batch.items))
+        index = {name: n for n, name in enumerate(names)}
+        # Compact: the key and the action follow from the subscription and the messageId.
+        record = {"id": None, "directory": batch.directory, "mailingList": batch.mailing_list, "subscriptions": names,
+                  "items": [[i.line, index[i.subscription], i.message_id] for i in batch.items]}
         self.checkpoint.data["imports"].append(record)
         segment["handled"] += [[i.line, i.subscription] for i in batch.items]
         self._save()   # before the call: a crash during it leaves the import "in doubt", never forgotten
@@ -412,6 +425,11 @@ class Backfill:
         self._save()
         self.on_progress(self)
 
+    def _maybe_poll(self) -> None:
+        """Poll the running imports when a poll interval has passed: finished ones are settled as they finish."""
+        if self.clock() - self._last_poll >= self.options.poll_seconds:
+            self._poll(block=False)
+
     def _wait(self, seconds: float) -> None:
         deadline = self.clock() + seconds
         while self.clock() < deadline and not self.stop.is_set():
@@ -423,6 +441,7 @@ class Backfill:
 
     def _poll(self, block: bool) -> None:
         """Look at each submitted import once (``block``: then wait a poll interval); settle the finished."""
+        self._last_poll = self.clock()
         for record in list(self.checkpoint.data["imports"]):
             if record is self._submitting:
                 continue
@@ -451,7 +470,7 @@ class Backfill:
             self.sleep(self.options.poll_seconds)
 
     def _finished(self, record: dict[str, Any], status: dict[str, Any]) -> None:
-        items = [_stored_item(entry) for entry in record["items"]]
+        items = self._stored_items(record)
         contacts = status.get("contacts") if isinstance(status.get("contacts"), dict) else {}
         counts = contacts.get("count") if isinstance(contacts.get("count"), dict) else {}
         errors: dict[int, str] = {}
@@ -488,7 +507,7 @@ class Backfill:
         """The import may have applied some of its contacts: its items go to the queue lane, where the workers
         recover them (the transaction's marker is looked for before one is created)."""
         self.checkpoint.data["imports"].remove(record)
-        wanted = {(entry[0], entry[1]) for entry in record["items"]}
+        wanted = {(item.line, item.subscription) for item in self._stored_items(record)}
         self._queue(self._to_queue(self._replan(wanted), why), None, uncertain=True)
         self._save()
 
@@ -540,6 +559,16 @@ class Backfill:
         self.checkpoint.data["stats"] = self.stats.to_json()
         self.checkpoint.save()
 
+    def _stored_items(self, record: dict[str, Any]) -> list[Item]:
+        """An import's items as the checkpoint keeps them: enough to report, settle or queue them again."""
+        items = []
+        for line, index, message_id in record["items"]:
+            name = record["subscriptions"][index]
+            action = self.planner.subscriptions[name].action.slug
+            key = QueueMessage(action, name, message_id, "", {}).idempotency_key
+            items.append(Item(line, name, action, message_id, key, BULK, "", {}))
+        return items
+
     # --- for the progress display ------------------------------------------------------------------
     def bytes_read(self) -> int:
         try:
@@ -551,7 +580,3 @@ class Backfill:
         return len(self._running())
 
 
-def _stored_item(entry: list[Any]) -> Item:
-    """An import's item as the checkpoint keeps it: enough to report, settle or queue it."""
-    line, subscription, action, key, message_id = entry[:5]
-    return Item(line, subscription, action, message_id, key, BULK, "", {})
