@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from segment_qualtrics.envelope import QueueMessage
 from segment_qualtrics.subscriptions import parse_subscriptions
@@ -113,7 +113,7 @@ def test_parse_event_applies_the_ingests_checks():
     assert event["userId"] == 42 and event["messageId"].startswith("derived-")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["CG_1", "CG_2"]), st.integers(0, 3000),
                           st.sampled_from(["a", "b", "c"]), st.booleans()), max_size=60),
        st.integers(1, 20), st.integers(2_000, 20_000))
