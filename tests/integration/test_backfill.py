@@ -218,3 +218,22 @@ def test_a_corrupt_gzip_stream_loads_what_came_before_and_says_where_it_broke(st
     loaded = summary["transactionsLoaded"]
     assert 0 < loaded < 400 and summary["finished"] is False
     assert transactions_by_message(client) == Counter({f"bf-tx-{n}-0": 1 for n in range(loaded)})
+
+
+def test_claim_many_keeps_the_claim_protocol_for_every_state_of_a_key(stack):
+    from segment_qualtrics.aws import DynamoIdempotencyStore
+    from segment_qualtrics.idempotency import ClaimState
+
+    store = DynamoIdempotencyStore(stack.client("dynamodb"), "IdempotencyTable")
+    store.complete("done")
+    store.claim("leased", 600)
+    store.claim("expired", 600)
+    store.release("expired", uncertain=True)   # a worker failed after it may have reached Qualtrics
+    keys = ["done", "leased", "expired"] + [f"new-{n}" for n in range(150)]   # two TransactWriteItems
+    claims = store.claim_many(keys, 600)
+    assert claims[0].state is ClaimState.DONE and claims[1].state is ClaimState.BUSY
+    assert claims[2].state is ClaimState.CLAIMED and claims[2].recovering
+    assert all(c.state is ClaimState.CLAIMED and not c.recovering for c in claims[3:])
+    assert store.claim("new-7", 600).state is ClaimState.BUSY   # leased to the backfill now
+    store.complete_many([f"new-{n}" for n in range(150)])
+    assert {c.state for c in store.claim_many([f"new-{n}" for n in range(150)], 600)} == {ClaimState.DONE}
