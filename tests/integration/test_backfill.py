@@ -221,10 +221,10 @@ def test_a_corrupt_gzip_stream_loads_what_came_before_and_says_where_it_broke(st
 
 
 def test_claim_many_keeps_the_claim_protocol_for_every_state_of_a_key(stack):
-    from segment_qualtrics.aws import DynamoIdempotencyStore
     from segment_qualtrics.idempotency import ClaimState
+    from segment_qualtrics.tools.backfill_store import BulkIdempotencyStore
 
-    store = DynamoIdempotencyStore(stack.client("dynamodb"), "IdempotencyTable")
+    store = BulkIdempotencyStore(stack.client("dynamodb"), "IdempotencyTable")
     store.complete("done")
     store.claim("leased", 600)
     store.claim("expired", 600)

@@ -269,7 +269,7 @@ class _Target:
 
 def _connect(args: argparse.Namespace) -> _Target:
     """The Qualtrics client (the stack's secret), the idempotency table and the action queues."""
-    from ..aws import DynamoIdempotencyStore, SqsPublisher
+    from ..aws import SqsPublisher
     from ..cli_dlq import resolve_target
     from ..dlq import DlqError
     from ..qualtrics import QualtricsClient
@@ -297,7 +297,9 @@ def _connect(args: argparse.Namespace) -> _Target:
 
         raise BackfillError(f"cannot read the Qualtrics secret {secret_id}: {explain(exc, secret=secret_id)}") from None
     urls = {a: u for a, u in urls.items() if u}
-    return _Target(client, DynamoIdempotencyStore(target.client("dynamodb"), table),
+    from .backfill_store import BulkIdempotencyStore
+
+    return _Target(client, BulkIdempotencyStore(target.client("dynamodb"), table),
                    SqsPublisher(target.client("sqs"), urls), urls)
 
 
