@@ -15,7 +15,7 @@ VENV_STAMP := $(VENV)/.requirements-dev.stamp
 APP_PYTHON := $(if $(wildcard $(PY313)),$(PY313),python3)
 PY313_HINT := install Python 3.13 (pyenv install 3.13, or your package manager's python3.13) or pass PY313_BIN=/dir
 
-.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench fuzz soak lock clean
+.PHONY: help venv run demo invoke env.json sam test unit integration lint check bench fuzz soak lock clean backfill
 
 help:
 	@echo "make run     start the local stack (webhook on http://127.0.0.1:3000/segment)"
@@ -38,6 +38,7 @@ help:
 	@echo "make deploy [ENV=prod]          check the subscriptions file, then sam build + sam deploy"
 	@echo "make smoke STACK=NAME           one signed test event to a deployed webhook"
 	@echo "make check-qualtrics STACK=NAME GET /API/v3/whoami with the deployed credentials"
+	@echo "make backfill FILE=events.ndjson[.gz] [STACK=NAME] [ARGS=\"...\"]   load past events in bulk (docs/backfill.md)"
 
 venv: $(VENV_STAMP)
 
@@ -115,6 +116,18 @@ bench-throughput: $(VENV_STAMP)
 
 bench-cost: $(VENV_STAMP)
 	$(PY) bench/cost.py $(ARGS)
+
+# Past events in bulk (docs/backfill.md). Without STACK: the local stack of `make run`, with its subscriptions file,
+# variables and sandbox workflow URL. With STACK: pass the deployed subscriptions file and variables in ARGS.
+BACKFILL_LOCAL_ARGS = --config local/subscriptions.json --env QUALTRICS_DIRECTORY_ID=POOL_SANDBOX \
+  --env QUALTRICS_MAILING_LIST_ID=CG_SANDBOX --contacts-mailing-list CG_SANDBOX \
+  --env "QUALTRICS_WORKFLOW_URL=$$($(PY) -c 'import json; print(json.load(open(".local-stack/state.json"))["sandboxUrl"])' \
+  2>/dev/null)/inbound-event/v1/events/json/triggers?urlTokenId=local-demo"
+
+backfill: $(VENV_STAMP)
+	@test -n "$(FILE)" || { echo "usage: make backfill FILE=events.ndjson[.gz] [STACK=NAME] [ARGS=\"--dry-run ...\"]" >&2; exit 2; }
+	@$(PY) -m segment_qualtrics backfill $(FILE) \
+	  $(if $(STACK),--stack $(STACK),$(BACKFILL_LOCAL_ARGS)) $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis \

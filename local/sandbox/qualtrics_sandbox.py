@@ -13,6 +13,7 @@ Served endpoints (all need ``X-API-TOKEN``):
     POST /API/v3/directories/{directoryId}/contacts/search
     POST /API/v3/directories/{directoryId}/transactions
     GET  /API/v3/directories/{directoryId}/contacts/{contactId}/transactions
+    POST /API/v3/directories/{directoryId}/transactionbatches
     POST /API/v3/directories/{directoryId}/mailinglists/{mailingListId}/transactioncontacts
     GET  /API/v3/directories/{directoryId}/mailinglists/{mailingListId}/transactioncontacts/{importId}[/summary]
     POST /inbound-event/v1/events/json/triggers?urlTokenId=...   (also /JSON/)
@@ -320,6 +321,7 @@ class Directory:
     is_default: bool = False
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # insertion-ordered
     transactions: list[dict[str, Any]] = field(default_factory=list)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # transaction batches: id -> batch
     _index: dict[tuple[str, ...], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
@@ -1138,6 +1140,21 @@ class QualtricsSandbox:
             created[key] = {"id": transaction["transactionId"]}
         return ok({"createdTransactions": created, "unprocessedTransactions": unprocessed})
 
+    def _create_transaction_batch(self, req: Request, directory_id: str) -> Response:
+        # Interpretation: an import's transactionMeta.batchId is not checked against these (Qualtrics does not
+        # refuse an unknown one up front either); the backfill creates one per directory, as the API wants.
+        directory = self._directory(directory_id)
+        body = req.json_object()
+        ids = body.get("transactionIds", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ApiError(400, "Field 'transactionIds' must be a list of transaction ids.")
+        creation = body.get("creationDate")
+        if creation is not None and not isinstance(creation, str):
+            raise ApiError(400, "Field 'creationDate' must be a date-time string.")
+        batch_id = new_id("BT_")
+        directory.batches[batch_id] = {"batchId": batch_id, "creationDate": creation, "transactionIds": list(ids)}
+        return ok({"id": batch_id})
+
     def _list_contact_transactions(self, req: Request, directory_id: str, contact_id: str) -> Response:
         # Pages as the reference's list endpoints do: pageSize (default 100) and skipToken in, the next
         # page's whole URL in result.nextPage (null on the last page).
@@ -1338,6 +1355,7 @@ class QualtricsSandbox:
         route("DELETE", _CONTACT, _delete_contact),
         route("GET", _CONTACT + r"/transactions", _list_contact_transactions),
         route("POST", _DIRECTORY + r"/transactions", _create_transactions),
+        route("POST", _DIRECTORY + r"/transactionbatches", _create_transaction_batch),
         route("POST", _IMPORTS + r"/?", _create_import, max_body=IMPORT_MAX_BODY),
         route("GET", _IMPORTS + r"/(?P<import_id>[^/]+)", _get_import),
         route("GET", _IMPORTS + r"/(?P<import_id>[^/]+)/summary", _get_import_summary),

@@ -4,7 +4,6 @@ their make targets (mk/config.mk): exit codes and what they print."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import shutil
@@ -20,7 +19,7 @@ from segment_qualtrics.destination.subscriptions import (
     parse_subscriptions,
     referenced_variables,
 )
-from segment_qualtrics.tools.cli import build_parser, main
+from segment_qualtrics.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 VARS = {"QUALTRICS_DIRECTORY_ID": "POOL_D", "QUALTRICS_MAILING_LIST_ID": "CG_M"}
@@ -302,30 +301,15 @@ def test_each_command_has_its_options_under_its_name():
         assert stopped.value.code == 0 and option in out.getvalue(), argv
 
 
-BACKFILL = '''
-"""A stand-in for the backfill command's module: the contract the one CLI registers."""
-
-def add_arguments(parser):
-    parser.add_argument("--since", required=True)
-
-
-def main(args):
-    args.context.out.write(f"backfill since {args.since}\\n")
-    return 3
-'''
-
-
-def test_a_backfill_module_is_a_command_once_it_exists(tmp_path, monkeypatch):
-    if importlib.util.find_spec("segment_qualtrics.tools.backfill") is None:   # not written yet: not offered
-        assert "backfill" not in build_parser().format_help()
-    # A stand-in under the module's name (it takes the place of the real one, if any, for this test).
-    (tmp_path / "backfill.py").write_text(BACKFILL)
-    spec = importlib.util.spec_from_file_location("segment_qualtrics.tools.backfill", tmp_path / "backfill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setitem(sys.modules, "segment_qualtrics.tools.backfill", module)
-    assert "backfill" in build_parser().format_help()
-    code, out, _ = cli("backfill", "--since", "2026-01-01")
-    assert code == 3 and out == "backfill since 2026-01-01\n"
+def test_backfill_is_a_command_of_the_one_cli(tmp_path):
+    events = tmp_path / "events.ndjson"
+    events.write_text(json.dumps({"type": "identify", "messageId": "m1", "userId": "u1",
+                                  "traits": {"email": "a@example.com"}}) + "\nnot json\n")
+    code, out, _ = cli("backfill", str(events), "--dry-run", "--json", "--no-progress",
+                       "--contacts-mailing-list", "CG_X", "--checkpoint", str(tmp_path / "ckpt"),
+                       "--rejects", str(tmp_path / "rejects"), environ=VARS)
+    summary = json.loads(out)
+    assert code == 0 and summary["dryRun"] is True and summary["lines"] == 2 and summary["rejects"] == 1
+    assert summary["matched"] == {"Create or update contact": 1} and summary["contactsLoaded"] == 1
     with pytest.raises(SystemExit):
-        cli("backfill")   # its own required option
+        cli("backfill")   # the input file is required

@@ -262,6 +262,37 @@ class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
             raise
         return True
 
+    # --- bulk: transaction-contacts imports (the backfill tool) -------------------------------------
+    def create_transaction_batch(self, directory_id: str, creation_date: str) -> str:
+        """An empty transaction batch: an import's ``transactionMeta.batchId`` must name an existing one."""
+        data = self._call("create_transaction_batch", "POST",
+                          f"/API/v3/directories/{_seg(directory_id)}/transactionbatches",
+                          {"transactionIds": [], "creationDate": creation_date})
+        batch_id = (data.get("result") or {}).get("id")
+        if not isinstance(batch_id, str) or not batch_id:
+            raise RetryableError("qualtrics_bad_response", "create transaction batch answered without result.id",
+                                 request_id=_request_id(data))
+        return batch_id
+
+    def start_import(self, directory_id: str, mailing_list_id: str, body: dict[str, Any]) -> str:
+        """Submit a transaction-contacts import; its id (PGR_...). Not idempotent: the caller records the id."""
+        data = self._call("start_import", "POST", _import_path(directory_id, mailing_list_id), body)
+        import_id = (data.get("result") or {}).get("id")
+        if not isinstance(import_id, str) or not import_id:
+            raise RetryableError("qualtrics_bad_response", "the import answered without result.id",
+                                 request_id=_request_id(data))
+        return import_id
+
+    def import_status(self, directory_id: str, mailing_list_id: str, import_id: str, *,
+                      summary: bool = False) -> dict[str, Any]:
+        """An import's ``result``: status, percentComplete, contacts (counts, unprocessed indexes); with
+        ``summary`` also ``contacts.errors`` (index, errorCode, errorMessage of each unprocessed contact)."""
+        path = f"{_import_path(directory_id, mailing_list_id)}/{_seg(import_id)}" + ("/summary" if summary else "")
+        result = self._call("import_summary" if summary else "import_status", "GET", path).get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+            raise RetryableError("qualtrics_bad_response", "the import status has no result.status")
+        return result
+
     def trigger_workflow(self, url: str, payload: dict[str, Any] | None) -> None:
         self._call("trigger_workflow", "POST", url, payload, absolute=True,
                    refused=("workflow_url_not_allowed", "the workflow URL is not Qualtrics"))
@@ -366,6 +397,10 @@ def _seg(value: str) -> str:
         raise PermanentError("invalid_payload", f"{value!r} is not an id: in a URL path it would name another "
                                                 "resource")
     return quote(value, safe="")
+
+
+def _import_path(directory_id: str, mailing_list_id: str) -> str:
+    return f"/API/v3/directories/{_seg(directory_id)}/mailinglists/{_seg(mailing_list_id)}/transactioncontacts"
 
 
 def _elements(operation: str, data: dict[str, Any]) -> list[dict[str, Any]]:

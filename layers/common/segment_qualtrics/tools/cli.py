@@ -35,10 +35,6 @@ class Command:
     help: str
     adder: str = "add_arguments"
     runner: str = "main"
-    optional: bool = False   # listed only when its module exists
-
-    def available(self) -> bool:
-        return not self.optional or importlib.util.find_spec(self.module) is not None
 
     def load(self) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
         module = importlib.import_module(self.module)
@@ -55,9 +51,8 @@ COMMANDS: dict[str, Command] = {
     "smoke": Command(_OPS, "POST one signed test event to the webhook", "add_smoke", "smoke"),
     "check-qualtrics": Command(_OPS, "GET /API/v3/whoami with the Qualtrics credentials", "add_check_qualtrics",
                                "check_qualtrics"),
-    # A module exposing add_arguments(parser) and main(args) -> int; listed once the module exists.
-    "backfill": Command("segment_qualtrics.tools.backfill", "replay past Segment events through the subscriptions",
-                        optional=True),
+    "backfill": Command("segment_qualtrics.tools.backfill", "load past Segment events into Qualtrics in bulk",
+                        runner="run"),
 }
 
 
@@ -79,8 +74,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, spec in COMMANDS.items():
-        if not spec.available():
-            continue
         sub = commands.add_parser(name, help=spec.help, description=spec.help[0].upper() + spec.help[1:] + ".",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == command:
