@@ -44,7 +44,9 @@ from segment_qualtrics.tools.backfill_plan import (
     QUEUE,
     TRANSACTIONS,
     WORKFLOWS,
+    Item,
     Planner,
+    Reject,
     import_batches,
 )
 from segment_qualtrics.tools.backfill_run import Backfill, BackfillError, Options, Stats
@@ -225,7 +227,9 @@ def _identity(path: Path) -> dict[str, Any]:
 
 def _dry_run(args: argparse.Namespace, planner: Planner, out: TextIO) -> int:
     stats = Stats()
-    bulk, queued, rejects = [], [], []
+    bulk: list[Item] = []
+    queued: list[Item] = []
+    rejects: list[Reject] = []
     stream, raw = _open(args.file)
     try:
         for record in records(stream, args.max_line_bytes):
@@ -299,9 +303,10 @@ def _connect(args: argparse.Namespace) -> _Target:
         urls = {a: target.outputs.get(f"{a[0].upper()}{a[1:]}QueueUrl") for a in ACTIONS}
         base_url = args.base_url
     else:
+        state = target.state or {}   # the local stack's target always has its state
         secret_id, table = "QualtricsSecret", "IdempotencyTable"
-        urls = {a: (target.state.get("queues") or {}).get(f"{a[0].upper()}{a[1:]}Queue") for a in ACTIONS}
-        base_url = args.base_url or target.state.get("sandboxUrl")
+        urls = {a: (state.get("queues") or {}).get(f"{a[0].upper()}{a[1:]}Queue") for a in ACTIONS}
+        base_url = args.base_url or state.get("sandboxUrl")
     if not secret_id or not table:
         raise BackfillError("the stack has no QualtricsSecretArn / IdempotencyTableName output")
     try:
@@ -312,11 +317,11 @@ def _connect(args: argparse.Namespace) -> _Target:
         from segment_qualtrics.adapters.aws_errors import explain
 
         raise BackfillError(f"cannot read the Qualtrics secret {secret_id}: {explain(exc, secret=secret_id)}") from None
-    urls = {a: u for a, u in urls.items() if u}
+    queue_urls = {a: u for a, u in urls.items() if u}
     from segment_qualtrics.tools.backfill_store import BulkIdempotencyStore
 
     return _Target(client, BulkIdempotencyStore(target.client("dynamodb"), table),
-                   SqsPublisher(target.client("sqs"), urls), urls)
+                   SqsPublisher(target.client("sqs"), queue_urls), queue_urls)
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -400,7 +405,7 @@ def _on_interrupt(stop: threading.Event, err: TextIO) -> dict[int, Any]:
         stop.set()
         print("\nstopping at the next checkpoint (Ctrl-C again to stop at once)...", file=err)
 
-    previous = {}
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, handler)

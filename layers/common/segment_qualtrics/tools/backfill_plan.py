@@ -80,6 +80,12 @@ class Item:
     def message(self) -> QueueMessage:
         return QueueMessage(self.action, self.subscription, self.message_id, self.received_at, self.event)
 
+    def import_entry(self) -> tuple[str, str, dict[str, Any]]:
+        """A bulk item's directory, mailing list and contact entry (the planner sets all three together)."""
+        if self.directory is None or self.mailing_list is None or self.contact is None:
+            raise ValueError(f"line {self.line} ({self.subscription}) is not planned for an import")
+        return self.directory, self.mailing_list, self.contact
+
 
 @dataclass
 class Planned:
@@ -227,14 +233,16 @@ class ImportBatch:
     def fits(self, item: Item, size: int, max_contacts: int, max_bytes: int) -> bool:
         if len(self.items) >= max_contacts or self.size + size > max_bytes:
             return False
-        data, embedded = item.contact.get("transactionData", {}), item.contact.get("embeddedData", {})
+        contact = item.import_entry()[2]
+        data, embedded = contact.get("transactionData", {}), contact.get("embeddedData", {})
         # Qualtrics refuses a contact whose embedded data names a transaction field of the import.
         return not (set(data) & self.embedded or set(embedded) & self.fields.keys())
 
     def add(self, item: Item, size: int) -> None:
+        contact = item.import_entry()[2]
         self.items.append(item)
-        self.fields.update(dict.fromkeys(item.contact.get("transactionData", {})))
-        self.embedded.update(item.contact.get("embeddedData", {}))
+        self.fields.update(dict.fromkeys(contact.get("transactionData", {})))
+        self.embedded.update(contact.get("embeddedData", {}))
         self.size += size
 
     def body(self, batch_id: str | None) -> dict[str, Any]:
@@ -256,16 +264,17 @@ def import_batches(items: Iterable[Item], max_contacts: int = IMPORT_MAX_CONTACT
     done: list[ImportBatch] = []
     too_big: list[Item] = []
     for item in items:
-        size = contact_size(item.contact)
+        directory, mailing_list, contact = item.import_entry()
+        size = contact_size(contact)
         if size > max_bytes:
             item.why_queue = f"the contact is {size} bytes, more than an import may hold"
             too_big.append(item)
             continue
-        if set(item.contact.get("embeddedData", {})) & set(item.contact.get("transactionData", {})):
+        if set(contact.get("embeddedData", {})) & set(contact.get("transactionData", {})):
             item.why_queue = "embedded data and transaction data share a name (an import refuses that)"
             too_big.append(item)
             continue
-        group = (item.directory, item.mailing_list)
+        group = (directory, mailing_list)
         batch = open_batches.get(group)
         if batch is None or not batch.fits(item, size, max_contacts, max_bytes):
             if batch is not None:

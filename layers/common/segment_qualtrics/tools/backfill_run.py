@@ -298,17 +298,18 @@ class Backfill:
         On a resume, a key still leased is this backfill's own when the segment records it as claimed (or, if
         the run stopped while claiming, when the segment's lease has not run out)."""
         claiming = [item for item in items if item.claims]
-        if not claiming or self.store is None:
+        store = self.store
+        if not claiming or store is None:
             return items
         recorded = segment.get("claimed")
         ours = {(line, sub) for line, sub in recorded} if recorded is not None else None
         lease_left = segment["leaseUntil"] > self.clock()
         lease = self.options.lease_seconds
-        if hasattr(self.store, "claim_many"):   # the DynamoDB store: a few calls per hundred keys
-            claims = self.store.claim_many([item.key for item in claiming], lease)
+        if hasattr(store, "claim_many"):   # the DynamoDB store: a few calls per hundred keys
+            claims = store.claim_many([item.key for item in claiming], lease)
         else:
             with ThreadPoolExecutor(self.options.claim_threads) as pool:
-                claims = list(pool.map(lambda item: self.store.claim(item.key, lease), claiming))
+                claims = list(pool.map(lambda item: store.claim(item.key, lease), claiming))
         skipped: set[int] = set()
         claimed: list[list[Any]] = []
         for item, claim in zip(claiming, claims, strict=True):
@@ -327,14 +328,15 @@ class Backfill:
 
     def _settle(self, done: list[Item], undone: list[Item], uncertain: list[Item]) -> None:
         """Keys: delivered → COMPLETED; refused → forgotten; may have landed → released uncertain."""
-        if self.store is None:
+        store = self.store
+        if store is None:
             return
-        if hasattr(self.store, "complete_many"):
-            self.store.complete_many([i.key for i in done if i.claims])
+        if hasattr(store, "complete_many"):
+            store.complete_many([i.key for i in done if i.claims])
             done = []
-        work = ([(self.store.complete, i.key) for i in done if i.claims]
-                + [(lambda k: self.store.release(k, uncertain=False), i.key) for i in undone if i.claims]
-                + [(lambda k: self.store.release(k, uncertain=True), i.key) for i in uncertain if i.claims])
+        work = ([(store.complete, i.key) for i in done if i.claims]
+                + [(lambda k: store.release(k, uncertain=False), i.key) for i in undone if i.claims]
+                + [(lambda k: store.release(k, uncertain=True), i.key) for i in uncertain if i.claims])
         if not work:
             return
         with ThreadPoolExecutor(self.options.claim_threads) as pool:
@@ -351,7 +353,8 @@ class Backfill:
         their keys are released so, and the worker looks for the transaction's marker before creating it."""
         if not items:
             return
-        sendable = [i for i in items if self.publisher is not None and i.action in self.queue_actions]
+        publisher = self.publisher
+        sendable = [i for i in items if publisher is not None and i.action in self.queue_actions]
         sendable_ids = {id(i) for i in sendable}
         refused = [i for i in items if id(i) not in sendable_ids]
         self._write_rejects([Reject(i.line, f"no queue for {i.action} to send it to"
@@ -359,6 +362,8 @@ class Backfill:
                              for i in refused])
         if uncertain:
             self._settle([], [], items)
+        if publisher is None:   # nothing is sendable
+            return
         by_action: dict[str, list[Item]] = {}
         for item in sendable:
             by_action.setdefault(item.action, []).append(item)
@@ -367,7 +372,7 @@ class Backfill:
                 chunk = group[start:start + 10]
                 self._pace(len(chunk))
                 messages = [i.message() for i in chunk]
-                unaccepted = {id(m) for m in self.publisher.publish(action, messages)}
+                unaccepted = {id(m) for m in publisher.publish(action, messages)}
                 lost = [i for i, m in zip(chunk, messages, strict=True) if id(m) in unaccepted]
                 self._write_rejects([Reject(i.line, f"SQS did not take it on the {action} queue", i.subscription,
                                             i.message_id) for i in lost])
@@ -480,8 +485,12 @@ class Backfill:
 
     def _finished(self, record: dict[str, Any], status: dict[str, Any]) -> None:
         items = self._stored_items(record)
-        contacts = status.get("contacts") if isinstance(status.get("contacts"), dict) else {}
-        counts = contacts.get("count") if isinstance(contacts.get("count"), dict) else {}
+        contacts = status.get("contacts")
+        if not isinstance(contacts, dict):
+            contacts = {}
+        counts = contacts.get("count")
+        if not isinstance(counts, dict):
+            counts = {}
         errors: dict[int, str] = {}
         unprocessed = contacts.get("unprocessed") or []
         if unprocessed:
