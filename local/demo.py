@@ -24,6 +24,9 @@ SAMPLES = ["identify.json", "track_transaction_created.json", "batch.json", "bat
            "invalid_event.json", "bad_signature.json"]
 # Sent once the others are delivered: a Segment retry of identify.json's messageId, which the worker skips.
 DUPLICATE = "duplicate_of_identify.json"
+# Sent last: Segment's delete call for the samples' user; deleteContact removes the contact (and, in the sandbox as in
+# Qualtrics, its transactions).
+DELETE = "delete.json"
 
 
 def main() -> int:
@@ -60,6 +63,8 @@ def main() -> int:
         for run in sandbox["workflowRuns"]:
             print(f"  urlTokenId={run.get('urlTokenId')} body keys={sorted((run.get('body') or {}).keys())}")
 
+        _delete_demo(state, secret, sqs, sources)
+
     print()
     for name, url in state["queues"].items():
         if not name.endswith("DeadLetterQueue"):
@@ -71,6 +76,23 @@ def main() -> int:
             print(f"  messageId={attrs.get('segmentMessageId')} {attrs.get('errorCode')} "
                   f"(status {attrs.get('httpStatus', '-')}): {attrs.get('errorMessage')}")
     return 0
+
+
+def _delete_demo(state: dict, secret: bytes, sqs, sources: dict[str, str]) -> None:
+    """deleteContact: the samples' user asks to be forgotten; show their contacts before and after."""
+    user = json.loads(json.loads((ROOT / "events" / "ingest" / DELETE).read_text())["body"])["userId"]
+    print(f"\nnow Segment's delete call for {user} (deleteContact, the right to be forgotten)")
+    before = _contacts_of(state, user)
+    if not _post(state, secret, DELETE):
+        return
+    if not _wait(sqs, sources):
+        print("(the deletion is still being retried; run `make demo` again later)")
+    print(f"  contacts with extRef {user}: {before} before, {_contacts_of(state, user)} after")
+
+
+def _contacts_of(state: dict, user: str) -> int:
+    sandbox = requests.get(state["sandboxUrl"] + "/_sandbox/state", timeout=5).json()
+    return sum(c.get("extRef") == user for d in sandbox["directories"].values() for c in d["contacts"])
 
 
 def _post(state: dict, secret: bytes, name: str) -> bool:

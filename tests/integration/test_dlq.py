@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.tools import cli, dlq_commands
 from segment_qualtrics.tools.dlq import ActionQueues, Selection, peek, purge, redrive
 
@@ -243,7 +244,7 @@ def test_cli_redrive_says_what_it_did_once(stack: LocalStack, sqs, queues: Actio
     # Nothing anywhere: one line per queue, no word about move tasks.
     status, out, _ = run_cli(stack, tmp_path, "redrive")
     assert status == 0 and "unavailable" not in out
-    assert out.count("nothing to redrive") == 3
+    assert out.count("nothing to redrive") == len(ACTIONS)   # one line per action queue
     # Letters in two DLQs. The local stack's moto has no move tasks: not even asked, nothing said.
     dead_letter_one(stack)
     other = stack.queue_url("UpsertContactTransactionDeadLetterQueue")
@@ -274,4 +275,4 @@ def test_cli_purge_twice_within_a_minute_is_quiet(stack: LocalStack, sqs, queues
         assert status == 0 and f"{ACTION}: 1 dead letter(s) deleted" in out
         assert "PurgeQueue" not in out + err and "InProgress" not in out + err
     status, out, _ = run_cli(stack, tmp_path, "purge", "--yes")   # empty queues: no PurgeQueue call at all
-    assert status == 0 and out.count("0 dead letter(s) deleted") == 3 and "PurgeQueue" not in out
+    assert status == 0 and out.count("0 dead letter(s) deleted") == len(ACTIONS) and "PurgeQueue" not in out

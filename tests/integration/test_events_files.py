@@ -31,7 +31,7 @@ INGEST_EXPECTED = {
     "batch_with_invalid_event.json": (200, {"addContactToXmd": 1}),
     "duplicate_of_identify.json": (200, {"addContactToXmd": 1}),   # the worker, not the ingest, skips it
     "invalid_event.json": (400, None),
-    "delete.json": (200, {}),   # accepted; the packaged deleteContact subscription ships disabled
+    "delete.json": (200, {"deleteContact": 1}),   # the local stack enables deleteContact (packaged: disabled)
     "bad_signature.json": (401, None),
 }
 

@@ -287,8 +287,10 @@ class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
                       summary: bool = False) -> dict[str, Any]:
         """An import's ``result``: status, percentComplete, contacts (counts, unprocessed indexes); with
         ``summary`` also ``contacts.errors`` (index, errorCode, errorMessage of each unprocessed contact)."""
-        path = f"{_import_path(directory_id, mailing_list_id)}/{_seg(import_id)}" + ("/summary" if summary else "")
-        result = self._call("import_summary" if summary else "import_status", "GET", path).get("result")
+        path = f"{_import_path(directory_id, mailing_list_id)}/{_seg(import_id)}"
+        answer = self._call("import_summary", "GET", path + "/summary") if summary else \
+            self._call("import_status", "GET", path)
+        result = answer.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("status"), str):
             raise RetryableError("qualtrics_bad_response", "the import status has no result.status")
         return result

@@ -45,6 +45,11 @@ OPERATION_CLASSES: Mapping[str, str] = {
     "list_transactions": "reads",
     "trigger_workflow": "workflows",
     "whoami": "reads",
+    # The backfill's bulk path (tools/backfill*.py): an import writes contacts; its status is a read.
+    "create_transaction_batch": "transactions",
+    "start_import": "contact_writes",
+    "import_status": "reads",
+    "import_summary": "reads",
 }
 # Published figures (calls per minute); template parameters override them. 0 switches a budget off.
 DEFAULT_LIMITS: Mapping[str, int] = {
