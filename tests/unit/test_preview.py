@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.delivery.transactions import transaction_key
 from segment_qualtrics.delivery.worker import Delivery
 from segment_qualtrics.destination.errors import DestinationError
@@ -199,7 +200,7 @@ def test_an_invalid_payload_shows_the_error_and_what_the_mapping_resolved_to():
                      "transactionDate": {"@path": "$.properties.when"}, "contactId": {"@path": "$.properties.total"},
                      "extRef": {"@path": "$.properties.nobody"}}}]}, environ={})
     dated = only(run(event, subscriptions=subs), "Dated")
-    assert dated.outcome == "dead-lettered" and dated.requests == [] and dated.payload is None
+    assert dated.outcome is Outcome.DEAD_LETTERED and dated.requests == [] and dated.payload is None
     assert dated.error["code"] == "invalid_payload" and "extRef" in dated.error["message"]
     assert dated.resolved["contactId"] == 1 and "extRef" not in dated.resolved
 
@@ -220,7 +221,7 @@ def test_a_workflow_url_outside_qualtrics_is_the_workers_error_and_no_request():
         {"name": "Elsewhere", "actionSlug": "triggerXflowWorkflow", "trigger": 'type = "track"',
          "mapping": {"workflowUrl": "https://hooks.example.com/x"}}]}, environ={})
     elsewhere = only(run(TRANSACTION, subscriptions=subs), "Elsewhere")
-    assert elsewhere.outcome == "dead-lettered" and elsewhere.requests == []
+    assert elsewhere.outcome is Outcome.DEAD_LETTERED and elsewhere.requests == []
     assert elsewhere.error["code"] == "workflow_url_not_allowed"
     # ... unless it is QUALTRICS_BASE_URL's origin
     allowed = only(run(TRANSACTION, subscriptions=subs, base_url="https://hooks.example.com"), "Elsewhere")

@@ -22,6 +22,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from segment_qualtrics.delivery.outcomes import DeleteResult
 from segment_qualtrics.delivery.qualtrics_api import QualtricsApi
 from segment_qualtrics.delivery.transactions import forget_contact
 from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
@@ -98,7 +99,7 @@ class DeleteContactExecutor:
             may_call()
             contact_ids = self._find(directory_id, payload.lookup_identifiers())
             if not contact_ids:
-                detail["deleteResult"] = "not_found"
+                detail["deleteResult"] = DeleteResult.NOT_FOUND
                 return True
         gone = 0
         for contact_id in contact_ids:
@@ -116,7 +117,7 @@ class DeleteContactExecutor:
             if not may_call():
                 return False
             self.client.search_contacts(directory_id, {"extRef": payload.contactId})
-        detail["deleteResult"] = "deleted" if detail["contactsDeleted"] else "already_deleted"
+        detail["deleteResult"] = DeleteResult.DELETED if detail["contactsDeleted"] else DeleteResult.ALREADY_DELETED
         return True
 
     def _find(self, directory_id: str, identifiers: dict[str, str]) -> list[str]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from segment_qualtrics.delivery.idempotency import ClaimState, IdempotencyStore
+from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.delivery.rate_limit import RateLimited
 from segment_qualtrics.destination.envelope import EnvelopeError, QueueMessage, sqs_attribute_text
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
@@ -223,7 +224,7 @@ class Worker:
     visibility: VisibilityControl
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease_seconds: int = 60
-    on_outcome: Callable[[str, Delivery, DestinationError | None], None] | None = None
+    on_outcome: Callable[[Outcome, Delivery, DestinationError | None], None] | None = None
     # Seconds left in the invocation (None: no limit), and what one Qualtrics call needs at worst plus the
     # time to record outcomes after it: no call starts with less left than that.
     remaining_seconds: Callable[[], float] | None = None
@@ -275,13 +276,13 @@ class Worker:
             # The same event twice in one batch: the first copy carries it (delivered, retried or
             # dead-lettered); this copy is dropped rather than left to fight over the claim.
             report.duplicates.append(delivery)
-            self._notify("duplicate", delivery, None)
+            self._notify(Outcome.DUPLICATE, delivery, None)
             return
         in_batch.add(key)
         claim = self.store.claim(key, self.lease_seconds)
         if claim.state is ClaimState.DONE:
             report.duplicates.append(delivery)
-            self._notify("duplicate", delivery, None)
+            self._notify(Outcome.DUPLICATE, delivery, None)
         elif claim.state is ClaimState.BUSY:
             # Come back when the other worker's lease ends: if it crashed, this attempt recovers.
             busy = RetryableError("in_progress", "another worker is delivering this message",
@@ -319,9 +320,9 @@ class Worker:
         try:
             self.store.complete(delivery.queued.idempotency_key)
         except Exception as exc:  # noqa: BLE001 - delivered all the same; the record's lease runs out
-            self._notify("complete_failed", delivery, internal_error(exc))
+            self._notify(Outcome.COMPLETE_FAILED, delivery, internal_error(exc))
         report.delivered.append(delivery)
-        self._notify("delivered", delivery, None)
+        self._notify(Outcome.DELIVERED, delivery, None)
 
     def _defer(self, delivery: Delivery, report: Report) -> None:
         """Not started for lack of time: hand it back at once, without a backoff and without a dead letter."""
@@ -337,7 +338,7 @@ class Worker:
         except Exception:  # noqa: BLE001 - it comes back at the queue's visibility timeout instead
             pass
         report.deferred.append(delivery)
-        self._notify("deferred", delivery, None)
+        self._notify(Outcome.DEFERRED, delivery, None)
 
     def _hand_back(self, delivery: Delivery, error: RateLimited, report: Report, *, claimed: bool) -> None:
         """Rate-limited: its call did not start. Back to the queue for when the bucket predicts a call is free;
@@ -361,14 +362,14 @@ class Worker:
                 pass
             else:
                 report.requeued.append((delivery, delay))
-                self._notify("requeued", delivery, error)
+                self._notify(Outcome.REQUEUED, delivery, error)
                 return
         try:
             self.visibility.delay(delivery.receipt_handle, seconds)
         except Exception:  # noqa: BLE001 - it comes back at the queue's visibility timeout instead
             pass
         report.handed_back.append((delivery, seconds))
-        self._notify("rate_limited", delivery, error)
+        self._notify(Outcome.RATE_LIMITED, delivery, error)
 
     def _release(self, delivery: Delivery, *, uncertain: bool) -> None:
         try:
@@ -423,7 +424,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - the message is retried anyway, at the queue's own timeout
                 pass
             report.retried.append((delivery, error, seconds))
-            self._notify("retried", delivery, error)
+            self._notify(Outcome.RETRIED, delivery, error)
             return
         if waited:
             error = type(error)(error.code, f"{error.message}: waited on that worker until the last receive the "
@@ -436,12 +437,12 @@ class Worker:
             self.dead_letters.send(delivery.body, dead_letter_attributes(delivery, error))
         except Exception:  # noqa: BLE001 - never lose it: let SQS redeliver, RedrivePolicy is the net
             report.failed.append(delivery)
-            self._notify("dead_letter_failed", delivery, error)
+            self._notify(Outcome.DEAD_LETTER_FAILED, delivery, error)
             return
         report.dead_lettered.append((delivery, error))
-        self._notify("dead_lettered", delivery, error)
+        self._notify(Outcome.DEAD_LETTERED, delivery, error)
 
-    def _notify(self, outcome: str, delivery: Delivery, error: DestinationError | None) -> None:
+    def _notify(self, outcome: Outcome, delivery: Delivery, error: DestinationError | None) -> None:
         if self.on_outcome:
             try:
                 self.on_outcome(outcome, delivery, error)
