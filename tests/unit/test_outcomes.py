@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from segment_qualtrics.delivery.outcomes import DeleteResult, Outcome
-from segment_qualtrics.delivery.worker import Delivery
+from segment_qualtrics.delivery.worker import QueuedWork
 from segment_qualtrics.destination.envelope import QueueMessage
 from segment_qualtrics.destination.errors import PermanentError
 from segment_qualtrics.ingest.core import Rejection
@@ -46,10 +46,10 @@ def log_lines(capsys):
     metrics.clear_metrics()
 
 
-def work(sqs_message_id: str) -> Delivery:
+def work(sqs_message_id: str) -> QueuedWork:
     event = {"type": "identify", "messageId": "seg-1", "userId": "user-1"}
     queued = QueueMessage("upsertContact", "Contacts", "seg-1", "2024-01-01T00:00:00Z", event)
-    item = Delivery.from_sqs_record({"messageId": sqs_message_id, "receiptHandle": "rh", "body": queued.to_json()})
+    item = QueuedWork.from_sqs_record({"messageId": sqs_message_id, "receiptHandle": "rh", "body": queued.to_json()})
     item.message = queued
     return item
 

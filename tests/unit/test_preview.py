@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.delivery.transactions import transaction_key
-from segment_qualtrics.delivery.worker import Delivery
+from segment_qualtrics.delivery.worker import QueuedWork
 from segment_qualtrics.destination.errors import DestinationError
 from segment_qualtrics.destination.subscriptions import parse_subscriptions
 from segment_qualtrics.ingest.core import route
@@ -161,9 +161,9 @@ def test_a_transaction_without_contact_id_searches_then_creates_then_posts_with_
     assert (create.method, create.url) == ("POST", f"{base}/contacts")
     assert create.body == {"email": "ada@example.com", "extRef": "user-1", "unsubscribed": False, "language": "EN"}
     assert (post.method, post.url) == ("POST", f"{base}/transactions")
-    # The key the worker derives for this message (same envelope, same Delivery, as the worker builds them).
+    # The key the worker derives for this message (same envelope, same QueuedWork, as the worker builds them).
     [message] = route(TRANSACTION, [s for s in SUBSCRIPTIONS if s.name == "Transactions"], "2026-11-29T10:00:00.250Z")
-    delivery = Delivery.from_sqs_record({"messageId": "x", "body": message.to_json()})
+    delivery = QueuedWork.from_sqs_record({"messageId": "x", "body": message.to_json()})
     delivery.message = message
     assert post.body == {transaction_key(delivery): {
         "contactId": CONTACT_PLACEHOLDER, "mailingListId": "CG_1",

@@ -27,7 +27,7 @@ from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT, 
 from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.delivery.rate_limit import RateLimiter
 from segment_qualtrics.delivery.transactions import ContactCache, TransactionExecutor
-from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
+from segment_qualtrics.delivery.worker import QueuedWork, RetryPolicy, Worker
 from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 from segment_qualtrics.runtime.observability import (
@@ -147,10 +147,10 @@ class WorkerObserver:
             add(Metric.CONTACT_CACHE_HITS, hits - before_hits)
         self.batch.flush()
 
-    def outcome(self, outcome: Outcome, delivery: Delivery, error: DestinationError | None) -> None:
+    def outcome(self, outcome: Outcome, delivery: QueuedWork, error: DestinationError | None) -> None:
         message = delivery.message
         extra: dict[str, Any] = {"outcome": outcome.value, "attempt": delivery.attempt,
-                                 "sqsMessageId": delivery.record_id, "action": self.action}
+                                 "sqsMessageId": delivery.sqs_message_id, "action": self.action}
         if message is not None:
             extra.update(correlation_id=message.message_id, segmentMessageId=message.message_id,
                          subscription=message.subscription, eventType=message.event.get("type"),
@@ -276,7 +276,7 @@ class WorkerApp:
             self.worker.invocation_seconds = started_with
             if self.limiter is not None:
                 self.limiter.remaining = remaining
-            report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
+            report = self.worker.process([QueuedWork.from_sqs_record(r) for r in records])
         finally:
             self.observer.end(len(records))
         return partial_batch_response(records, set(report.failure_ids))

@@ -31,7 +31,7 @@ from requests.adapters import BaseAdapter
 from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
 from segment_qualtrics.delivery.idempotency import MemoryIdempotencyStore
 from segment_qualtrics.delivery.outcomes import Outcome
-from segment_qualtrics.delivery.worker import Delivery, Worker
+from segment_qualtrics.delivery.worker import QueuedWork, Worker
 from segment_qualtrics.destination.errors import DestinationError
 from segment_qualtrics.destination.subscriptions import Subscription
 from segment_qualtrics.ingest.core import IngestRequest, route
@@ -192,7 +192,7 @@ def _deliver(item: SubscriptionPreview, sub: Subscription, body: str, credential
     worker = Worker(action=sub.action.slug, subscriptions={sub.name: sub}, executor=executor,
                     store=MemoryIdempotencyStore(), dead_letters=dead_letters, visibility=_NoDelay(),
                     on_outcome=lambda outcome, _, error: outcomes.append((outcome, error)))
-    delivery = Delivery.from_sqs_record(
+    delivery = QueuedWork.from_sqs_record(
         {"messageId": "preview-1", "receiptHandle": "preview", "body": body,
          "attributes": {"ApproximateReceiveCount": "1"}})
     worker.process([delivery])
