@@ -18,6 +18,8 @@ from segment_qualtrics.ingest.core import Rejection
 from segment_qualtrics.runtime.observability import Metric, logger, metrics
 from segment_qualtrics.runtime.worker_app import WorkerObserver
 
+from local.stack import render_log_line
+
 PACKAGE = Path(__file__).resolve().parents[2] / "layers" / "common" / "segment_qualtrics"
 
 
@@ -85,3 +87,11 @@ def test_no_bare_outcome_string_is_left_in_the_package():
              for node in ast.walk(ast.parse(path.read_text()))
              if isinstance(node, ast.Constant) and node.value in spelled]
     assert found == []
+
+
+def test_the_local_stack_prints_each_outcome_as_logged():
+    line = json.dumps({"level": "WARNING", "message": Outcome.DEAD_LETTERED.label, "outcome": "dead_lettered",
+                       "action": "addContactToXmd", "segmentMessageId": "m-8", "attempt": 1,
+                       "errorCode": "qualtrics_rejected"})
+    shown = render_log_line("AddContactToXmdFunction", line)
+    assert shown is not None and shown.split()[:2] == ["AddContactToXmd", "dead_lettered"] and "attempt=1" in shown
