@@ -42,7 +42,7 @@ from segment_qualtrics.adapters.qualtrics import QualtricsClient  # noqa: E402
 from segment_qualtrics.delivery.executors import AddContactExecutor  # noqa: E402
 from segment_qualtrics.delivery.idempotency import MemoryIdempotencyStore  # noqa: E402
 from segment_qualtrics.delivery.transactions import ContactCache, TransactionExecutor  # noqa: E402
-from segment_qualtrics.delivery.worker import Delivery, Progress  # noqa: E402
+from segment_qualtrics.delivery.worker import Progress, QueuedWork  # noqa: E402
 from segment_qualtrics.destination.envelope import QueueMessage  # noqa: E402
 from segment_qualtrics.destination.subscriptions import parse_subscriptions  # noqa: E402
 from segment_qualtrics.tools.backfill_input import open_input  # noqa: E402
@@ -112,19 +112,19 @@ def bulk_lane(base_url: str, directory: str, customers: int, workdir: Path) -> d
 def per_event_lane(base_url: str, directory: str, customers: int, workers: int) -> dict:
     calls = Calls()
     subscriptions = {s.name: s for s in parse_subscriptions(config(directory), environ={})}
-    work: list[tuple[str, list[Delivery]]] = []
+    work: list[tuple[str, list[QueuedWork]]] = []
     for action, name in (("addContactToXmd", "Contacts"), ("upsertContactTransaction", "Transactions")):
         deliveries = []
         for n in range(customers):
             event = customer_events(n)[0 if action == "addContactToXmd" else 1]
             message = QueueMessage(action, name, event["messageId"], event["receivedAt"], event)
-            delivery = Delivery(f"{action}-{n}", "", "", 1, message=message, subscription=subscriptions[name])
+            delivery = QueuedWork(f"{action}-{n}", "", "", 1, message=message, subscription=subscriptions[name])
             delivery.payload = subscriptions[name].action.build_payload(subscriptions[name].mapping, event)
             deliveries.append(delivery)
         work += [(action, deliveries[i:i + 10]) for i in range(0, len(deliveries), 10)]   # SQS batches of 10
     local = threading.local()
 
-    def deliver(job: tuple[str, list[Delivery]]) -> int:
+    def deliver(job: tuple[str, list[QueuedWork]]) -> int:
         action, batch = job
         if not hasattr(local, "client"):   # one warm "Lambda container" per thread: its client and contact cache
             local.client = QualtricsClient.with_token(TOKEN, "bench", base_url, on_call=calls)
@@ -135,12 +135,12 @@ def per_event_lane(base_url: str, directory: str, customers: int, workers: int) 
         while batch:
             progress = Progress()
             errors = executor.execute(batch, progress)
-            retry = [d for d in batch if d.record_id in errors and errors[d.record_id].retryable]
+            retry = [d for d in batch if d.sqs_message_id in errors and errors[d.sqs_message_id].retryable]
             wrong = [e for e in errors.values() if not e.retryable]
             if wrong:
                 raise RuntimeError(f"per-event lane: {wrong[0].code}: {wrong[0].message}")
             if retry:
-                delay = max((errors[d.record_id].retry_after or 1.0) for d in retry)
+                delay = max((errors[d.sqs_message_id].retry_after or 1.0) for d in retry)
                 time.sleep(delay)
                 waits += 1
                 for d in retry:

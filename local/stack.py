@@ -33,6 +33,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from segment_qualtrics.delivery.outcomes import Outcome
 
 from local.runtime import FunctionError, LocalFunction
 from local.template import load_template
@@ -608,14 +609,14 @@ def render_log_line(function: str, line: str) -> str | None:
         if record.get("level") in ("WARNING", "ERROR", "CRITICAL"):
             return f"{_short(function):<25} {record.get('level').lower():<13} {record.get('message')}"
         return None
-    parts = [f"{_short(function):<25} {outcome.replace('_', '-'):<13}"]
+    parts = [f"{_short(function):<25} {outcome:<13}"]   # as logged: the one spelling operators query
     if record.get("action"):
         parts.append(f"{record['action']:<25}")
     if record.get("segmentMessageId"):
         parts.append(f"messageId={record['segmentMessageId']}")
     if record.get("eventType"):
         parts.append(f"{record['eventType']}" + (f" \"{record['eventName']}\"" if record.get("eventName") else ""))
-    if record.get("attempt") and outcome != "delivered":
+    if record.get("attempt") and outcome != Outcome.DELIVERED:
         parts.append(f"attempt={record['attempt']}")
     for key in ("errorCode", "httpStatus", "code", "status"):
         if record.get(key):

@@ -15,10 +15,9 @@ from segment_qualtrics.destination.subscriptions import parse_subscriptions
 from segment_qualtrics.ingest.core import (
     ECHO_LIMIT,
     MAX_EVENT_BYTES,
-    REJECTED_INVALID,
-    REJECTED_TOO_LARGE,
     IngestCredentials,
     IngestRequest,
+    Rejection,
     authenticate,
     handle_ingest,
 )
@@ -318,5 +317,5 @@ def test_the_core_lists_one_rejection_code_per_invalid_event():
                              Publisher(), now=NOW)
     assert response.status == 200
     assert [entry["index"] for entry in response.body["invalid"]] == [0, 2]
-    assert response.rejected == [REJECTED_INVALID, REJECTED_TOO_LARGE]
+    assert response.rejected == [Rejection.INVALID_EVENT, Rejection.EVENT_TOO_LARGE]
     assert "rejected" not in response.to_http_api_response()["body"]

@@ -7,7 +7,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from segment_qualtrics.delivery.transactions import transaction_key
-from segment_qualtrics.delivery.worker import Delivery
+from segment_qualtrics.delivery.worker import QueuedWork
 from segment_qualtrics.destination.envelope import QueueMessage
 from segment_qualtrics.destination.subscriptions import parse_subscriptions
 from segment_qualtrics.tools.backfill_plan import (
@@ -50,7 +50,7 @@ def test_a_transaction_is_bulk_with_the_live_key_and_recovery_marker():
     live = QueueMessage("upsertContactTransaction", "Orders", "m1", "2025-01-02T03:04:05Z", order(1))
     assert item.key == live.idempotency_key
     data = item.contact["transactionData"]
-    assert data["segmentDeliveryKey"] == transaction_key(Delivery("", "", "", 1, message=live))
+    assert data["segmentDeliveryKey"] == transaction_key(QueuedWork("", "", "", 1, message=live))
     assert data["segmentMessageId"] == "m1" and data["segmentTransactionDate"] == "2025-01-02 03:04:05"
     assert data["total"] == 1 and item.contact["extRef"] == "u1"
 

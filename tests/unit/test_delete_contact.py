@@ -26,7 +26,7 @@ from segment_qualtrics.adapters.qualtrics import QualtricsClient
 from segment_qualtrics.delivery.executors_delete import MAX_CONTACTS_PER_DELETE, DeleteContactExecutor
 from segment_qualtrics.delivery.idempotency import MemoryIdempotencyStore
 from segment_qualtrics.delivery.transactions import ContactCache, TransactionExecutor
-from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
+from segment_qualtrics.delivery.worker import QueuedWork, RetryPolicy, Worker
 from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.destination.envelope import QueueMessage
 from segment_qualtrics.destination.errors import PermanentError
@@ -118,15 +118,15 @@ class Run:
         self.executor = DeleteContactExecutor(self.client)
         self.dead_letters, self.visibility = DeadLetters(), Visibility()
         self.store = MemoryIdempotencyStore()
-        self.outcomes: list[tuple[str, Delivery]] = []
+        self.outcomes: list[tuple[str, QueuedWork]] = []
         sub = sub or subscription()
         self.worker = Worker(action="deleteContact", subscriptions={sub.name: sub}, executor=self.executor,
                              store=self.store, dead_letters=self.dead_letters, visibility=self.visibility,
                              retry=RetryPolicy(max_attempts=3, jitter=lambda: 0.0),
                              on_outcome=lambda outcome, d, error: self.outcomes.append((outcome, d)), **worker)
 
-    def deliver(self, *events: dict[str, Any], attempt: int = 1) -> list[Delivery]:
-        deliveries = [Delivery(f"sqs-{e['messageId']}", "rh", message(e), attempt) for e in events]
+    def deliver(self, *events: dict[str, Any], attempt: int = 1) -> list[QueuedWork]:
+        deliveries = [QueuedWork(f"sqs-{e['messageId']}", "rh", message(e), attempt) for e in events]
         self.report = self.worker.process(deliveries)
         return deliveries
 
@@ -157,7 +157,7 @@ def test_a_segment_delete_deletes_the_contact_found_by_user_id(sandbox):
     gone = sandbox.add(extRef="user-1", email="ada@example.com")
     run = Run(sandbox)
     [delivery] = run.deliver(delete_event())
-    assert [d.record_id for d in run.report.delivered] == ["sqs-del-1"]
+    assert [d.sqs_message_id for d in run.report.delivered] == ["sqs-del-1"]
     assert [c["contactId"] for c in sandbox.contacts()] == [keep]
     [search] = sandbox.requests("POST")
     assert search["body"] == {"filter": {"filterType": "extRef", "comparison": "eq", "value": "user-1"}}
@@ -349,7 +349,7 @@ def test_out_of_time_part_way_defers_and_the_next_attempt_deletes_the_rest(sandb
               remaining_seconds=lambda: 100.0 if len(box[0].calls) < 2 else 0.0)
     box.append(run)
     run.deliver(delete_event())
-    assert [d.record_id for d in run.report.deferred] == ["sqs-del-1"] and not run.dead_letters.sent
+    assert [d.sqs_message_id for d in run.report.deferred] == ["sqs-del-1"] and not run.dead_letters.sent
     assert len(sandbox.contacts(PLAIN)) == 2
     run.worker.remaining_seconds = None
     [again] = run.deliver(delete_event(), attempt=2)
@@ -362,7 +362,7 @@ def test_a_redelivered_message_that_was_done_is_a_duplicate(sandbox):
     run = Run(sandbox)
     run.deliver(delete_event())
     run.deliver(delete_event(), attempt=2)
-    assert [d.record_id for d in run.report.duplicates] == ["sqs-del-1"]
+    assert [d.sqs_message_id for d in run.report.duplicates] == ["sqs-del-1"]
     assert len(sandbox.requests("DELETE")) == 1
 
 
@@ -381,11 +381,11 @@ def test_a_deleted_contact_leaves_the_warm_contact_caches_of_the_process(sandbox
                        executor=TransactionExecutor(client, cache), store=MemoryIdempotencyStore(),
                        dead_letters=DeadLetters(), visibility=Visibility())
 
-    def transaction(message_id: str) -> Delivery:
+    def transaction(message_id: str) -> QueuedWork:
         event = {"type": "track", "event": "Order", "messageId": message_id, "userId": "user-1",
                  "properties": {}, "timestamp": "2026-11-29T10:00:00Z"}
         body = QueueMessage(transactions.slug, tx_sub.name, message_id, "2026-11-29T10:00:00Z", event).to_json()
-        return Delivery(f"sqs-{message_id}", "rh", body, 1)
+        return QueuedWork(f"sqs-{message_id}", "rh", body, 1)
 
     assert tx_worker.process([transaction("tx-1")]).delivered
     [first] = sandbox.contacts()
@@ -503,7 +503,7 @@ def test_the_events_samples_deliver(sandbox, name, result):
     sandbox.add(extRef="user-1001")
     records = json.loads((ROOT / "events" / "delete_contact" / name).read_text())["Records"]
     run = Run(sandbox)
-    deliveries = [Delivery.from_sqs_record(r) for r in records]
+    deliveries = [QueuedWork.from_sqs_record(r) for r in records]
     report = run.worker.process(deliveries)
     assert len(report.delivered) == len(records) == 1 and not report.dead_lettered
     assert deliveries[0].detail["deleteResult"] == result

@@ -14,6 +14,7 @@ from segment_qualtrics.delivery.executors_delete import (
     MAX_CONTACTS_PER_DELETE,
     PREVIEW_CONTACT_ID,
 )
+from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.destination.subscriptions import parse_subscriptions
 from segment_qualtrics.tools.cli import main
@@ -84,7 +85,7 @@ def test_preview_says_why_an_unidentified_delete_would_be_dead_lettered(no_netwo
     subs = parse_subscriptions({"subscriptions": [ENABLED]}, environ=VARS)
     anonymous = {"type": "delete", "messageId": "del-2", "anonymousId": "anon-1"}
     [sub] = preview([anonymous], subs, now=NOW).events[0].subscriptions
-    assert sub.outcome == "dead-lettered" and sub.error["code"] == "invalid_payload"
+    assert sub.outcome is Outcome.DEAD_LETTERED and sub.error["code"] == "invalid_payload"
     assert "needs contactId, or at least one of extRef, email, phone" in sub.error["message"]
     assert sub.requests == []
 

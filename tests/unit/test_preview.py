@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.delivery.transactions import transaction_key
-from segment_qualtrics.delivery.worker import Delivery
+from segment_qualtrics.delivery.worker import QueuedWork
 from segment_qualtrics.destination.errors import DestinationError
 from segment_qualtrics.destination.subscriptions import parse_subscriptions
 from segment_qualtrics.ingest.core import route
@@ -160,9 +161,9 @@ def test_a_transaction_without_contact_id_searches_then_creates_then_posts_with_
     assert (create.method, create.url) == ("POST", f"{base}/contacts")
     assert create.body == {"email": "ada@example.com", "extRef": "user-1", "unsubscribed": False, "language": "EN"}
     assert (post.method, post.url) == ("POST", f"{base}/transactions")
-    # The key the worker derives for this message (same envelope, same Delivery, as the worker builds them).
+    # The key the worker derives for this message (same envelope, same QueuedWork, as the worker builds them).
     [message] = route(TRANSACTION, [s for s in SUBSCRIPTIONS if s.name == "Transactions"], "2026-11-29T10:00:00.250Z")
-    delivery = Delivery.from_sqs_record({"messageId": "x", "body": message.to_json()})
+    delivery = QueuedWork.from_sqs_record({"messageId": "x", "body": message.to_json()})
     delivery.message = message
     assert post.body == {transaction_key(delivery): {
         "contactId": CONTACT_PLACEHOLDER, "mailingListId": "CG_1",
@@ -199,7 +200,7 @@ def test_an_invalid_payload_shows_the_error_and_what_the_mapping_resolved_to():
                      "transactionDate": {"@path": "$.properties.when"}, "contactId": {"@path": "$.properties.total"},
                      "extRef": {"@path": "$.properties.nobody"}}}]}, environ={})
     dated = only(run(event, subscriptions=subs), "Dated")
-    assert dated.outcome == "dead-lettered" and dated.requests == [] and dated.payload is None
+    assert dated.outcome is Outcome.DEAD_LETTERED and dated.requests == [] and dated.payload is None
     assert dated.error["code"] == "invalid_payload" and "extRef" in dated.error["message"]
     assert dated.resolved["contactId"] == 1 and "extRef" not in dated.resolved
 
@@ -220,7 +221,7 @@ def test_a_workflow_url_outside_qualtrics_is_the_workers_error_and_no_request():
         {"name": "Elsewhere", "actionSlug": "triggerXflowWorkflow", "trigger": 'type = "track"',
          "mapping": {"workflowUrl": "https://hooks.example.com/x"}}]}, environ={})
     elsewhere = only(run(TRANSACTION, subscriptions=subs), "Elsewhere")
-    assert elsewhere.outcome == "dead-lettered" and elsewhere.requests == []
+    assert elsewhere.outcome is Outcome.DEAD_LETTERED and elsewhere.requests == []
     assert elsewhere.error["code"] == "workflow_url_not_allowed"
     # ... unless it is QUALTRICS_BASE_URL's origin
     allowed = only(run(TRANSACTION, subscriptions=subs, base_url="https://hooks.example.com"), "Elsewhere")

@@ -318,7 +318,7 @@ def contact_deliveries(count: int) -> list:
 
     out = []
     for i in range(count):
-        d = delivery(message(f"seg-{i}"), record_id=f"r{i}")
+        d = delivery(message(f"seg-{i}"), sqs_message_id=f"r{i}")
         d.payload = ContactPayload.model_validate({"directoryId": "POOL_SANDBOX", "extRef": f"user-{i}"})
         out.append(d)
     return out
@@ -330,7 +330,7 @@ def test_a_batch_sends_its_calls_concurrently_each_with_its_own_outcome(reset: Q
     deliveries = contact_deliveries(10)
     deliveries[3].payload = deliveries[3].payload.model_copy(update={"directoryId": "POOL_MISSING"})
     delivered: list[str] = []
-    errors = executor.execute(deliveries, Progress(lambda d: delivered.append(d.record_id)))
+    errors = executor.execute(deliveries, Progress(lambda d: delivered.append(d.sqs_message_id)))
     assert set(errors) == {"r3"} and errors["r3"].status == 404
     assert sorted(delivered) == sorted(f"r{i}" for i in range(10) if i != 3)
     state = requests.get(reset.base_url + "/_sandbox/state", timeout=5).json()
@@ -371,7 +371,7 @@ def test_a_rate_limited_message_is_handed_back_with_the_predicted_delay_and_no_a
     s = rate_limited_setup()
     s.executor.fail("seg-1", RateLimited("contact_writes", 42.3))
     report = s.process(delivery(message("seg-1"), attempt=1))
-    assert [(d.record_id, sec) for d, sec in report.handed_back] == [("sqs-seg-1-1", 43)]
+    assert [(d.sqs_message_id, sec) for d, sec in report.handed_back] == [("sqs-seg-1-1", 43)]
     assert report.failure_ids == ["sqs-seg-1-1"] and not report.retried and not report.dead_lettered
     assert s.visibility.delays == [("rh-sqs-seg-1-1", 43)]
     assert s.outcomes == [("rate_limited", "sqs-seg-1-1", "rate_limited")]
@@ -406,7 +406,7 @@ def test_a_failed_requeue_falls_back_to_a_hand_back() -> None:
     s = rate_limited_setup(requeue=FakeRequeue(broken=True))
     s.executor.fail("seg-1", RateLimited("contact_writes", 5.0))
     report = s.process(delivery(message("seg-1"), attempt=3))
-    assert [d.record_id for d, _ in report.handed_back] == ["sqs-seg-1-3"] and not s.dlq.sent
+    assert [d.sqs_message_id for d, _ in report.handed_back] == ["sqs-seg-1-3"] and not s.dlq.sent
 
 
 def test_rate_limits_do_not_use_up_a_messages_attempts() -> None:

@@ -17,7 +17,7 @@ from segment_qualtrics.delivery.transactions import (
     TransactionExecutor,
     transaction_key,
 )
-from segment_qualtrics.delivery.worker import Delivery, Progress
+from segment_qualtrics.delivery.worker import Progress, QueuedWork
 from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.destination.envelope import QueueMessage
 from segment_qualtrics.destination.errors import PermanentError, RetryableError
@@ -93,7 +93,7 @@ class FakeQualtrics:
 def delivery(message_id: str, *, user_id: str = "user-1", email: str | None = "ada@example.com",
              contact_id: str | None = None, directory: str = "POOL_1", timestamp: str | None = "2024-03-04T05:06:07Z",
              data: dict | None = None, recovering: bool = False, subscription: str = "Transactions",
-             received_at: str = "2024-03-04T09:00:00.500Z") -> Delivery:
+             received_at: str = "2024-03-04T09:00:00.500Z") -> QueuedWork:
     traits: dict[str, Any] = {}
     if email:
         traits["email"] = email
@@ -105,12 +105,12 @@ def delivery(message_id: str, *, user_id: str = "user-1", email: str | None = "a
     if timestamp:
         event["timestamp"] = timestamp
     message = QueueMessage("upsertContactTransaction", subscription, message_id, received_at, event)
-    d = Delivery(record_id=f"sqs-{message_id}", receipt_handle="rh", body=message.to_json(), attempt=1,
+    d = QueuedWork(sqs_message_id=f"sqs-{message_id}", receipt_handle="rh", body=message.to_json(), attempt=1,
                  message=message, payload=UPSERT.build_payload(MAPPING, event), recovering=recovering)
     return d
 
 
-def run(client: FakeQualtrics, *deliveries: Delivery, cache: ContactCache | None = None):
+def run(client: FakeQualtrics, *deliveries: QueuedWork, cache: ContactCache | None = None):
     return TransactionExecutor(client, cache).execute(list(deliveries))
 
 

@@ -13,8 +13,8 @@ import pytest
 from segment_qualtrics.delivery.idempotency import ClaimState, MemoryIdempotencyStore
 from segment_qualtrics.delivery.worker import (
     MAX_VISIBILITY_SECONDS,
-    Delivery,
     Progress,
+    QueuedWork,
     RetryPolicy,
     Worker,
     internal_error,
@@ -50,13 +50,13 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.errors: dict[str, list[DestinationError]] = {}
         self.calls: list[list[tuple[str, bool]]] = []
-        self.seen: list[Delivery] = []
+        self.seen: list[QueuedWork] = []
         self.crash_at: str | None = None   # Segment messageId whose work raises an unexpected exception
 
     def fail(self, message_id: str, *errors: DestinationError) -> None:
         self.errors.setdefault(message_id, []).extend(errors)
 
-    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+    def execute(self, deliveries: Sequence[QueuedWork], progress: Progress | None = None
                 ) -> dict[str, DestinationError]:
         progress = progress or Progress()
         self.calls.append([(d.message.message_id, d.recovering) for d in deliveries])
@@ -70,7 +70,7 @@ class FakeExecutor:
                 raise RuntimeError("executor bug")
             queued = self.errors.get(d.message.message_id)
             if queued:
-                out[d.record_id] = queued.pop(0)
+                out[d.sqs_message_id] = queued.pop(0)
             else:
                 progress.delivered(d)
         return out
@@ -122,10 +122,10 @@ class Setup:
             lease_seconds=60, on_outcome=self._record,
         )
 
-    def _record(self, outcome: str, delivery: Delivery, error: DestinationError | None) -> None:
-        self.outcomes.append((outcome, delivery.record_id, error.code if error else None))
+    def _record(self, outcome: str, delivery: QueuedWork, error: DestinationError | None) -> None:
+        self.outcomes.append((outcome, delivery.sqs_message_id, error.code if error else None))
 
-    def process(self, *deliveries: Delivery):
+    def process(self, *deliveries: QueuedWork):
         return self.worker.process(list(deliveries))
 
 
@@ -136,10 +136,10 @@ def message(message_id: str = "seg-1", *, action: str = ACTION, subscription: st
     return QueueMessage(action, subscription, message_id, "2024-01-01T00:00:00Z", event)
 
 
-def delivery(msg: QueueMessage | str = "seg-1", *, attempt: int = 1, record_id: str | None = None) -> Delivery:
+def delivery(msg: QueueMessage | str = "seg-1", *, attempt: int = 1, sqs_message_id: str | None = None) -> QueuedWork:
     text = msg if isinstance(msg, str) else msg.to_json()
-    rid = record_id or f"sqs-{msg.message_id if isinstance(msg, QueueMessage) else 'raw'}-{attempt}"
-    return Delivery(record_id=rid, receipt_handle=f"rh-{rid}", body=text, attempt=attempt)
+    rid = sqs_message_id or f"sqs-{msg.message_id if isinstance(msg, QueueMessage) else 'raw'}-{attempt}"
+    return QueuedWork(sqs_message_id=rid, receipt_handle=f"rh-{rid}", body=text, attempt=attempt)
 
 
 # --- outcomes -------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def delivery(msg: QueueMessage | str = "seg-1", *, attempt: int = 1, record_id: 
 def test_a_delivered_message():
     s = Setup()
     report = s.process(delivery(message("seg-1")))
-    assert [d.record_id for d in report.delivered] == ["sqs-seg-1-1"]
+    assert [d.sqs_message_id for d in report.delivered] == ["sqs-seg-1-1"]
     assert report.failure_ids == [] and report.dead_lettered == [] and report.retried == []
     assert s.executor.calls == [[("seg-1", False)]]
     assert s.dlq.sent == [] and s.visibility.delays == []
@@ -176,7 +176,7 @@ def test_a_permanent_error_goes_to_the_dlq_at_once_with_its_reason():
     d = delivery(message("seg-1"))
     report = s.process(d)
     assert report.failure_ids == []
-    assert [(x.record_id, e.code) for x, e in report.dead_lettered] == [(d.record_id, "qualtrics_rejected")]
+    assert [(x.sqs_message_id, e.code) for x, e in report.dead_lettered] == [(d.sqs_message_id, "qualtrics_rejected")]
     assert s.visibility.delays == []
     [(body, _)] = s.dlq.sent
     assert body == d.body   # the original message, so a redrive replays it
@@ -187,7 +187,7 @@ def test_a_permanent_error_goes_to_the_dlq_at_once_with_its_reason():
         "action": ACTION, "subscription": "Contacts", "segmentMessageId": "seg-1", "eventType": "identify",
     }
     assert all(v["DataType"] == "String" for _, attrs in s.dlq.sent for v in attrs.values())
-    assert s.outcomes == [("dead_lettered", d.record_id, "qualtrics_rejected")]
+    assert s.outcomes == [("dead_lettered", d.sqs_message_id, "qualtrics_rejected")]
 
 
 def test_a_retryable_error_is_retried_with_a_visibility_delay():
@@ -196,9 +196,9 @@ def test_a_retryable_error_is_retried_with_a_visibility_delay():
     earlier_attempts(s, message("seg-1"), 1)
     d = delivery(message("seg-1"), attempt=2)
     report = s.process(d)
-    assert report.failure_ids == [d.record_id]
-    assert [(x.record_id, e.code, seconds) for x, e, seconds in report.retried] == [
-        (d.record_id, "qualtrics_server_error", 60)]
+    assert report.failure_ids == [d.sqs_message_id]
+    assert [(x.sqs_message_id, e.code, seconds) for x, e, seconds in report.retried] == [
+        (d.sqs_message_id, "qualtrics_server_error", 60)]
     assert s.visibility.delays == [(d.receipt_handle, 60)]
     assert s.dlq.sent == []
 
@@ -328,22 +328,22 @@ def test_a_failing_dlq_leaves_the_message_in_the_failure_ids():
     s.executor.fail("seg-1", PermanentError("qualtrics_rejected", "no"))
     d = delivery(message("seg-1"))
     report = s.process(d)
-    assert report.failure_ids == [d.record_id]
+    assert report.failure_ids == [d.sqs_message_id]
     assert report.dead_lettered == []
-    assert [x.record_id for x in report.failed] == [d.record_id]
-    assert s.outcomes == [("dead_letter_failed", d.record_id, "qualtrics_rejected")]
+    assert [x.sqs_message_id for x in report.failed] == [d.sqs_message_id]
+    assert s.outcomes == [("dead_letter_failed", d.sqs_message_id, "qualtrics_rejected")]
 
 
 def test_a_failing_dlq_for_an_invalid_envelope_also_keeps_it():
     s = Setup(dlq_broken=True)
-    assert s.process(delivery("garbage", record_id="r-1")).failure_ids == ["r-1"]
+    assert s.process(delivery("garbage", sqs_message_id="r-1")).failure_ids == ["r-1"]
 
 
 def test_a_failing_visibility_change_still_retries():
     s = Setup(visibility_broken=True)
     s.executor.fail("seg-1", RetryableError("network_error", "down"))
     report = s.process(d := delivery(message("seg-1")))
-    assert report.failure_ids == [d.record_id]
+    assert report.failure_ids == [d.sqs_message_id]
 
 
 def test_every_message_ends_in_exactly_one_outcome():
@@ -354,19 +354,19 @@ def test_every_message_ends_in_exactly_one_outcome():
     batch = [delivery(message("seg-1")), delivery(message("seg-2")), delivery(message("seg-3"), attempt=2),
              delivery(message("seg-4")), delivery("garbage")]
     report = s.process(*batch)
-    ended = ([d.record_id for d in report.delivered] + [d.record_id for d in report.duplicates]
-             + [d.record_id for d, _, _ in report.retried] + [d.record_id for d, _ in report.dead_lettered]
-             + [d.record_id for d in report.failed])
-    assert sorted(ended) == sorted(d.record_id for d in batch)
+    ended = ([d.sqs_message_id for d in report.delivered] + [d.sqs_message_id for d in report.duplicates]
+             + [d.sqs_message_id for d, _, _ in report.retried] + [d.sqs_message_id for d, _ in report.dead_lettered]
+             + [d.sqs_message_id for d in report.failed])
+    assert sorted(ended) == sorted(d.sqs_message_id for d in batch)
 
 
 # --- idempotency ----------------------------------------------------------------------------------
 
 def test_a_second_delivery_of_the_same_message_is_a_duplicate():
     s = Setup()
-    s.process(delivery(message("seg-1"), record_id="sqs-a"))
-    report = s.process(delivery(message("seg-1"), record_id="sqs-b"))   # Segment re-posted: a new SQS id
-    assert [d.record_id for d in report.duplicates] == ["sqs-b"]
+    s.process(delivery(message("seg-1"), sqs_message_id="sqs-a"))
+    report = s.process(delivery(message("seg-1"), sqs_message_id="sqs-b"))   # Segment re-posted: a new SQS id
+    assert [d.sqs_message_id for d in report.duplicates] == ["sqs-b"]
     assert report.delivered == [] and report.failure_ids == []
     assert s.executor.executed == ["seg-1"]
     assert s.outcomes[-1] == ("duplicate", "sqs-b", None)
@@ -385,9 +385,9 @@ def test_the_same_event_in_another_subscription_is_not_a_duplicate():
 def test_a_permanently_failed_message_is_not_marked_done():
     s = Setup()
     s.executor.fail("seg-1", PermanentError("qualtrics_rejected", "no"))
-    s.process(delivery(message("seg-1"), record_id="sqs-a"))
-    report = s.process(delivery(message("seg-1"), record_id="sqs-b"))   # e.g. a DLQ redrive after a fix
-    assert [d.record_id for d in report.delivered] == ["sqs-b"]
+    s.process(delivery(message("seg-1"), sqs_message_id="sqs-a"))
+    report = s.process(delivery(message("seg-1"), sqs_message_id="sqs-b"))   # e.g. a DLQ redrive after a fix
+    assert [d.sqs_message_id for d in report.delivered] == ["sqs-b"]
     assert s.executor.calls == [[("seg-1", False)], [("seg-1", False)]]   # fresh: Qualtrics refused it
 
 
@@ -407,7 +407,7 @@ def test_a_message_another_worker_holds_is_retried_without_calling_the_executor(
     assert s.store.claim(msg.idempotency_key, 60).state is ClaimState.CLAIMED   # another worker
     report = s.process(d := delivery(msg))
     assert [e.code for _, e, _ in report.retried] == ["in_progress"]
-    assert report.failure_ids == [d.record_id] and s.executor.calls == []
+    assert report.failure_ids == [d.sqs_message_id] and s.executor.calls == []
     s.clock.now += 61   # that worker's lease ran out: it died
     report = s.process(delivery(msg, attempt=2))
     assert len(report.delivered) == 1 and s.executor.calls == [[("seg-1", True)]]
@@ -438,11 +438,12 @@ def test_a_wait_on_the_last_receive_is_dead_lettered_saying_it_waited():
 
 def test_the_same_message_twice_in_one_batch_is_executed_once():
     s = Setup()
-    report = s.process(delivery(message("seg-1"), record_id="sqs-a"), delivery(message("seg-1"), record_id="sqs-b"))
+    report = s.process(delivery(message("seg-1"), sqs_message_id="sqs-a"),
+                       delivery(message("seg-1"), sqs_message_id="sqs-b"))
     assert s.executor.executed == ["seg-1"]
-    assert [d.record_id for d in report.delivered] == ["sqs-a"]
+    assert [d.sqs_message_id for d in report.delivered] == ["sqs-a"]
     # The copy leaves the queue at once: the first copy carries the event, whatever its outcome.
-    assert [d.record_id for d in report.duplicates] == ["sqs-b"]
+    assert [d.sqs_message_id for d in report.duplicates] == ["sqs-b"]
     assert report.failure_ids == []
 
 
@@ -511,15 +512,15 @@ def test_delivery_from_an_sqs_record():
     record = {"messageId": "sqs-1", "receiptHandle": "rh-1", "body": message("seg-1").to_json(),
               "attributes": {"ApproximateReceiveCount": "4"},
               "messageAttributes": {"action": {"stringValue": ACTION, "dataType": "String"}}}
-    d = Delivery.from_sqs_record(record)
-    assert (d.record_id, d.receipt_handle, d.attempt) == ("sqs-1", "rh-1", 4)
+    d = QueuedWork.from_sqs_record(record)
+    assert (d.sqs_message_id, d.receipt_handle, d.attempt) == ("sqs-1", "rh-1", 4)
     assert json.loads(d.body)["messageId"] == "seg-1"
     assert d.attributes["action"]["stringValue"] == ACTION
 
 
 @pytest.mark.parametrize("attributes", [{}, None, {"ApproximateReceiveCount": ""}])
 def test_a_record_without_a_receive_count_is_a_first_attempt(attributes):
-    assert Delivery.from_sqs_record({"messageId": "sqs-1", "attributes": attributes}).attempt == 1
+    assert QueuedWork.from_sqs_record({"messageId": "sqs-1", "attributes": attributes}).attempt == 1
 
 
 
@@ -595,10 +596,10 @@ def test_an_event_nested_too_deep_is_dead_lettered_and_spares_the_batch(depth):
     body = message("seg-deep", subscription="Embedding", event=event).to_json()
     body = body.replace('"email":"a@example.com"', '"email":"a@example.com","x":' + '{"a":' * depth + '1' + '}' * depth)
     batch = [delivery(message(f"seg-{i}")) for i in range(9)]
-    report = s.process(*batch[:4], delivery(body, record_id="deep"), *batch[4:])
+    report = s.process(*batch[:4], delivery(body, sqs_message_id="deep"), *batch[4:])
     assert len(report.delivered) == 9 and report.failure_ids == []
     [(dead, error)] = report.dead_lettered
-    assert dead.record_id == "deep" and not error.retryable
+    assert dead.sqs_message_id == "deep" and not error.retryable
     assert error.code in ("invalid_message", "invalid_payload") and "deep" in error.message
 
 
@@ -805,12 +806,12 @@ def test_a_permanent_error_while_recovering_keeps_the_key_uncertain():
     report = s.process(delivery(message("seg-1"), attempt=2))   # recovering; Qualtrics refuses this call
     assert [e.code for _, e in report.dead_lettered] == ["qualtrics_rejected"]
     # The first attempt may have landed and nothing proved otherwise: a redrive must check first.
-    s.process(delivery(message("seg-1"), record_id="redrive"))
+    s.process(delivery(message("seg-1"), sqs_message_id="redrive"))
     assert s.executor.calls[-1] == [("seg-1", True)]
 
 
 def test_may_have_landed():
-    d = Delivery("r", "rh", "{}", 1)
+    d = QueuedWork("r", "rh", "{}", 1)
     refused = PermanentError("qualtrics_rejected", "400", status=400)
     assert may_have_landed(d, RetryableError("qualtrics_timeout", "t"))
     assert not may_have_landed(d, refused)
@@ -833,7 +834,7 @@ def test_a_dead_letters_reason_is_sent_whatever_characters_the_message_and_error
     body = json.dumps({"version": 1, "action": ACTION, "subscription": "Contacts", "messageId": odd,
                        "receivedAt": "2024-01-01T00:00:00Z", "event": msg.event})   # \u escapes: SQS takes it
     s.executor.fail(odd, PermanentError("qualtrics_rejected", "Qualtrics refused \ufffe\ud800 in a field"))
-    report = s.worker.process([Delivery("r1", "rh-1", body, 1)])
+    report = s.worker.process([QueuedWork("r1", "rh-1", body, 1)])
     [(dead, error)] = report.dead_lettered
     [reason] = s.dlq.reasons()
     assert reason["errorCode"] == error.code and reason["segmentMessageId"].startswith("id\ufffd\ufffd")
@@ -857,12 +858,12 @@ def test_a_field_of_another_type_is_dead_lettered_with_a_reason_and_spares_the_b
     s = Setup()
     body = {"version": 1, "action": ACTION, "subscription": "Contacts", "messageId": "m", "event": _EVENT, **fields}
     batch = [delivery(message(f"good-{i}")) for i in range(9)]
-    batch.insert(position, delivery(json.dumps(body), record_id="poison", attempt=8))
+    batch.insert(position, delivery(json.dumps(body), sqs_message_id="poison", attempt=8))
     s.worker.max_receives = 8
     report = s.process(*batch)
     assert len(report.delivered) == 9 and report.failure_ids == []
     [(dead, error)] = report.dead_lettered
-    assert dead.record_id == "poison" and error.code == "invalid_message" and "not a string" in error.message
+    assert dead.sqs_message_id == "poison" and error.code == "invalid_message" and "not a string" in error.message
     [reason] = s.dlq.reasons()
     assert reason["errorCode"] == "invalid_message" and "not a string" in reason["errorMessage"]
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from segment_qualtrics.delivery.qualtrics_api import QualtricsApi
-from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
+from segment_qualtrics.delivery.worker import Progress, QueuedWork, internal_error
 from segment_qualtrics.destination.actions import ContactPayload, WorkflowPayload
 from segment_qualtrics.destination.errors import DestinationError
 
@@ -33,11 +33,11 @@ class _OneCallPerMessage:
     def send(self, payload: Any) -> None:
         raise NotImplementedError
 
-    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+    def execute(self, deliveries: Sequence[QueuedWork], progress: Progress | None = None
                 ) -> dict[str, DestinationError]:
         progress = progress or Progress()
         errors: dict[str, DestinationError] = {}
-        queue: Iterator[Delivery] = iter(deliveries)
+        queue: Iterator[QueuedWork] = iter(deliveries)
         lock = threading.Lock()
 
         def run() -> None:
@@ -51,7 +51,7 @@ class _OneCallPerMessage:
                 try:
                     self.send(delivery.payload)
                 except Exception as exc:  # noqa: BLE001 - classified or not, it fails only this message
-                    errors[delivery.record_id] = internal_error(exc)
+                    errors[delivery.sqs_message_id] = internal_error(exc)
                     continue
                 progress.delivered(delivery)
 

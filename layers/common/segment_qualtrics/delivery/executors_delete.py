@@ -22,9 +22,10 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from segment_qualtrics.delivery.outcomes import DeleteResult
 from segment_qualtrics.delivery.qualtrics_api import QualtricsApi
 from segment_qualtrics.delivery.transactions import forget_contact
-from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
+from segment_qualtrics.delivery.worker import Progress, QueuedWork, internal_error
 from segment_qualtrics.destination.actions import CONTACT_ID, DeleteContactPayload
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 
@@ -62,7 +63,7 @@ class DeleteContactExecutor:
         self.client = client
         self.max_contacts = max_contacts
 
-    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+    def execute(self, deliveries: Sequence[QueuedWork], progress: Progress | None = None
                 ) -> dict[str, DestinationError]:
         progress = progress or Progress()
         errors: dict[str, DestinationError] = {}
@@ -73,13 +74,13 @@ class DeleteContactExecutor:
             try:
                 finished = self._delete(delivery, progress)
             except Exception as exc:  # noqa: BLE001 - classified or not, it fails only this message
-                errors[delivery.record_id] = internal_error(exc)
+                errors[delivery.sqs_message_id] = internal_error(exc)
                 continue
             if finished:
                 progress.delivered(delivery)
         return errors
 
-    def _delete(self, delivery: Delivery, progress: Progress) -> bool:
+    def _delete(self, delivery: QueuedWork, progress: Progress) -> bool:
         """Delete what the message names; False when time ran out part-way (the next attempt carries on)."""
         payload: DeleteContactPayload = delivery.payload
         detail = delivery.detail
@@ -98,7 +99,7 @@ class DeleteContactExecutor:
             may_call()
             contact_ids = self._find(directory_id, payload.lookup_identifiers())
             if not contact_ids:
-                detail["deleteResult"] = "not_found"
+                detail["deleteResult"] = DeleteResult.NOT_FOUND
                 return True
         gone = 0
         for contact_id in contact_ids:
@@ -116,7 +117,7 @@ class DeleteContactExecutor:
             if not may_call():
                 return False
             self.client.search_contacts(directory_id, {"extRef": payload.contactId})
-        detail["deleteResult"] = "deleted" if detail["contactsDeleted"] else "already_deleted"
+        detail["deleteResult"] = DeleteResult.DELETED if detail["contactsDeleted"] else DeleteResult.ALREADY_DELETED
         return True
 
     def _find(self, directory_id: str, identifiers: dict[str, str]) -> list[str]:

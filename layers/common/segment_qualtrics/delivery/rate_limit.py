@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.destination.errors import RetryableError
 
 BRAND = "brand"
@@ -167,7 +168,8 @@ class RateLimited(RetryableError):
     """
 
     def __init__(self, budget: str, seconds: float) -> None:
-        super().__init__("rate_limited", f"the {budget} budget has no call left for {seconds:.2f} s",
+        # Its code is the outcome it leads to.
+        super().__init__(Outcome.RATE_LIMITED.value, f"the {budget} budget has no call left for {seconds:.2f} s",
                          retry_after=seconds)
         self.budget = budget
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segment_qualtrics.delivery.qualtrics_api import QualtricsApi
-from segment_qualtrics.delivery.worker import Delivery, Progress, internal_error
+from segment_qualtrics.delivery.worker import Progress, QueuedWork, internal_error
 from segment_qualtrics.destination.actions import TransactionPayload
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 
@@ -87,7 +87,7 @@ def forget_contact(contact_id: str) -> None:
         cache.drop_contact(contact_id)
 
 
-def transaction_key(delivery: Delivery) -> str:
+def transaction_key(delivery: QueuedWork) -> str:
     """Deterministic per message, so a retried call carries the same key (Segment's is random)."""
     data = delivery.queued.idempotency_key.encode("utf-8", "surrogatepass")   # as the key itself is hashed
     return "seg" + hashlib.sha256(data).hexdigest()[:24]
@@ -98,7 +98,7 @@ class _Lookup:
     directory_id: str
     identifiers: dict[str, str]
     creator: TransactionPayload        # the first message's fields create the contact when none exists
-    deliveries: list[Delivery]
+    deliveries: list[QueuedWork]
 
 
 class TransactionExecutor:
@@ -110,14 +110,14 @@ class TransactionExecutor:
         # this message landed only if no other subscription could have written it.
         self.legacy_marker_trusted = legacy_marker_trusted
 
-    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+    def execute(self, deliveries: Sequence[QueuedWork], progress: Progress | None = None
                 ) -> dict[str, DestinationError]:
         progress = progress or Progress()
         errors: dict[str, DestinationError] = {}
         contacts, from_cache = self._resolve_contacts(deliveries, errors, progress)
-        pending = [d for d in deliveries if d.record_id in contacts and d.record_id not in errors]
+        pending = [d for d in deliveries if d.sqs_message_id in contacts and d.sqs_message_id not in errors]
         pending = self._skip_already_recorded(pending, contacts, errors, progress)
-        by_directory: dict[str, list[Delivery]] = defaultdict(list)
+        by_directory: dict[str, list[QueuedWork]] = defaultdict(list)
         for delivery in pending:
             by_directory[delivery.payload.directoryId].append(delivery)
         for directory_id, group in by_directory.items():
@@ -129,26 +129,26 @@ class TransactionExecutor:
         return errors
 
     # --- step 1: contacts -------------------------------------------------------------------------
-    def _resolve_contacts(self, deliveries: Sequence[Delivery], errors: dict[str, DestinationError],
+    def _resolve_contacts(self, deliveries: Sequence[QueuedWork], errors: dict[str, DestinationError],
                           progress: Progress) -> tuple[dict[str, str], set[str]]:
-        contacts: dict[str, str] = {}     # record_id -> contactId
+        contacts: dict[str, str] = {}     # sqs_message_id -> contactId
         from_cache: set[str] = set()      # record ids whose contact id came from a lookup or the cache
         lookups: dict[CacheKey, _Lookup] = {}
         for delivery in deliveries:
             try:
                 payload: TransactionPayload = delivery.payload
                 if payload.contactId:
-                    contacts[delivery.record_id] = payload.contactId
+                    contacts[delivery.sqs_message_id] = payload.contactId
                     continue
                 identifiers = payload.lookup_identifiers()
                 key = (payload.directoryId, tuple(identifiers.items()))
                 cached = self.cache.get(key)
             except Exception as exc:  # noqa: BLE001 - fails this message only
-                errors[delivery.record_id] = internal_error(exc)
+                errors[delivery.sqs_message_id] = internal_error(exc)
                 continue
-            from_cache.add(delivery.record_id)
+            from_cache.add(delivery.sqs_message_id)
             if cached:
-                contacts[delivery.record_id] = cached
+                contacts[delivery.sqs_message_id] = cached
             elif key in lookups:
                 lookups[key].deliveries.append(delivery)   # same identifiers in this batch: one search
             else:
@@ -159,10 +159,10 @@ class TransactionExecutor:
             try:
                 contact_id = self._find_or_create(lookup)
             except Exception as exc:  # noqa: BLE001 - classified or not, it fails only this lookup's messages
-                errors.update({d.record_id: internal_error(exc) for d in lookup.deliveries})
+                errors.update({d.sqs_message_id: internal_error(exc) for d in lookup.deliveries})
                 continue
             self.cache.put(key, contact_id)
-            contacts.update({d.record_id: contact_id for d in lookup.deliveries})
+            contacts.update({d.sqs_message_id: contact_id for d in lookup.deliveries})
         return contacts, from_cache
 
     def _find_or_create(self, lookup: _Lookup) -> str:
@@ -178,15 +178,15 @@ class TransactionExecutor:
         return self.client.create_contact(lookup.directory_id, lookup.creator.contact_body())
 
     # --- step 2: an earlier attempt may have landed -------------------------------------------------
-    def _skip_already_recorded(self, pending: list[Delivery], contacts: dict[str, str],
-                               errors: dict[str, DestinationError], progress: Progress) -> list[Delivery]:
-        still: list[Delivery] = []
+    def _skip_already_recorded(self, pending: list[QueuedWork], contacts: dict[str, str],
+                               errors: dict[str, DestinationError], progress: Progress) -> list[QueuedWork]:
+        still: list[QueuedWork] = []
         listed: dict[tuple[str, str], _Recorded] = {}
         for delivery in pending:
             if not delivery.recovering:
                 still.append(delivery)
                 continue
-            where = (delivery.payload.directoryId, contacts[delivery.record_id])
+            where = (delivery.payload.directoryId, contacts[delivery.sqs_message_id])
             try:
                 if where not in listed:
                     if not progress.can_call():
@@ -194,7 +194,7 @@ class TransactionExecutor:
                     listed[where] = _Recorded.of(self.client.list_contact_transactions(*where))
                 found = listed[where].holds(delivery, self.legacy_marker_trusted)
             except Exception as exc:  # noqa: BLE001 - fails this message only
-                errors[delivery.record_id] = internal_error(exc)
+                errors[delivery.sqs_message_id] = internal_error(exc)
                 continue
             if found:
                 progress.delivered(delivery)
@@ -204,16 +204,16 @@ class TransactionExecutor:
         return still
 
     # --- step 3: one call per directory -----------------------------------------------------------
-    def _post(self, directory_id: str, group: list[Delivery], contacts: dict[str, str], from_cache: set[str],
+    def _post(self, directory_id: str, group: list[QueuedWork], contacts: dict[str, str], from_cache: set[str],
               errors: dict[str, DestinationError], progress: Progress) -> None:
-        keyed: dict[str, Delivery] = {}
+        keyed: dict[str, QueuedWork] = {}
         body: dict[str, dict[str, Any]] = {}
         for delivery in group:
             try:
                 key = transaction_key(delivery)
-                body[key] = self._transaction(delivery, contacts[delivery.record_id])
+                body[key] = self._transaction(delivery, contacts[delivery.sqs_message_id])
             except Exception as exc:  # noqa: BLE001 - fails this message only
-                errors[delivery.record_id] = internal_error(exc)
+                errors[delivery.sqs_message_id] = internal_error(exc)
                 continue
             keyed[key] = delivery
         if not keyed:
@@ -224,7 +224,7 @@ class TransactionExecutor:
             result = self.client.create_transactions(directory_id, body)
         except Exception as exc:  # noqa: BLE001 - classified or not, it fails this call's messages
             error = internal_error(exc)
-            errors.update({d.record_id: error for d in keyed.values()})
+            errors.update({d.sqs_message_id: error for d in keyed.values()})
             return
         for key, delivery in keyed.items():
             if key in result.created:
@@ -232,24 +232,24 @@ class TransactionExecutor:
                 continue
             problem = result.unprocessed.get(key)
             if problem is None:
-                errors[delivery.record_id] = RetryableError(
+                errors[delivery.sqs_message_id] = RetryableError(
                     "qualtrics_bad_response", "Qualtrics listed the transaction neither created nor unprocessed",
                     request_id=result.request_id)
                 continue
             text = f"{problem.get('error') or 'unprocessed'}: {problem.get('errorMessage') or ''}".strip(": ")
-            contact_id = contacts[delivery.record_id]
-            if delivery.record_id in from_cache and "contact" in text.lower():
+            contact_id = contacts[delivery.sqs_message_id]
+            if delivery.sqs_message_id in from_cache and "contact" in text.lower():
                 # A cached contact id Qualtrics no longer knows (deleted, merged): look it up again next time.
                 self.cache.drop_contact(contact_id)
-                errors[delivery.record_id] = RetryableError("stale_contact", f"transaction unprocessed: {text}",
+                errors[delivery.sqs_message_id] = RetryableError("stale_contact", f"transaction unprocessed: {text}",
                                                             request_id=result.request_id)
             else:
-                errors[delivery.record_id] = PermanentError("transaction_unprocessed",
+                errors[delivery.sqs_message_id] = PermanentError("transaction_unprocessed",
                                                             f"transaction unprocessed: {text}",
                                                             request_id=result.request_id)
 
     @staticmethod
-    def _transaction(delivery: Delivery, contact_id: str) -> dict[str, Any]:
+    def _transaction(delivery: QueuedWork, contact_id: str) -> dict[str, Any]:
         payload: TransactionPayload = delivery.payload
         data = {**(payload.transactionData or {}), MARKER_FIELD: delivery.queued.message_id,
                 DELIVERY_KEY_FIELD: transaction_key(delivery)}
@@ -279,13 +279,13 @@ class _Recorded:
                 legacy.add(str(data[MARKER_FIELD]))
         return cls(frozenset(keys), frozenset(legacy))
 
-    def holds(self, delivery: Delivery, legacy_trusted: bool) -> bool:
+    def holds(self, delivery: QueuedWork, legacy_trusted: bool) -> bool:
         if transaction_key(delivery) in self.keys:
             return True
         return legacy_trusted and delivery.queued.message_id in self.legacy_ids
 
 
-def _received_date(delivery: Delivery) -> str:
+def _received_date(delivery: QueuedWork) -> str:
     """No transactionDate and no event timestamp: when the ingest accepted the event (stable on retries)."""
     from segment_qualtrics.destination.actions import qualtrics_datetime
 

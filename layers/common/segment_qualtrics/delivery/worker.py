@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from segment_qualtrics.delivery.idempotency import ClaimState, IdempotencyStore
+from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.delivery.rate_limit import RateLimited
 from segment_qualtrics.destination.envelope import EnvelopeError, QueueMessage, sqs_attribute_text
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
@@ -40,10 +41,11 @@ MAX_DELAY_SECONDS = 900   # SQS DelaySeconds
 
 
 @dataclass
-class Delivery:
-    """One SQS record on its way through the worker."""
+class QueuedWork:
+    """One SQS record on its way through the worker, until its Outcome (not itself a delivery: it may end
+    dead-lettered, retried or handed back)."""
 
-    record_id: str              # SQS messageId: the batchItemFailures identifier
+    sqs_message_id: str         # SQS messageId: the batchItemFailures identifier
     receipt_handle: str
     body: str
     attempt: int                # ApproximateReceiveCount: every receive, whether it attempted anything or not
@@ -63,14 +65,14 @@ class Delivery:
         return self.claims or self.attempt
 
     @classmethod
-    def from_sqs_record(cls, record: dict[str, Any]) -> Delivery:
+    def from_sqs_record(cls, record: dict[str, Any]) -> QueuedWork:
         attrs = record.get("attributes") or {}
         try:
             attempt = max(int(attrs.get("ApproximateReceiveCount", "1") or 1), 1)
         except (TypeError, ValueError):
             attempt = 1
         return cls(
-            record_id=record["messageId"],
+            sqs_message_id=record["messageId"],
             receipt_handle=record.get("receiptHandle", ""),
             body=record.get("body", ""),
             attempt=attempt,
@@ -81,7 +83,7 @@ class Delivery:
     def queued(self) -> QueueMessage:
         """The parsed message: set before the delivery is claimed or handed to an executor."""
         if self.message is None:
-            raise RuntimeError(f"record {self.record_id} was not parsed")
+            raise RuntimeError(f"record {self.sqs_message_id} was not parsed")
         return self.message
 
 
@@ -106,7 +108,7 @@ class Progress:
     ``can_call`` says whether one more Qualtrics call can finish before the invocation's timeout.
     """
 
-    def __init__(self, on_delivered: Callable[[Delivery], None] | None = None,
+    def __init__(self, on_delivered: Callable[[QueuedWork], None] | None = None,
                  remaining_seconds: Callable[[], float] | None = None, call_seconds: float = 0.0) -> None:
         self._on_delivered = on_delivered
         self._remaining = remaining_seconds
@@ -115,11 +117,11 @@ class Progress:
         self._asked = False
         self._lock = threading.Lock()   # an executor may report from several threads
 
-    def delivered(self, delivery: Delivery) -> None:
+    def delivered(self, delivery: QueuedWork) -> None:
         with self._lock:
-            if delivery.record_id in self.delivered_ids:
+            if delivery.sqs_message_id in self.delivered_ids:
                 return
-            self.delivered_ids.add(delivery.record_id)
+            self.delivered_ids.add(delivery.sqs_message_id)
         if self._on_delivered:
             self._on_delivered(delivery)
 
@@ -140,7 +142,7 @@ class Executor(Protocol):
     one. A delivery neither reported nor failed was not started (no time left): the worker defers it.
     """
 
-    def execute(self, deliveries: Sequence[Delivery], progress: Progress | None = None
+    def execute(self, deliveries: Sequence[QueuedWork], progress: Progress | None = None
                 ) -> dict[str, DestinationError]: ...
 
 
@@ -197,20 +199,20 @@ class RetryPolicy:
 class Report:
     """What happened to each record: used for the partial batch response, logs and metrics."""
 
-    delivered: list[Delivery] = field(default_factory=list)
-    duplicates: list[Delivery] = field(default_factory=list)
-    retried: list[tuple[Delivery, DestinationError, int]] = field(default_factory=list)
-    dead_lettered: list[tuple[Delivery, DestinationError]] = field(default_factory=list)
-    failed: list[Delivery] = field(default_factory=list)   # left for SQS to redeliver (e.g. DLQ send failed)
-    deferred: list[Delivery] = field(default_factory=list)  # not started: no time left in the invocation
+    delivered: list[QueuedWork] = field(default_factory=list)
+    duplicates: list[QueuedWork] = field(default_factory=list)
+    retried: list[tuple[QueuedWork, DestinationError, int]] = field(default_factory=list)
+    dead_lettered: list[tuple[QueuedWork, DestinationError]] = field(default_factory=list)
+    failed: list[QueuedWork] = field(default_factory=list)   # left for SQS to redeliver (e.g. DLQ send failed)
+    deferred: list[QueuedWork] = field(default_factory=list)  # not started: no time left in the invocation
     # not started: the rate limit had no call left in time; handed back with a delay (seconds), or re-enqueued
-    handed_back: list[tuple[Delivery, int]] = field(default_factory=list)
-    requeued: list[tuple[Delivery, int]] = field(default_factory=list)   # a fresh copy sent: this one is deleted
+    handed_back: list[tuple[QueuedWork, int]] = field(default_factory=list)
+    requeued: list[tuple[QueuedWork, int]] = field(default_factory=list)   # a fresh copy sent: this one is deleted
 
     @property
     def failure_ids(self) -> list[str]:
-        return ([d.record_id for d, _, _ in self.retried] + [d.record_id for d in self.failed]
-                + [d.record_id for d in self.deferred] + [d.record_id for d, _ in self.handed_back])
+        return ([d.sqs_message_id for d, _, _ in self.retried] + [d.sqs_message_id for d in self.failed]
+                + [d.sqs_message_id for d in self.deferred] + [d.sqs_message_id for d, _ in self.handed_back])
 
 
 @dataclass
@@ -223,7 +225,7 @@ class Worker:
     visibility: VisibilityControl
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease_seconds: int = 60
-    on_outcome: Callable[[str, Delivery, DestinationError | None], None] | None = None
+    on_outcome: Callable[[Outcome, QueuedWork, DestinationError | None], None] | None = None
     # Seconds left in the invocation (None: no limit), and what one Qualtrics call needs at worst plus the
     # time to record outcomes after it: no call starts with less left than that.
     remaining_seconds: Callable[[], float] | None = None
@@ -238,12 +240,12 @@ class Worker:
     requeue: Requeue | None = None
     jitter: Callable[[], float] = random.random
 
-    def process(self, deliveries: Sequence[Delivery]) -> Report:
+    def process(self, deliveries: Sequence[QueuedWork]) -> Report:
         report = Report()
         whole = self.invocation_seconds
         if whole is None and self.remaining_seconds is not None:
             whole = self.remaining_seconds()
-        ready: list[Delivery] = []
+        ready: list[QueuedWork] = []
         in_batch: set[str] = set()
         for delivery in deliveries:
             try:
@@ -264,7 +266,7 @@ class Worker:
             return None
         return self.remaining_seconds
 
-    def _admit(self, delivery: Delivery, ready: list[Delivery], in_batch: set[str], report: Report) -> None:
+    def _admit(self, delivery: QueuedWork, ready: list[QueuedWork], in_batch: set[str], report: Report) -> None:
         """Prepare and claim one delivery: it joins ``ready``, or its outcome is settled here."""
         error = self._prepare(delivery)
         if error is not None:
@@ -275,13 +277,13 @@ class Worker:
             # The same event twice in one batch: the first copy carries it (delivered, retried or
             # dead-lettered); this copy is dropped rather than left to fight over the claim.
             report.duplicates.append(delivery)
-            self._notify("duplicate", delivery, None)
+            self._notify(Outcome.DUPLICATE, delivery, None)
             return
         in_batch.add(key)
         claim = self.store.claim(key, self.lease_seconds)
         if claim.state is ClaimState.DONE:
             report.duplicates.append(delivery)
-            self._notify("duplicate", delivery, None)
+            self._notify(Outcome.DUPLICATE, delivery, None)
         elif claim.state is ClaimState.BUSY:
             # Come back when the other worker's lease ends: if it crashed, this attempt recovers.
             busy = RetryableError("in_progress", "another worker is delivering this message",
@@ -292,7 +294,7 @@ class Worker:
             delivery.claims = claim.attempts
             ready.append(delivery)
 
-    def _execute(self, ready: list[Delivery], report: Report, budget: Callable[[], float] | None) -> None:
+    def _execute(self, ready: list[QueuedWork], report: Report, budget: Callable[[], float] | None) -> None:
         progress = Progress(lambda d: self._complete(d, report), budget, self.call_seconds)
         crash: DestinationError | None = None
         try:
@@ -300,9 +302,9 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a bug in the executor fails the records it had not settled
             errors, crash = {}, internal_error(exc)
         for delivery in ready:
-            if delivery.record_id in progress.delivered_ids:
+            if delivery.sqs_message_id in progress.delivered_ids:
                 continue
-            error = errors.get(delivery.record_id)
+            error = errors.get(delivery.sqs_message_id)
             if error is None and crash is not None:
                 delivery.sent = True   # how far it got is unknown: its call may have landed
                 error = crash
@@ -314,16 +316,16 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - as in process()
                 self._fail(delivery, internal_error(exc), report, claimed=False)
 
-    def _complete(self, delivery: Delivery, report: Report) -> None:
+    def _complete(self, delivery: QueuedWork, report: Report) -> None:
         """Its call succeeded: mark it done now, so a crash later in the batch does not run it again."""
         try:
             self.store.complete(delivery.queued.idempotency_key)
         except Exception as exc:  # noqa: BLE001 - delivered all the same; the record's lease runs out
-            self._notify("complete_failed", delivery, internal_error(exc))
+            self._notify(Outcome.COMPLETE_FAILED, delivery, internal_error(exc))
         report.delivered.append(delivery)
-        self._notify("delivered", delivery, None)
+        self._notify(Outcome.DELIVERED, delivery, None)
 
-    def _defer(self, delivery: Delivery, report: Report) -> None:
+    def _defer(self, delivery: QueuedWork, report: Report) -> None:
         """Not started for lack of time: hand it back at once, without a backoff and without a dead letter."""
         if self.max_receives is not None and delivery.attempt >= self.max_receives:
             # Handed back now, SQS would dead-letter it on its next receive with no reason attached.
@@ -337,9 +339,9 @@ class Worker:
         except Exception:  # noqa: BLE001 - it comes back at the queue's visibility timeout instead
             pass
         report.deferred.append(delivery)
-        self._notify("deferred", delivery, None)
+        self._notify(Outcome.DEFERRED, delivery, None)
 
-    def _hand_back(self, delivery: Delivery, error: RateLimited, report: Report, *, claimed: bool) -> None:
+    def _hand_back(self, delivery: QueuedWork, error: RateLimited, report: Report, *, claimed: bool) -> None:
         """Rate-limited: its call did not start. Back to the queue for when the bucket predicts a call is free;
         never an attempt, never a dead letter.
 
@@ -361,22 +363,22 @@ class Worker:
                 pass
             else:
                 report.requeued.append((delivery, delay))
-                self._notify("requeued", delivery, error)
+                self._notify(Outcome.REQUEUED, delivery, error)
                 return
         try:
             self.visibility.delay(delivery.receipt_handle, seconds)
         except Exception:  # noqa: BLE001 - it comes back at the queue's visibility timeout instead
             pass
         report.handed_back.append((delivery, seconds))
-        self._notify("rate_limited", delivery, error)
+        self._notify(Outcome.RATE_LIMITED, delivery, error)
 
-    def _release(self, delivery: Delivery, *, uncertain: bool) -> None:
+    def _release(self, delivery: QueuedWork, *, uncertain: bool) -> None:
         try:
             self.store.release(delivery.queued.idempotency_key, uncertain=uncertain)
         except Exception:  # noqa: BLE001 - the record keeps its lease; when it runs out the next claim recovers
             pass
 
-    def _prepare(self, delivery: Delivery) -> DestinationError | None:
+    def _prepare(self, delivery: QueuedWork) -> DestinationError | None:
         """Read the envelope, find the subscription, build and validate the action payload."""
         try:
             delivery.message = QueueMessage.from_json(delivery.body)
@@ -403,7 +405,7 @@ class Worker:
             return internal_error(exc)
         return None
 
-    def _fail(self, delivery: Delivery, error: DestinationError, report: Report, *, claimed: bool,
+    def _fail(self, delivery: QueuedWork, error: DestinationError, report: Report, *, claimed: bool,
               waited: bool = False) -> None:
         """``waited``: it only waited on a key another worker holds; that is no attempt (its receives are)."""
         if isinstance(error, RateLimited):
@@ -423,7 +425,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - the message is retried anyway, at the queue's own timeout
                 pass
             report.retried.append((delivery, error, seconds))
-            self._notify("retried", delivery, error)
+            self._notify(Outcome.RETRIED, delivery, error)
             return
         if waited:
             error = type(error)(error.code, f"{error.message}: waited on that worker until the last receive the "
@@ -436,12 +438,12 @@ class Worker:
             self.dead_letters.send(delivery.body, dead_letter_attributes(delivery, error))
         except Exception:  # noqa: BLE001 - never lose it: let SQS redeliver, RedrivePolicy is the net
             report.failed.append(delivery)
-            self._notify("dead_letter_failed", delivery, error)
+            self._notify(Outcome.DEAD_LETTER_FAILED, delivery, error)
             return
         report.dead_lettered.append((delivery, error))
-        self._notify("dead_lettered", delivery, error)
+        self._notify(Outcome.DEAD_LETTERED, delivery, error)
 
-    def _notify(self, outcome: str, delivery: Delivery, error: DestinationError | None) -> None:
+    def _notify(self, outcome: Outcome, delivery: QueuedWork, error: DestinationError | None) -> None:
         if self.on_outcome:
             try:
                 self.on_outcome(outcome, delivery, error)
@@ -449,7 +451,7 @@ class Worker:
                 pass
 
 
-def may_have_landed(delivery: Delivery, error: DestinationError) -> bool:
+def may_have_landed(delivery: QueuedWork, error: DestinationError) -> bool:
     """After a failure: could this message's action have happened in Qualtrics all the same?"""
     if error.retryable:
         return True          # a timeout or a 5xx: Qualtrics may have acted before the answer was lost
@@ -459,7 +461,7 @@ def may_have_landed(delivery: Delivery, error: DestinationError) -> bool:
     return delivery.sent and error.code == "internal_error"
 
 
-def dead_letter_attributes(delivery: Delivery, error: DestinationError) -> dict[str, dict[str, str]]:
+def dead_letter_attributes(delivery: QueuedWork, error: DestinationError) -> dict[str, dict[str, str]]:
     """The reason, as SQS message attributes (readable in the console and by the DLQ tool)."""
     attributes = {
         "errorCode": error.code,

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -99,10 +100,13 @@ class IngestRequest:
         return cls(headers, body)
 
 
-# Why an event of the request was refused: the EventsRejected metric's dimension (never the free text, which
-# names fields and values).
-REJECTED_INVALID = "invalid_event"
-REJECTED_TOO_LARGE = "event_too_large"
+class Rejection(StrEnum):
+    """Why an event of the request was refused: the EventsRejected metric's ``reason`` dimension (never the free
+    text, which names fields and values). INVALID_EVENT is also the answer's code when the request's one event
+    is refused."""
+
+    INVALID_EVENT = "invalid_event"
+    EVENT_TOO_LARGE = "event_too_large"
 
 
 @dataclass
@@ -110,8 +114,8 @@ class IngestResponse:
     status: int
     body: dict[str, Any]
     queued: list[QueueMessage] = field(default_factory=list)
-    # One REJECTED_* code per refused event, in the order of the answer's "invalid" list (not sent).
-    rejected: list[str] = field(default_factory=list)
+    # One Rejection per refused event, in the order of the answer's "invalid" list (not sent).
+    rejected: list[Rejection] = field(default_factory=list)
 
     def to_http_api_response(self) -> dict[str, Any]:
         return {
@@ -343,7 +347,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
     if received_at is None:
         received_at = _utc_now_text()
     invalid: list[dict[str, Any]] = []
-    rejected: list[str] = []   # REJECTED_* of each entry of ``invalid``
+    rejected: list[Rejection] = []   # why each entry of ``invalid`` was refused
     by_action: dict[str, list[QueueMessage]] = defaultdict(list)
     accepted = 0
     for index, raw in enumerate(raw_events):
@@ -351,7 +355,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
             event = validate_event(raw, from_json=True)
         except ValueError as exc:
             invalid.append(_invalid(index, raw, str(exc)))
-            rejected.append(REJECTED_INVALID)
+            rejected.append(Rejection.INVALID_EVENT)
             continue
         # A body that is one event carries that event's JSON text (unless validation added a messageId).
         messages = _messages(router.matching(event), event, received_at, body_text if event is raw else None)
@@ -360,7 +364,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
         if messages and len(text := messages[0].to_json()) > MAX_EVENT_BYTES // 4 \
                 and len(text.encode()) > MAX_EVENT_BYTES:
             invalid.append(_invalid(index, raw, f"the event is larger than {MAX_EVENT_BYTES} bytes"))
-            rejected.append(REJECTED_TOO_LARGE)
+            rejected.append(Rejection.EVENT_TOO_LARGE)
             continue
         accepted += 1
         for message in messages:
@@ -368,7 +372,7 @@ def ingest_body(body: bytes, router: Router, publisher: Publisher, received_at: 
 
     if not accepted:
         if len(raw_events) == 1:
-            refused = error_response(400, "invalid_event", f"the event is invalid: {invalid[0]['error']}")
+            refused = error_response(400, Rejection.INVALID_EVENT, f"the event is invalid: {invalid[0]['error']}")
         else:
             refused = error_response(400, "invalid_batch", "every event in the batch is invalid", invalid=invalid)
         refused.rejected = rejected

@@ -22,6 +22,7 @@ from segment_qualtrics.ingest.core import (
     IngestCredentials,
     IngestRequest,
     IngestResponse,
+    Rejection,
     Router,
     authenticate,
     error_response,
@@ -128,7 +129,7 @@ class IngestApp:
             for reason in response.rejected:   # one invalid event, or a batch in which every event is invalid
                 self.batch.add(Metric.EVENTS_REJECTED, reason=reason)
             # Also 0 (unauthenticated, unparsable): the invocation's blob is never empty.
-            add(Metric.EVENTS_RECEIVED, 1 if code == "invalid_event" else len(invalid))
+            add(Metric.EVENTS_RECEIVED, 1 if code == Rejection.INVALID_EVENT else len(invalid))
             log = logger.error if response.status >= 500 else logger.warning
             log("request rejected", extra={"outcome": "rejected", "status": response.status, "code": code,
                                            "reason": error.get("message"), "invalid": invalid or None,

@@ -24,9 +24,10 @@ from segment_qualtrics.adapters.aws import DynamoIdempotencyStore, SqsDeadLetter
 from segment_qualtrics.adapters.dynamodb_rate_limit import DynamoRateLimitStore
 from segment_qualtrics.adapters.health import check_whoami
 from segment_qualtrics.adapters.qualtrics import CONNECT_TIMEOUT, READ_TIMEOUT, QualtricsClient, QualtricsCredentials
+from segment_qualtrics.delivery.outcomes import Outcome
 from segment_qualtrics.delivery.rate_limit import RateLimiter
 from segment_qualtrics.delivery.transactions import ContactCache, TransactionExecutor
-from segment_qualtrics.delivery.worker import Delivery, RetryPolicy, Worker
+from segment_qualtrics.delivery.worker import QueuedWork, RetryPolicy, Worker
 from segment_qualtrics.destination.actions import ACTIONS
 from segment_qualtrics.destination.errors import DestinationError, PermanentError, RetryableError
 from segment_qualtrics.runtime.observability import (
@@ -105,6 +106,18 @@ def partial_batch_response(records: list[dict[str, Any]], failures: set[str]) ->
                                   and isinstance(rid := record.get("messageId"), str) and rid in failures]}
 
 
+# Each outcome's own per-action count. DEFERRED (no time left to start its call) and COMPLETE_FAILED (delivered,
+# but the idempotency record could not be marked done) are logged as warnings and count nowhere else; a
+# rate-limited hand-back (RATE_LIMITED, REQUEUED) counts in RateLimitHandBacks.
+OUTCOME_METRICS: dict[Outcome, Metric] = {
+    Outcome.DELIVERED: Metric.MESSAGES_DELIVERED,
+    Outcome.DUPLICATE: Metric.DUPLICATES_SKIPPED,
+    Outcome.RETRIED: Metric.MESSAGES_RETRIED,
+    Outcome.DEAD_LETTERED: Metric.MESSAGES_DEAD_LETTERED,
+    Outcome.DEAD_LETTER_FAILED: Metric.DEAD_LETTER_SEND_FAILED,
+}
+
+
 class WorkerObserver:
     """Logs and metrics of one worker's invocations: the Worker's ``on_outcome`` and the client's ``on_call``."""
 
@@ -134,10 +147,10 @@ class WorkerObserver:
             add(Metric.CONTACT_CACHE_HITS, hits - before_hits)
         self.batch.flush()
 
-    def outcome(self, outcome: str, delivery: Delivery, error: DestinationError | None) -> None:
+    def outcome(self, outcome: Outcome, delivery: QueuedWork, error: DestinationError | None) -> None:
         message = delivery.message
-        extra: dict[str, Any] = {"outcome": outcome, "attempt": delivery.attempt,
-                                 "sqsMessageId": delivery.record_id, "action": self.action}
+        extra: dict[str, Any] = {"outcome": outcome.value, "attempt": delivery.attempt,
+                                 "sqsMessageId": delivery.sqs_message_id, "action": self.action}
         if message is not None:
             extra.update(correlation_id=message.message_id, segmentMessageId=message.message_id,
                          subscription=message.subscription, eventType=message.event.get("type"),
@@ -147,31 +160,23 @@ class WorkerObserver:
                          qualtricsRequestId=error.request_id, retryable=error.retryable)
         for key, value in delivery.detail.items():   # the executor's own account (deleteContact's result)
             extra.setdefault(key, value)
-        level = logger.info if outcome in ("delivered", "duplicate", "rate_limited", "requeued") else logger.warning
-        level(outcome.replace("_", " "), extra={k: v for k, v in extra.items() if v is not None})
+        level = logger.info if outcome.is_routine else logger.warning
+        level(outcome.label, extra={k: v for k, v in extra.items() if v is not None})
 
         deleted = delivery.detail.get("contactsDeleted")
         if isinstance(deleted, int) and deleted > 0:   # also when a later call failed: those are gone all the same
             add(Metric.CONTACTS_DELETED, deleted)
-        if outcome == "delivered":
-            add(Metric.MESSAGES_DELIVERED)
-        elif outcome == "duplicate":
-            add(Metric.DUPLICATES_SKIPPED)
-        elif outcome == "retried":
-            add(Metric.MESSAGES_RETRIED)
+        if (metric := OUTCOME_METRICS.get(outcome)) is not None:
+            add(metric)
+        if outcome is Outcome.RETRIED:
             reason = retry_reason(error.code, error.status) if error else "other"
             self.batch.add(Metric.RETRIES_BY_REASON, action=self.action, reason=reason)
-        elif outcome == "dead_lettered":
-            add(Metric.MESSAGES_DEAD_LETTERED)
+        elif outcome is Outcome.DEAD_LETTERED:
             self.batch.add(Metric.DEAD_LETTERS_BY_CODE, action=self.action,
                            errorCode=error.code if error else "unknown")
-        elif outcome == "dead_letter_failed":
-            add(Metric.DEAD_LETTER_SEND_FAILED)
-        elif outcome in ("rate_limited", "requeued"):
+        elif outcome in (Outcome.RATE_LIMITED, Outcome.REQUEUED):
             with self._lock:
                 self.batch.add(Metric.RATE_LIMIT_HAND_BACKS, action=self.action)
-        # "deferred" (no time left to start its call) and "complete_failed" (delivered, but the idempotency
-        # record could not be marked done) are logged as warnings above; they add no metric of their own.
 
     def call(self, operation: str, status: int | None, seconds: float) -> None:
         self._calls += 1
@@ -271,7 +276,7 @@ class WorkerApp:
             self.worker.invocation_seconds = started_with
             if self.limiter is not None:
                 self.limiter.remaining = remaining
-            report = self.worker.process([Delivery.from_sqs_record(r) for r in records])
+            report = self.worker.process([QueuedWork.from_sqs_record(r) for r in records])
         finally:
             self.observer.end(len(records))
         return partial_batch_response(records, set(report.failure_ids))

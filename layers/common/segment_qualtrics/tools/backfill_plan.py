@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segment_qualtrics.delivery.transactions import DELIVERY_KEY_FIELD, MARKER_FIELD, transaction_key
-from segment_qualtrics.delivery.worker import Delivery
+from segment_qualtrics.delivery.worker import QueuedWork
 from segment_qualtrics.destination.actions import ContactPayload, TransactionPayload, qualtrics_datetime
 from segment_qualtrics.destination.envelope import QueueMessage, encode_event
 from segment_qualtrics.destination.errors import DestinationError
@@ -155,7 +155,7 @@ class Planner:
                 item.why_queue = "a transaction for a given contactId (an import matches contacts by itself)"
                 return
             data = {**(payload.transactionData or {}), MARKER_FIELD: item.message_id,
-                    DELIVERY_KEY_FIELD: transaction_key(Delivery("", "", "", 1, message=item.message())),
+                    DELIVERY_KEY_FIELD: transaction_key(QueuedWork("", "", "", 1, message=item.message())),
                     DATE_FIELD: payload.transactionDate or _date_or_none(item.received_at)}
             contact = import_contact(payload, {k: v for k, v in data.items() if v is not None})
             mailing_list = payload.mailingListId

@@ -21,6 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,12 +30,20 @@ from requests.adapters import BaseAdapter
 
 from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCredentials
 from segment_qualtrics.delivery.idempotency import MemoryIdempotencyStore
-from segment_qualtrics.delivery.worker import Delivery, Worker
+from segment_qualtrics.delivery.outcomes import Outcome
+from segment_qualtrics.delivery.worker import QueuedWork, Worker
 from segment_qualtrics.destination.errors import DestinationError
 from segment_qualtrics.destination.subscriptions import Subscription
 from segment_qualtrics.ingest.core import IngestRequest, route
 from segment_qualtrics.segment.events import BodyError, split_body, validate_event
 from segment_qualtrics.segment.mapping_kit import MappingError, resolve_mapping
+
+
+class Skipped(StrEnum):
+    """A subscription the worker would never see the event for (otherwise the preview shows its Outcome)."""
+
+    DISABLED = "disabled"
+    NOT_TRIGGERED = "not triggered"
 
 TOKEN_PLACEHOLDER = "preview-api-token"
 MASKED_TOKEN = "********"
@@ -73,7 +82,7 @@ class SubscriptionPreview:
     trigger: str
     triggered: bool
     why: str                                   # Trigger.explain
-    outcome: str                               # disabled | not triggered | delivered | dead-lettered | retried
+    outcome: Skipped | Outcome                 # the worker's outcome, or why it would not see the event
     resolved: dict[str, Any] | None = None     # the mapping resolved against the event, before validation
     payload: dict[str, Any] | None = None      # the validated action payload
     error: dict[str, Any] | None = None        # {"code", "message", ...} when the worker would fail it
@@ -154,9 +163,9 @@ def _preview_event(index: int, raw: Any, subscriptions: Sequence[Subscription], 
     for sub in subscriptions:
         triggered = sub.trigger.matches(event)
         item = SubscriptionPreview(sub.name, sub.action.slug, sub.enabled, sub.trigger.source, triggered,
-                                   sub.trigger.explain(event), "not triggered")
+                                   sub.trigger.explain(event), Skipped.NOT_TRIGGERED)
         if not sub.enabled:
-            item.outcome = "disabled"
+            item.outcome = Skipped.DISABLED
         elif triggered:
             [message] = route(event, [sub], received_at)
             _deliver(item, sub, message.to_json(), credentials, base_url)
@@ -179,12 +188,14 @@ def _deliver(item: SubscriptionPreview, sub: Subscription, body: str, credential
              **getattr(executor, "PREVIEW_STEPS", {})}
     transport.search_finds = list(getattr(executor, "PREVIEW_SEARCH_FINDS", []))
     dead_letters = _DeadLetters()
+    outcomes: list[tuple[Outcome, DestinationError | None]] = []
     worker = Worker(action=sub.action.slug, subscriptions={sub.name: sub}, executor=executor,
-                    store=MemoryIdempotencyStore(), dead_letters=dead_letters, visibility=_NoDelay())
-    delivery = Delivery.from_sqs_record(
+                    store=MemoryIdempotencyStore(), dead_letters=dead_letters, visibility=_NoDelay(),
+                    on_outcome=lambda outcome, _, error: outcomes.append((outcome, error)))
+    delivery = QueuedWork.from_sqs_record(
         {"messageId": "preview-1", "receiptHandle": "preview", "body": body,
          "attributes": {"ApproximateReceiveCount": "1"}})
-    report = worker.process([delivery])
+    worker.process([delivery])
 
     event = json.loads(body)["event"]
     try:
@@ -193,15 +204,9 @@ def _deliver(item: SubscriptionPreview, sub: Subscription, body: str, credential
         item.resolved = {"(error)": str(exc)}
     if delivery.payload is not None:
         item.payload = delivery.payload.model_dump(exclude_none=True)
-    error: DestinationError | None = None
-    if report.delivered:
-        item.outcome = "delivered"
-    elif report.dead_lettered:
-        item.outcome, error = "dead-lettered", report.dead_lettered[0][1]
-    elif report.retried:
-        item.outcome, error = "retried", report.retried[0][1]
-    else:
-        item.outcome = "failed"
+    if not outcomes:
+        raise RuntimeError("the worker reported no outcome for the preview's message")
+    item.outcome, error = outcomes[-1]
     if error is not None:
         item.error = error.describe()
     item.requests = [HttpCall(steps.get(op, op), *_shown(prepared))
@@ -321,7 +326,7 @@ def render(result: Preview) -> str:
 
 def _render_subscription(sub: SubscriptionPreview) -> list[str]:
     head = f"  - {sub.name!r} ({sub.action})"
-    if sub.outcome == "disabled":
+    if sub.outcome is Skipped.DISABLED:
         return [f"{head}: disabled (its trigger {'would' if sub.triggered else 'would not'} match: {sub.why})"]
     if not sub.triggered:
         return [f"{head}: not triggered: {sub.why}"]
@@ -338,7 +343,7 @@ def _render_subscription(sub: SubscriptionPreview) -> list[str]:
         lines += [f"         {name}: {value}" for name, value in call.headers.items()]
         if call.body is not None:
             lines += ["         " + line for line in json.dumps(call.body, indent=2, ensure_ascii=False).splitlines()]
-    if sub.outcome == "delivered" and not sub.requests:
+    if sub.outcome is Outcome.DELIVERED and not sub.requests:
         lines.append("      no request")
     return lines
 
