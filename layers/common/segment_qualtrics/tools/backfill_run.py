@@ -51,7 +51,8 @@ class QueuePublisher(Protocol):
 
 class BulkClient(Protocol):
     def create_transaction_batch(self, directory_id: str, creation_date: str) -> str: ...
-    def start_import(self, directory_id: str, mailing_list_id: str, body: dict[str, Any]) -> str: ...
+    def start_import(self, directory_id: str, mailing_list_id: str, body: dict[str, Any], *,
+                     timeout: tuple[float, float] | None = None) -> str: ...
     def import_status(self, directory_id: str, mailing_list_id: str, import_id: str, *,
                       summary: bool = False) -> dict[str, Any]: ...
 
@@ -70,6 +71,9 @@ class Options:
     queue_rate: float = 50.0            # queue-lane messages per second
     lease_seconds: int = DEFAULT_LEASE_SECONDS
     claim_threads: int = 16
+    # (connect, read) seconds for an import's POST. A late answer is an import in doubt (its lines go the per-event
+    # way), so wait long: a 5 MB upload, or a busy Qualtrics, outlasts the 10 s a small call is given.
+    import_timeout: tuple[float, float] = (10.0, 300.0)
 
 
 @dataclass
@@ -416,7 +420,8 @@ class Backfill:
     def _start(self, record: dict[str, Any], batch: ImportBatch, body: dict[str, Any]) -> None:
         while True:
             try:
-                record["id"] = self.client.start_import(batch.directory, batch.mailing_list, body)
+                record["id"] = self.client.start_import(batch.directory, batch.mailing_list, body,
+                                                        timeout=self.options.import_timeout)
                 self.stats.calls["start_import"] += 1
                 break
             except DestinationError as exc:
