@@ -191,7 +191,8 @@ def main() -> int:
     limits = {"contact_writes": args.per_minute, "searches": args.per_minute, "transactions": args.per_minute,
               "imports": args.imports_per_minute, "windowSeconds": 60 / scale}
     sandbox = QualtricsSandbox(TOKEN, port=0, limits=limits, latency={"seconds": args.latency / scale},
-                               imports={"contactsPerSecond": args.import_speed * scale, "maxConcurrentJobs": args.concurrent_jobs,
+                               imports={"contactsPerSecond": args.import_speed * scale,
+                                        "maxConcurrentJobs": args.concurrent_jobs,
                                         "maxQueuedJobs": args.queued_jobs}).start()
     base = sandbox.base_url
     try:
@@ -219,7 +220,8 @@ def main() -> int:
     rows = [row("bulk (imports)", args.customers, bulk, bulk_check),
             row("per event (workers)", args.per_event, event, event_check)]
     print(f"limits: {args.per_minute}/min contact writes, searches, transactions; {args.imports_per_minute}/min "
-          f"imports; {args.latency}s a call; imports {args.import_speed:g} contacts/s, {args.concurrent_jobs} at once; time x{scale:g}")
+          f"imports; {args.latency}s a call; imports {args.import_speed:g} contacts/s, {args.concurrent_jobs} at once; "
+          f"{args.import_size:,} contacts an import, {args.max_imports} at once; time x{scale:g}")
     print(f"{'lane':<22}{'customers':>10}{'calls':>9}{'calls/contact':>15}{'wall s':>9}{'Qualtrics min':>15}"
           f"{'contacts/min':>14}{'contacts':>10}{'transactions':>14}{'dups':>6}")
     for r in rows:
