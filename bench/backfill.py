@@ -87,7 +87,7 @@ class Calls:
             self.by_operation[operation] += 1
 
 
-def bulk_lane(base_url: str, directory: str, customers: int, workdir: Path) -> dict:
+def bulk_lane(base_url: str, directory: str, customers: int, workdir: Path, options: Options) -> dict:
     path = workdir / "events.ndjson.gz"
     with gzip.open(path, "wb", compresslevel=1) as handle:
         for n in range(customers):
@@ -102,10 +102,14 @@ def bulk_lane(base_url: str, directory: str, customers: int, workdir: Path) -> d
                    planner=lambda: Planner(subscriptions, lanes, MAILING_LIST), fingerprint="bench",
                    checkpoint_path=workdir / "checkpoint.json", rejects_path=workdir / "rejects.ndjson",
                    client=client, store=MemoryIdempotencyStore(), publisher=None, queue_actions=set(),
-                   options=Options(poll_seconds=0.2), max_record_bytes=1 << 22)
+                   options=options, max_record_bytes=1 << 22)
     stats = run.run()
     seconds = time.monotonic() - started
-    return {"seconds": seconds, "calls": dict(calls.by_operation), "rejects": stats.rejects,
+    reasons: Counter = Counter()
+    if (workdir / "rejects.ndjson").exists():   # why, so that a reject is never left unexplained
+        with open(workdir / "rejects.ndjson", encoding="utf-8") as handle:
+            reasons.update(json.loads(line)["reason"][:160] for line in handle)
+    return {"seconds": seconds, "calls": dict(calls.by_operation), "rejects": stats.rejects, "reasons": reasons,
             "loaded": stats.contacts_loaded, "finished": run.checkpoint.data["finished"]}
 
 
@@ -178,13 +182,18 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per call, unscaled (default 0.2)")
     parser.add_argument("--import-speed", type=float, default=1000.0,
                         help="contacts a running import processes per second, unscaled (default 1000)")
+    parser.add_argument("--import-size", type=int, default=10_000, help="contacts per import (Qualtrics: 10,000)")
+    parser.add_argument("--max-imports", type=int, default=20, help="imports the backfill runs at once (20)")
+    parser.add_argument("--concurrent-jobs", type=int, default=25, help="imports the sandbox runs at once (25)")
+    parser.add_argument("--queued-jobs", type=int, default=100, help="unfinished imports the sandbox accepts (100)")
     args = parser.parse_args()
     scale = args.scale
     limits = {"contact_writes": args.per_minute, "searches": args.per_minute, "transactions": args.per_minute,
               "imports": args.imports_per_minute, "windowSeconds": 60 / scale}
     sandbox = QualtricsSandbox(TOKEN, port=0, limits=limits, latency={"seconds": args.latency / scale},
-                               imports={"contactsPerSecond": args.import_speed * scale, "maxConcurrentJobs": 25,
-                                        "maxQueuedJobs": 100}).start()
+                               imports={"contactsPerSecond": args.import_speed * scale,
+                                        "maxConcurrentJobs": args.concurrent_jobs,
+                                        "maxQueuedJobs": args.queued_jobs}).start()
     base = sandbox.base_url
     try:
         for directory in ("POOL_BULK", "POOL_EVENT"):
@@ -192,7 +201,9 @@ def main() -> int:
                 "directoryId": directory, "deduplicationCriteria": {"externalDataReference": True},
                 "mailingLists": [MAILING_LIST]}).raise_for_status()
         with tempfile.TemporaryDirectory() as workdir:
-            bulk = bulk_lane(base, "POOL_BULK", args.customers, Path(workdir))
+            options = Options(poll_seconds=0.2, import_contacts=args.import_size, segment_items=args.import_size,
+                              max_imports=args.max_imports)
+            bulk = bulk_lane(base, "POOL_BULK", args.customers, Path(workdir), options)
         event = per_event_lane(base, "POOL_EVENT", args.per_event, args.workers)
         bulk_check = check_directory(base, "POOL_BULK", args.customers)
         event_check = check_directory(base, "POOL_EVENT", args.per_event)
@@ -209,7 +220,8 @@ def main() -> int:
     rows = [row("bulk (imports)", args.customers, bulk, bulk_check),
             row("per event (workers)", args.per_event, event, event_check)]
     print(f"limits: {args.per_minute}/min contact writes, searches, transactions; {args.imports_per_minute}/min "
-          f"imports; {args.latency}s a call; imports {args.import_speed:g} contacts/s, 25 at once; time x{scale:g}")
+          f"imports; {args.latency}s a call; imports {args.import_speed:g} contacts/s, {args.concurrent_jobs} at once; "
+          f"{args.import_size:,} contacts an import, {args.max_imports} at once; time x{scale:g}")
     print(f"{'lane':<22}{'customers':>10}{'calls':>9}{'calls/contact':>15}{'wall s':>9}{'Qualtrics min':>15}"
           f"{'contacts/min':>14}{'contacts':>10}{'transactions':>14}{'dups':>6}")
     for r in rows:
@@ -218,6 +230,8 @@ def main() -> int:
               f"{r['contacts']:>10,}{r['transactions']:>14,}{r['duplicateContacts'] + r['duplicateTransactions']:>6}")
     speedup = rows[0]["contactsPerMinute"] / rows[1]["contactsPerMinute"]
     print(f"bulk / per event: {speedup:.1f}x contacts a minute; rejects: {bulk['rejects']} (none expected)")
+    for reason, count in bulk["reasons"].most_common(5):
+        print(f"  reject x{count}: {reason}")
     for r in rows:
         print(f"  {r['lane']}: calls {r['callsByOperation']}")
     ok = (bulk["finished"] and bulk["rejects"] == 0 and all(

@@ -274,9 +274,12 @@ class QualtricsClient:   # implements delivery/qualtrics_api.py's QualtricsApi
                                  request_id=_request_id(data))
         return batch_id
 
-    def start_import(self, directory_id: str, mailing_list_id: str, body: dict[str, Any]) -> str:
-        """Submit a transaction-contacts import; its id (PGR_...). Not idempotent: the caller records the id."""
-        data = self._call("start_import", "POST", _import_path(directory_id, mailing_list_id), body)
+    def start_import(self, directory_id: str, mailing_list_id: str, body: dict[str, Any], *,
+                     timeout: tuple[float, float] | None = None) -> str:
+        """Submit a transaction-contacts import; its id (PGR_...). Not idempotent: the caller records the id.
+        ``timeout``: (connect, read) seconds; an upload of up to 5 MB may take longer than the default."""
+        data = self._call("start_import", "POST", _import_path(directory_id, mailing_list_id), body,
+                          timeout=timeout)
         import_id = (data.get("result") or {}).get("id")
         if not isinstance(import_id, str) or not import_id:
             raise RetryableError("qualtrics_bad_response", "the import answered without result.id",
