@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import requests
 
-from local.stack import REGION, STATE_FILE
+from local.stack import QUEUED_MESSAGES, REGION, STATE_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ["identify.json", "track_transaction_created.json", "batch.json", "batch_with_invalid_event.json",
@@ -121,9 +121,8 @@ def _wait(sqs, sources: dict[str, str], seconds: float = 60) -> bool:
 
 
 def _depth(sqs, url: str) -> int:
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[*QUEUED_MESSAGES])["Attributes"]
+    return sum(int(attrs[a]) for a in QUEUED_MESSAGES)
 
 
 def _peek(sqs, url: str) -> list[dict]:

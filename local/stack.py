@@ -43,6 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = Path(os.environ.get("LOCAL_STACK_STATE") or ROOT / ".local-stack" / "state.json")
 LOCAL_SUBSCRIPTIONS = ROOT / "local" / "subscriptions.json"
 REGION = "us-east-1"
+# What a queue still holds: visible, in flight, and delayed (DelaySeconds, as the workers' fresh copies of
+# rate-limited messages are); a drain that left out the delayed ones returned before they were delivered.
+QUEUED_MESSAGES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                   "ApproximateNumberOfMessagesDelayed")
 ACCOUNT = "123456789012"
 LOCAL_SHARED_SECRET = "local-shared-secret"   # the events/ingest samples are signed with it
 SANDBOX_TOKEN = "sandbox-api-token"
@@ -520,14 +524,14 @@ class LocalStack:
         return sum(self.deliver(name, window=False) for name in self.workers)
 
     def queue_depths(self) -> dict[str, int]:
+        """Messages in each queue: visible, in flight, and delayed (a rate-limited message's fresh copy)."""
         sqs = self.client("sqs")
         depths = {}
         for name, resource in self.resources.items():
             if resource.get("Type") == "AWS::SQS::Queue":
                 attrs = sqs.get_queue_attributes(QueueUrl=self.intrinsics.physical[name], AttributeNames=[
-                    "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-                depths[name] = int(attrs["ApproximateNumberOfMessages"]) + int(
-                    attrs["ApproximateNumberOfMessagesNotVisible"])
+                    *QUEUED_MESSAGES])["Attributes"]
+                depths[name] = sum(int(attrs[a]) for a in QUEUED_MESSAGES)
         return depths
 
     def drain(self, timeout: float = 60.0) -> None:

@@ -197,3 +197,11 @@ def test_unknown_routes_are_404_like_api_gateway(stack, client, path):
 
     answer = requests.post(stack.url.replace("/segment", path), data=b"{}", timeout=5)
     assert answer.status_code == 404
+
+
+def test_a_delayed_message_counts_as_queued_so_a_drain_waits_for_it(stack):
+    # A rate-limited message comes back as a fresh copy with DelaySeconds; a drain that counted only visible and
+    # in-flight messages returned before it was delivered (a dead-letter queue then read as empty).
+    stack.client("sqs").send_message(QueueUrl=stack.queue_url("AddContactToXmdQueue"), MessageBody="{}",
+                                     DelaySeconds=60)
+    assert stack.queue_depths()["AddContactToXmdQueue"] == 1
