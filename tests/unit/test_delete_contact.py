@@ -36,6 +36,7 @@ from segment_qualtrics.runtime.worker_app import WorkerObserver
 from segment_qualtrics.segment.fql import compile_trigger
 
 from local.sandbox.qualtrics_sandbox import QualtricsSandbox
+from local.sandbox.tests.sandbox_api import own_sandbox
 
 TOKEN = "delete-contact-test-token"
 POOL = "POOL_SANDBOX"
@@ -69,9 +70,7 @@ class Visibility:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[QualtricsSandbox]:
-    sandbox = QualtricsSandbox(TOKEN, port=0).start()
-    yield sandbox
-    sandbox.stop()
+    yield from own_sandbox(TOKEN)
 
 
 class Sandbox:

@@ -33,6 +33,7 @@ from segment_qualtrics.destination.errors import PermanentError, RetryableError
 from segment_qualtrics.runtime.settings import SettingsError, WorkerSettings
 
 from local.sandbox.qualtrics_sandbox import QualtricsSandbox
+from local.sandbox.tests.sandbox_api import own_sandbox
 from tests.unit.rate_limit_contract import T0, RateLimitStoreContract, most_in_any_window
 from tests.unit.test_worker import Setup, delivery, message
 
@@ -256,9 +257,7 @@ def test_threads_sharing_a_limiter_never_overspend() -> None:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[QualtricsSandbox]:
-    running = QualtricsSandbox(TOKEN, port=0).start()
-    yield running
-    running.stop()
+    yield from own_sandbox(TOKEN)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from segment_qualtrics.adapters.qualtrics import QualtricsClient, QualtricsCrede
 from segment_qualtrics.destination.errors import PermanentError
 
 from local.sandbox.qualtrics_sandbox import QualtricsSandbox
+from local.sandbox.tests.sandbox_api import own_sandbox
 
 TOKEN = "sandbox-test-token"
 POOL = "POOL_SANDBOX"
@@ -39,9 +40,7 @@ SEEDED_CRITERIA = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[QualtricsSandbox]:
-    sandbox = QualtricsSandbox(TOKEN, port=0).start()
-    yield sandbox
-    sandbox.stop()
+    yield from own_sandbox(TOKEN)
 
 
 @pytest.fixture
